@@ -1,0 +1,35 @@
+"""Dataset readers of the official layouts, keypoint layouts, image IO and top-down transforms.
+
+Submodules: ``io`` (read_image, ImageReadError, AnnotationError), ``keypoints`` (KeypointSpec per dataset),
+``coco`` (CocoKeypoints), ``mpii`` (MpiiKeypoints), ``transforms`` (TopDownTransform and geometry),
+``topdown`` (TopDownDataset). Names are imported lazily to keep ``hrnet_core.codecs`` <-> ``hrnet_core.data`` acyclic.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "read_image": "io",
+    "ImageReadError": "io",
+    "AnnotationError": "io",
+    "KeypointSpec": "keypoints",
+    "COCO_KEYPOINTS": "keypoints",
+    "MPII_KEYPOINTS": "keypoints",
+    "CROWDPOSE_KEYPOINTS": "keypoints",
+    "get_keypoint_spec": "keypoints",
+    "CocoKeypoints": "coco",
+    "MpiiKeypoints": "mpii",
+    "TopDownTransform": "transforms",
+    "box_to_center_scale": "transforms",
+    "get_affine_transform": "transforms",
+    "TopDownDataset": "topdown",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""Training losses."""
+
+from .joints_mse import JointsMSELoss
+
+__all__ = ["JointsMSELoss"]

@@ -1,0 +1,481 @@
+"""Typed training recipes: one YAML per paper-table row, loaded into a tree of dataclasses.
+
+A recipe names everything a run needs to reproduce one row of a paper table: the model (zoo name + overrides), the
+data (prepared dataset, input size, heatmap size, sigma), the augmentation, the optimiser and schedule, the batch size
+the paper used, and the test settings (flip test, detector or ground-truth boxes, OKS-NMS). Values follow the papers
+and ``../shared/reference/FACTS.md`` (section 1 for top-down pose).
+
+Loading order (later wins): recipe YAML -> profile YAML (``profiles/<name>.yaml``, e.g. ``smoke``) -> overrides
+(dotted keys ``model.width=18`` or a nested mapping). Every key is checked against the dataclasses: an unknown key,
+a missing required key or a value of the wrong type raises :class:`ConfigError` naming the dotted key.
+
+Example::
+
+    recipe = load_recipe("pose_hrnet_w32_256x192_coco", ["train.epochs=2"], profile="smoke")
+    recipe.train.epochs           # 2
+    recipe.to_dict()              # plain data, logged as MLflow params and saved with checkpoints
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Union
+
+import yaml
+
+RECIPE_DIR = Path(__file__).resolve().parent
+PROFILE_DIR = RECIPE_DIR / "profiles"
+
+TASKS = ("pose_topdown",)
+DATASETS = ("coco", "mpii")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("multistep", "cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A recipe, profile or override is malformed: unknown key, missing key, wrong type or invalid value.
+
+    The message names the offending dotted key (e.g. ``train.epochs``) and, where known, the file.
+    """
+
+
+@dataclass
+class PaperRef:
+    """The paper-table row a recipe reproduces (ids match ``hrnet_core.paper_tables``)."""
+
+    id: str
+    table: str
+    row: str
+
+
+@dataclass
+class ModelConfig:
+    """Model zoo name plus the overrides accepted by ``hrnet_core.models.build_model``.
+
+    ``None`` means "zoo default". ``stage_modules`` / ``stage_blocks``: modules per stage 2-4 and BasicBlocks per
+    branch (standard ``[1, 4, 3]`` / ``[4, 4, 4]``); ``stage1_blocks`` / ``stage1_planes``: stage-1 Bottlenecks and
+    their width (standard 4 / 64). ``pretrained`` is an ImageNet classification checkpoint for the backbone
+    (path); ``None`` trains from scratch (the pose paper's 73.4 AP row).
+    """
+
+    name: str
+    num_joints: int = 17
+    width: int | None = None
+    fusion: str | None = None
+    head: str | None = None
+    stage_modules: list[int] | None = None
+    stage_blocks: list[int] | None = None
+    stage1_blocks: int | None = None
+    stage1_planes: int | None = None
+    pretrained: str | None = None
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """Keyword overrides for ``build_model(self.name, **kwargs)`` (only the keys that are set)."""
+        keys = ("num_joints", "width", "fusion", "head", "stage_modules", "stage_blocks", "stage1_blocks",
+                "stage1_planes")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+@dataclass
+class DataConfig:
+    """Dataset and target geometry.
+
+    ``root`` is a prepared dataset (``hrnet data prepare``) holding one folder per split; relative paths resolve
+    against the working directory of the command. ``input_size`` and ``heatmap_size`` are ``[W, H]`` in pixels
+    (heatmap = input / 4 for HRNet); ``sigma`` is the Gaussian std in heatmap cells.
+    """
+
+    dataset: str
+    root: str
+    train_split: str
+    val_split: str
+    input_size: list[int]
+    heatmap_size: list[int]
+    sigma: float
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation of the top-down pipeline (FACTS.md section 1).
+
+    ``scale_factor``: scale ~ clip(N(0,1) * f + 1, 1 - f, 1 + f); ``rotation_factor`` in degrees, applied with
+    ``rotation_prob``; half body when more than ``half_body_min_joints`` joints are visible, with ``half_body_prob``.
+    """
+
+    flip: bool = True
+    scale_factor: float = 0.35
+    rotation_factor: float = 45.0
+    rotation_prob: float = 0.6
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 8
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimiser; the official pose code builds Adam WITHOUT weight decay (FACTS.md section 1)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule stepped per epoch, plus an optional linear warm-up in iterations."""
+
+    name: str = "multistep"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.001
+
+
+@dataclass
+class LossConfig:
+    """Joints MSE (mean over joints of 0.5 * MSE(pred * w, gt * w)); ``ohkm_topk`` enables OHKM."""
+
+    use_target_weight: bool = True
+    ohkm_topk: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Schedule and batch geometry.
+
+    ``global_batch_size`` is the paper's batch (images per optimiser step over all devices, e.g. 32/GPU x 4 GPUs =
+    128); ``batch_size_per_device`` what one worker holds in memory. Gradient accumulation makes up the
+    difference: ``accum = global / (per_device * num_workers)``, which must be a whole number.
+    ``precision="auto"``: bf16 autocast on GPUs that support it, else fp16 with loss scaling; fp32 on CPU.
+    ``val_every``: evaluate on the val split every N epochs inside training (0: only the final evaluation).
+    """
+
+    epochs: int
+    global_batch_size: int
+    batch_size_per_device: int
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    precision: str = "auto"
+    sync_bn: bool = True
+    seed: int = 0
+    val_every: int = 0
+    max_failures: int = 2
+    checkpoints_to_keep: int = 2
+
+
+@dataclass
+class TestConfig:
+    """Test-time settings (FACTS.md section 1).
+
+    ``use_gt_boxes=False`` uses the prepared split's person detection file (the paper's numbers);
+    ``det_score_thr`` drops weaker detections; ``joint_score_thr`` (in_vis_thre) selects joints for the person
+    score; ``oks_nms_thr`` is the OKS-NMS threshold; ``flip`` averages with the flipped image, whose heatmap is
+    shifted 1 px right when ``shift_heatmap``.
+    """
+
+    flip: bool = True
+    shift_heatmap: bool = True
+    use_gt_boxes: bool = False
+    det_score_thr: float = 0.0
+    joint_score_thr: float = 0.2
+    oks_nms_thr: float = 0.9
+    batch_size: int = 64
+    num_vis_images: int = 6
+
+
+@dataclass
+class Recipe:
+    """A full, resolved training recipe (see module docstring)."""
+
+    name: str
+    task: str
+    description: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    paper: PaperRef | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    profile: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-serialisable); ``load_recipe`` of its YAML dump gives an equal recipe."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.optimizer.lr": 0.001, ...}``: the resolved config as flat dotted keys (MLflow params)."""
+        return flatten(self.to_dict())
+
+    def accumulation_steps(self, num_workers: int) -> int:
+        """Gradient-accumulation steps so that ``num_workers`` devices reach ``train.global_batch_size``.
+
+        Raises:
+            ConfigError: when the global batch is not a whole multiple of ``batch_size_per_device * num_workers``.
+        """
+        per_step = self.train.batch_size_per_device * max(1, num_workers)
+        if self.train.global_batch_size % per_step:
+            raise ConfigError(
+                f"train.global_batch_size={self.train.global_batch_size} is not a multiple of "
+                f"train.batch_size_per_device x num_workers = {self.train.batch_size_per_device} x {num_workers}"
+            )
+        return self.train.global_batch_size // per_step
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# loading
+
+
+def list_recipes() -> list[str]:
+    """Names of the packaged recipes (``hrnet_core/recipes/*.yaml``)."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def list_profiles() -> list[str]:
+    """Names of the packaged profiles (``hrnet_core/recipes/profiles/*.yaml``)."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_recipe(
+    name_or_path: str,
+    overrides: Mapping[str, Any] | Iterable[str] = (),
+    profile: str | None = None,
+) -> Recipe:
+    """Load a recipe by packaged name or YAML path, apply a profile and overrides, and validate it.
+
+    Args:
+        name_or_path: a name from :func:`list_recipes` or a path to a YAML file.
+        overrides: ``["train.epochs=2", "model.width=18"]`` (values parsed as YAML) or a mapping, either dotted
+            (``{"train.epochs": 2}``) or nested (``{"train": {"epochs": 2}}``).
+        profile: a name from :func:`list_profiles` or a YAML path; merged before the overrides.
+
+    Raises:
+        ConfigError: unknown recipe/profile, unknown or missing key, wrong type, invalid value.
+    """
+    path = _resolve_file(name_or_path, RECIPE_DIR, "recipe", list_recipes())
+    data = _read_yaml(path)
+    _check_keys(Recipe, data, "", str(path))
+    if profile:
+        ppath = _resolve_file(profile, PROFILE_DIR, "profile", list_profiles())
+        layer = _read_yaml(ppath)
+        _check_keys(Recipe, layer, "", str(ppath))
+        _deep_merge(data, layer, source=str(ppath))
+        data["profile"] = ppath.stem
+    layer = parse_overrides(overrides)
+    _check_keys(Recipe, layer, "", "overrides")
+    _deep_merge(data, layer, source="overrides")
+    source = str(path) + (f" + profile {profile}" if profile else "") + (" + overrides" if layer else "")
+    recipe = _build(Recipe, data, prefix="", source=source)
+    validate(recipe)
+    return recipe
+
+
+def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
+    """Rebuild a validated :class:`Recipe` from :meth:`Recipe.to_dict` output (e.g. stored in a checkpoint)."""
+    recipe = _build(Recipe, copy.deepcopy(dict(data)), prefix="", source="<dict>")
+    validate(recipe)
+    return recipe
+
+
+def parse_overrides(overrides: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1"]`` / ``{"a.b": 1}`` / ``{"a": {"b": 1}}`` into a nested dict; values parsed as YAML."""
+    nested: dict[str, Any] = {}
+    if isinstance(overrides, Mapping):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            if not isinstance(item, str) or "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+            key, raw = item.split("=", 1)
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from None
+            items.append((key.strip(), value))
+    for key, value in items:
+        if not key:
+            raise ConfigError("override with an empty key")
+        parts = str(key).split(".")
+        node = nested
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {key}: {part} is both a value and a section")
+            node = nxt
+        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), dict):
+            _deep_merge(node[parts[-1]], dict(value), source="overrides")
+        else:
+            node[parts[-1]] = copy.deepcopy(value)
+    return nested
+
+
+def validate(recipe: Recipe) -> None:
+    """Check value ranges and cross-field consistency; raises :class:`ConfigError` naming the key."""
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    need(recipe.task in TASKS, "task", f"{recipe.task!r} is not one of {TASKS}")
+    need(recipe.data.dataset in DATASETS, "data.dataset", f"{recipe.data.dataset!r} is not one of {DATASETS}")
+    for key in ("input_size", "heatmap_size"):
+        v = getattr(recipe.data, key)
+        need(len(v) == 2 and all(x > 0 for x in v), f"data.{key}", f"expected [W, H] of positive ints, got {v}")
+    iw, ih = recipe.data.input_size
+    hw, hh = recipe.data.heatmap_size
+    need(iw * hh == ih * hw, "data.heatmap_size", f"{recipe.data.heatmap_size} has a different aspect than input {recipe.data.input_size}")
+    need(recipe.data.sigma > 0, "data.sigma", "must be > 0")
+    need(recipe.model.num_joints > 0, "model.num_joints", "must be > 0")
+    t = recipe.train
+    need(t.epochs > 0, "train.epochs", "must be > 0")
+    need(t.batch_size_per_device > 0, "train.batch_size_per_device", "must be > 0")
+    need(t.global_batch_size >= t.batch_size_per_device, "train.global_batch_size", "must be >= train.batch_size_per_device")
+    need(t.optimizer.name in OPTIMIZERS, "train.optimizer.name", f"{t.optimizer.name!r} is not one of {OPTIMIZERS}")
+    need(t.optimizer.lr > 0, "train.optimizer.lr", "must be > 0")
+    need(len(t.optimizer.betas) == 2, "train.optimizer.betas", "expected two values")
+    need(t.schedule.name in SCHEDULES, "train.schedule.name", f"{t.schedule.name!r} is not one of {SCHEDULES}")
+    need(list(t.schedule.milestones) == sorted(t.schedule.milestones), "train.schedule.milestones", "must be increasing")
+    need(t.precision in PRECISIONS, "train.precision", f"{t.precision!r} is not one of {PRECISIONS}")
+    need(t.val_every >= 0, "train.val_every", "must be >= 0")
+    need(t.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", "must be >= 1")
+    a = recipe.augment
+    need(0.0 <= a.rotation_prob <= 1.0, "augment.rotation_prob", "must be in [0, 1]")
+    need(0.0 <= a.half_body_prob <= 1.0, "augment.half_body_prob", "must be in [0, 1]")
+    need(recipe.test.batch_size > 0, "test.batch_size", "must be > 0")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# internals
+
+
+def _resolve_file(name_or_path: str, folder: Path, kind: str, known: list[str]) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.parent != Path("."):
+        if not p.is_file():
+            raise ConfigError(f"{kind} file not found: {p}")
+        return p
+    candidate = folder / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"unknown {kind} {name_or_path!r}; known: {', '.join(known) or '(none)'}")
+    return candidate
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any], source: str) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value, source)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> None:
+    """Raise :class:`ConfigError` for the first key of ``data`` that is not a field of the dataclass tree."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {prefix}{key} ({source}); allowed under "
+                              f"{prefix[:-1] or 'the top level'}: {', '.join(fields)}")
+        tp, _ = _strip_optional(hints[key])
+        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+            _check_keys(tp, value, f"{prefix}{key}.", source)
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    tp, optional = _strip_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: must not be null ({source})")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r} ({source})")
+        return _build(tp, dict(value), prefix=key + ".", source=source)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r} ({source})")
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r} ({source})")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r} ({source})")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r} ({source})")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r} ({source})")
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp} ({source})")  # pragma: no cover - programming error
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} ({source}); allowed under "
+                          f"{prefix[:-1] or 'the top level'}: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], prefix + name, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise ConfigError(f"missing key {prefix}{name} ({source})")
+    return cls(**kwargs)

@@ -1,0 +1,224 @@
+"""MLflow helpers: one run per training job, created by the driver and written to by run id from anywhere.
+
+Conventions (docs/INTERFACES.md, "pipelines"):
+
+- tracking URI: ``sqlite:///mlflow.db`` by default, made absolute against the working directory of the command that
+  resolves it (Ray workers change directory, so only absolute URIs travel); artifacts go to ``mlartifacts/`` beside
+  the database (file store);
+- tags: ``recipe``, ``task``, ``paper.id``, ``paper.table``, ``paper.row``, ``git_commit``, ``dataset_fingerprint``,
+  ``source`` (``training`` | ``official-checkpoint``), ``ray.run_name``, ``ray.cluster_cpus`` / ``ray.cluster_gpus``,
+  ``ray.num_workers``;
+- params: the resolved recipe as flat dotted keys (``train.optimizer.lr``);
+- metrics: per-epoch ``loss``, ``lr``, ``epoch_time_s``, ``samples_per_s`` (step = epoch), evaluation metrics under
+  the papers' names (``AP``, ``AP50``, ..., ``PCKh``), and ``paper/<m>``, ``delta/<m>`` from
+  :func:`log_paper_comparison`.
+
+All functions take explicit ``tracking_uri`` / ``run_id`` (no global active run), so rank 0 of a Ray Train job, the
+evaluation stage and a Tune trial can all log into the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "hrnet"
+PARAM_VALUE_MAX = 6000
+
+
+def resolve_tracking_uri(uri: str | None = None, base: str | Path | None = None) -> str:
+    """Absolute tracking URI: ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` by default.
+
+    Relative ``sqlite:///<path>`` and plain paths / ``file:`` URIs are made absolute against ``base`` (default: the
+    current directory); server URIs (``http://...``, ``databricks``) are returned unchanged.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    base_dir = Path(base) if base is not None else Path.cwd()
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if not path.startswith("/"):
+            path = str((base_dir / path).resolve())
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return "sqlite:///" + path
+    if uri.startswith("file:"):
+        path = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):]
+        return Path(path if path.startswith("/") else base_dir / path).resolve().as_uri()
+    if "://" not in uri and uri != "databricks":
+        return Path(base_dir / uri).resolve().as_uri()
+    return uri
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artifact location for new experiments: ``mlartifacts/`` beside a sqlite database (None for servers)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def client(tracking_uri: str):
+    """An ``mlflow.MlflowClient`` for ``tracking_uri`` (quiet about alembic migrations)."""
+    import logging
+
+    from mlflow import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(tracking_uri: str, name: str = DEFAULT_EXPERIMENT) -> str:
+    """Id of experiment ``name``, created (with an absolute artifact location) when missing."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=artifact_root(tracking_uri))
+    except Exception:  # created concurrently by another process
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def find_run(tracking_uri: str, experiment: str, run_name: str) -> str | None:
+    """Id of the newest run of ``experiment`` tagged ``ray.run_name = run_name`` (None if there is none)."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    safe = run_name.replace("'", "")
+    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`ray.run_name` = '{safe}'",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def create_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, Any] | None = None,
+               parent_run_id: str | None = None) -> str:
+    """Create a run (status RUNNING) and return its id. ``parent_run_id`` nests it (sweeps)."""
+    all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+    all_tags["ray.run_name"] = run_name
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client(tracking_uri).create_run(experiment_id(tracking_uri, experiment), run_name=run_name, tags=all_tags)
+    return run.info.run_id
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set string tags (``None`` values skipped)."""
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+    if items:
+        client(tracking_uri).log_batch(run_id, tags=items)
+
+
+def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params (values stringified, lists as YAML-ish ``[a, b]``, truncated to MLflow's limit).
+
+    Re-logging an identical value is a no-op (resumed runs); a different value raises ``MlflowException``.
+    """
+    from mlflow.entities import Param
+
+    c = client(tracking_uri)
+    existing = c.get_run(run_id).data.params
+    items = []
+    for k, v in params.items():
+        s = "null" if v is None else str(v)
+        s = s[:PARAM_VALUE_MAX]
+        if existing.get(k) == s:
+            continue
+        items.append(Param(k, s))
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log finite numeric metrics (others are skipped) at ``step``."""
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items = []
+    for k, v in metrics.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            items.append(Metric(k, f, ts, int(step or 0)))
+    for i in range(0, len(items), 500):
+        client(tracking_uri).log_batch(run_id, metrics=items[i:i + 500])
+
+
+def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
+    """Upload files or directories (directories recursively) under ``artifact_path``."""
+    c = client(tracking_uri)
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            c.log_artifacts(run_id, str(p), artifact_path=artifact_path)
+        elif p.is_file():
+            c.log_artifact(run_id, str(p), artifact_path=artifact_path)
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Mark the run FINISHED / FAILED / KILLED."""
+    client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def git_commit(repo: str | Path | None = None) -> str | None:
+    """``git rev-parse HEAD`` of ``repo`` (default: this package's checkout), ``+dirty`` when the tree has changes;
+    None outside a git checkout or before the first commit."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def recipe_tags(recipe) -> dict[str, Any]:
+    """Tags naming the recipe and its paper-table row."""
+    paper = recipe.paper
+    return {
+        "recipe": recipe.name,
+        "profile": recipe.profile,
+        "task": recipe.task,
+        "paper.id": paper.id if paper else None,
+        "paper.table": paper.table if paper else None,
+        "paper.row": paper.row if paper else None,
+    }
+
+
+def log_paper_comparison(run_id: str, recipe_name: str, metrics: Mapping[str, float],
+                         tracking_uri: str | None = None) -> dict[str, float]:
+    """Log the paper's value next to ours: ``paper/<m>`` and ``delta/<m>`` (ours - paper) for every metric of the
+    recipe's paper-table row that we measured, plus ``paper.*`` tags.
+
+    The paper values come from ``hrnet_core.paper_tables.row_for_recipe`` (issue 5). Until that module exists, or
+    when the recipe has no row, nothing is logged and ``{}`` is returned. Returns the logged metrics.
+    """
+    try:
+        from hrnet_core.paper_tables import row_for_recipe
+    except ImportError:
+        return {}
+    row = row_for_recipe(recipe_name)
+    if row is None:
+        return {}
+    uri = resolve_tracking_uri(tracking_uri)
+    out: dict[str, float] = {}
+    for name, paper_value in row.metrics.items():
+        if name in metrics and paper_value is not None:
+            out[f"paper/{name}"] = float(paper_value)
+            out[f"delta/{name}"] = float(metrics[name]) - float(paper_value)
+    if out:
+        log_metrics(uri, run_id, out)
+    return out

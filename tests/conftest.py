@@ -1,0 +1,8 @@
+"""Shared pytest setup: put the repository root on ``sys.path`` so tests import ``hrnet_core`` / ``tests.official`` from source."""
+
+import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
