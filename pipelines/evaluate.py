@@ -271,8 +271,20 @@ def run_evaluation(model: torch.nn.Module, recipe: Recipe, split: PreparedSplit,
     return metrics
 
 
+def evaluate_untrained(recipe: Recipe, *, out_dir: str | Path | None = None, device: str | None = None,
+                       progress: bool = True) -> dict[str, float]:
+    """Metrics of a freshly initialised model of the recipe (seed ``train.seed``): the no-learning baseline."""
+    torch.manual_seed(recipe.train.seed)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = build_pose_model(recipe).to(dev)
+    split = open_split(recipe.data.root, recipe.data.val_split)
+    return run_evaluation(model, recipe, split, device=dev, out_dir=out_dir, progress=progress,
+                          num_vis=None if out_dir is not None else 0)
+
+
 def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, run_id: str | None,
-             out_dir: str | Path, device: str | None = None, progress: bool = True) -> dict[str, float]:
+             out_dir: str | Path, device: str | None = None, progress: bool = True,
+             baseline: bool = False) -> dict[str, float]:
     """Evaluate a trained checkpoint on the recipe's val split and log the results to MLflow.
 
     Args:
@@ -283,9 +295,11 @@ def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, 
             skip MLflow.
         out_dir: where ``predictions.json``, ``metrics.json`` and ``vis/`` go.
         device: ``cuda`` / ``cpu``; default CUDA when available.
+        baseline: also score a freshly initialised model (:func:`evaluate_untrained`), reported as
+            ``untrained/<metric>``.
 
     Returns:
-        The metrics of :func:`run_evaluation`.
+        The metrics of :func:`run_evaluation` (plus ``untrained/*`` with ``baseline``).
 
     Raises:
         CheckpointError: bad checkpoint; pipelines.prepare.DataError: missing prepared data;
@@ -302,6 +316,10 @@ def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, 
     split = open_split(recipe.data.root, recipe.data.val_split)
     out = Path(out_dir).resolve()
     metrics = run_evaluation(model, recipe, split, device=dev, out_dir=out, progress=progress)
+    if baseline:
+        base = evaluate_untrained(recipe, device=str(dev), progress=progress)
+        metrics.update({f"untrained/{k}": v for k, v in base.items() if k not in ("eval_persons", "eval_time_s")})
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     if run_id is None:
         run_id = payload.get("mlflow_run_id")
     if run_id:

@@ -117,24 +117,34 @@ def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
         client(tracking_uri).log_batch(run_id, tags=items)
 
 
-def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:
-    """Log params (values stringified, lists as YAML-ish ``[a, b]``, truncated to MLflow's limit).
+def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any], on_change: str = "error") -> list[str]:
+    """Log params (values stringified, truncated to MLflow's limit); returns the keys whose value changed.
 
-    Re-logging an identical value is a no-op (resumed runs); a different value raises ``MlflowException``.
+    Re-logging an identical value is a no-op (resumed runs). MLflow params are immutable: a different value raises
+    ``MlflowException`` with ``on_change="error"``; with ``on_change="tag"`` it is recorded as the tag
+    ``resumed.changed.<key> = "<old> -> <new>"`` instead (a resumed run whose recipe was edited, e.g. more epochs).
     """
-    from mlflow.entities import Param
+    from mlflow.entities import Param, RunTag
 
     c = client(tracking_uri)
     existing = c.get_run(run_id).data.params
-    items = []
+    items, tags, changed = [], [], []
     for k, v in params.items():
-        s = "null" if v is None else str(v)
-        s = s[:PARAM_VALUE_MAX]
-        if existing.get(k) == s:
+        s = ("null" if v is None else str(v))[:PARAM_VALUE_MAX]
+        if k in existing:
+            if existing[k] != s:
+                changed.append(k)
+                if on_change == "tag":
+                    tags.append(RunTag(f"resumed.changed.{k}", f"{existing[k]} -> {s}"[:PARAM_VALUE_MAX]))
+                else:
+                    items.append(Param(k, s))  # MLflow raises, naming the key
             continue
         items.append(Param(k, s))
     for i in range(0, len(items), 100):
         c.log_batch(run_id, params=items[i:i + 100])
+    if tags:
+        c.log_batch(run_id, tags=tags)
+    return changed
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -200,25 +210,14 @@ def recipe_tags(recipe) -> dict[str, Any]:
 
 def log_paper_comparison(run_id: str, recipe_name: str, metrics: Mapping[str, float],
                          tracking_uri: str | None = None) -> dict[str, float]:
-    """Log the paper's value next to ours: ``paper/<m>`` and ``delta/<m>`` (ours - paper) for every metric of the
-    recipe's paper-table row that we measured, plus ``paper.*`` tags.
+    """Log the paper's value next to ours: ``paper/<m>`` for every metric of the recipe's paper-table row,
+    ``delta/<m>`` (ours - paper) for every metric we measured, and the tags ``paper.id``, ``paper.table``,
+    ``paper.row``, ``paper.metric``, ``paper.status`` (``reproduced`` / ``below``).
 
-    The paper values come from ``hrnet_core.paper_tables.row_for_recipe`` (issue 5). Until that module exists, or
-    when the recipe has no row, nothing is logged and ``{}`` is returned. Returns the logged metrics.
+    Implemented by :func:`pipelines.report.log_paper_comparison` (issue 5); the row is the recipe's primary row of
+    ``hrnet_core.paper_tables`` (or the recipe's own ``paper`` block). Returns the logged metrics (``{}`` when no
+    row maps to the recipe).
     """
-    try:
-        from hrnet_core.paper_tables import row_for_recipe
-    except ImportError:
-        return {}
-    row = row_for_recipe(recipe_name)
-    if row is None:
-        return {}
-    uri = resolve_tracking_uri(tracking_uri)
-    out: dict[str, float] = {}
-    for name, paper_value in row.metrics.items():
-        if name in metrics and paper_value is not None:
-            out[f"paper/{name}"] = float(paper_value)
-            out[f"delta/{name}"] = float(metrics[name]) - float(paper_value)
-    if out:
-        log_metrics(uri, run_id, out)
-    return out
+    from .report import log_paper_comparison as _log_paper_comparison
+
+    return _log_paper_comparison(run_id, recipe_name, metrics, tracking_uri=tracking_uri)

@@ -191,7 +191,7 @@ def train(
         run_id = tracking.create_run(uri, experiment, run_name, all_tags, parent_run_id=parent_run_id)
     else:
         tracking.set_tags(uri, run_id, {**all_tags, "resumed": "true"})
-    tracking.log_params(uri, run_id, shown.flat())
+    tracking.log_params(uri, run_id, shown.flat(), on_change="tag")
     with tempfile.TemporaryDirectory() as tmp:
         cfg_file = Path(tmp) / "recipe.yaml"
         import yaml
@@ -201,6 +201,7 @@ def train(
 
     loop_config = {
         "recipe": recipe.to_dict(),
+        "recipe_shown": shown.to_dict(),
         "mlflow_uri": uri,
         "run_id": run_id,
         "accumulation_steps": accum,
@@ -220,7 +221,8 @@ def train(
             failure_config=ray.train.FailureConfig(max_failures=recipe.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=recipe.train.checkpoints_to_keep),
             callbacks=list(callbacks or []),
-            worker_runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}},
+            # V2 API in the workers too; no print patching, so pycocotools' summary stays quiet
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
         datasets={"train": build_train_dataset(recipe, train_split)},
     )
@@ -352,6 +354,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from hrnet_core.models import build_model
 
     recipe = recipe_from_dict(config["recipe"])
+    shown = recipe_from_dict(config.get("recipe_shown", config["recipe"]))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(int(config["threads"]))
@@ -441,7 +444,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if rank == 0:
                 from .evaluate import save_weights
 
-                save_weights(Path(tmp) / "model.pt", bare.state_dict(), recipe,
+                save_weights(Path(tmp) / "model.pt", bare.state_dict(), shown,
                              {"epoch": epoch + 1, "mlflow_run_id": config["run_id"], "metrics": metrics})
                 torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
                             "step": step}, Path(tmp) / "train_state.pt")

@@ -26,25 +26,29 @@ COLUMNS = ["variant", "trial", "status", "early_stopped", "iterations", "ours", 
            "gflops", "gmacs", "run_id"]
 
 
-def trial_complexity(plan: SweepPlan) -> dict[str, dict[str, float]]:
-    """``{trial_key: {"params", "gmacs", "gflops"}}`` of each trial's model at its input size.
+def trial_complexity(plan: SweepPlan, keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """``{trial_key: {"params", "gmacs", "gflops"}}`` of each trial's model at its input size (``keys``: a subset).
 
-    The model is built on the ``meta`` device (shapes only), so this is fast even for W48. ``gflops`` is
-    MACs / 2**30, the "GFLOPs" printed in the pose paper's tables; ``gmacs`` is MACs / 1e9.
+    ``gflops`` is MACs / 2**30, the "GFLOPs" printed in the pose paper's tables; ``gmacs`` is MACs / 1e9
+    (:mod:`hrnet_core.models.complexity`). Trials sharing a network and input size are counted once.
     """
-    import torch
-
     from hrnet_core.models import build_model, count_macs, count_params
     from hrnet_core.recipes import load_recipe
 
     out: dict[str, dict[str, float]] = {}
+    cache: dict[str, dict[str, float]] = {}
     for t in plan.trials:
+        if keys is not None and t.key not in keys:
+            continue
         recipe = load_recipe(plan.spec.recipe, overrides=t.overrides, profile=plan.profile)
-        with torch.device("meta"):
-            model = build_model(recipe.model.name, **recipe.model.build_kwargs())
+        kwargs = recipe.model.build_kwargs()
         w, h = recipe.data.input_size
-        macs = count_macs(model, [1, 3, h, w])
-        out[t.key] = {"params": float(count_params(model)), "gmacs": macs / 1e9, "gflops": macs / 2**30}
+        sig = json.dumps([recipe.model.name, kwargs, w, h], sort_keys=True, default=str)
+        if sig not in cache:
+            model = build_model(recipe.model.name, **kwargs)
+            macs = count_macs(model, [1, 3, h, w])
+            cache[sig] = {"params": float(count_params(model)), "gmacs": macs / 1e9, "gflops": macs / 2**30}
+        out[t.key] = dict(cache[sig])
     return out
 
 

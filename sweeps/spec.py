@@ -765,7 +765,7 @@ def check_cluster_fit(plan: SweepPlan, cluster: Mapping[str, float],
     res = plan.resources
     need = res.per_trial()
     where = plan.spec.source or plan.spec.name
-    for r, amount in need.items():
+    for r, amount in sorted(need.items(), key=lambda kv: (kv[0] != "GPU", kv[0] != "CPU", kv[0])):
         have = float(cluster.get(r, 0.0))
         if amount > have + 1e-9:
             raise SweepConfigError(

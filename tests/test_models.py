@@ -234,7 +234,8 @@ def test_load_checkpoint_wrapper_formats(tiny_pose, wrapper, tmp_path):
         ckpt["loss.criterion.weight"] = torch.ones(19)
     elif wrapper == "mmpose":  # mmpose / HRFormer pose: backbone. / keypoint_head. prefixes in a state_dict container
         ckpt = {"meta": {"epoch": 210},
-                "state_dict": {(f"backbone.{k}" if _backbone_key(k) else f"keypoint_head.{k}"): v for k, v in sd.items()}}
+                "state_dict": {(f"backbone.{k}" if _backbone_key(k) else f"keypoint_head.{k}"): v
+                               for k, v in sd.items()}}
     else:  # HRFormer classification / Swin style {'model': ...}
         ckpt = {"model": dict(sd)}
     path = tmp_path / "ckpt.pth"
@@ -338,7 +339,9 @@ def test_fusion_scheme_changes_the_forward():
         with torch.no_grad():
             outs[fusion] = model(x)
         assert outs[fusion].shape == (1, 17, 16, 12)
-    assert not torch.allclose(outs["all"], outs["final"])
+    scale = outs["all"].abs().max()
+    assert (outs["all"] - outs["final"]).abs().max() > 1e-3 * scale
+    assert (outs["all"] - outs["across_stage"]).abs().max() > 1e-3 * scale
 
 
 def test_upsample_modes_share_the_layout_but_differ():
@@ -350,7 +353,7 @@ def test_upsample_modes_share_the_layout_but_differ():
     with torch.no_grad():
         a, b = nearest(x), bilinear(x)
     assert a.shape == b.shape == (1, 98, 16, 16)
-    assert not torch.allclose(a, b)
+    assert (a - b).abs().max() > 1e-3 * a.abs().max()
 
 
 def test_odd_input_sizes_run():
@@ -405,7 +408,8 @@ def test_segmentation_variants_share_the_imagenet_backbone_layout():
                      ("seg_hrnetv2_w18_small_v2", "cls_hrnet_w18_small_v2"),
                      ("seg_hrnetv2_w18", "cls_hrnet_w18"), ("seg_hrnetv2_w40", "cls_hrnet_w40")):
         s, c = build_meta(seg).state_dict(), build_meta(cls).state_dict()
-        backbone = [(k, v.shape) for k, v in c.items() if not k.startswith(("incre", "downsamp", "final", "classifier"))]
+        head = ("incre", "downsamp", "final", "classifier")
+        backbone = [(k, v.shape) for k, v in c.items() if not k.startswith(head)]
         assert backbone == [(k, v.shape) for k, v in s.items() if not k.startswith("last_layer")], seg
     small_v1 = build_model("seg_hrnetv2_w18_small_v1", num_classes=5).eval()
     with torch.no_grad():

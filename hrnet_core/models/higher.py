@@ -1,4 +1,6 @@
-"""HigherHRNet: HRNet + high-resolution feature pyramid for bottom-up pose (HH; HigherHRNet paper Sec. 3, FACTS.md section 2).
+"""HigherHRNet: HRNet + high-resolution feature pyramid for bottom-up pose.
+
+Follows HH, HigherHRNet paper Sec. 3, FACTS.md section 2.
 
 Layout (official keys):
 

@@ -1,4 +1,6 @@
-"""HRNetV2p: HRNet backbone + HRFPN neck for object detection (DET; HRNetV2 paper Sec. 3, Fig. 3 (c), FACTS.md section 6).
+"""HRNetV2p: HRNet backbone + HRFPN neck for object detection.
+
+Follows DET, HRNetV2 paper Sec. 3 / Fig. 3 (c), FACTS.md section 6.
 
 HRFPN: branches ``1..3`` are bilinearly upsampled to the 1/4 branch and concatenated; ``reduction_conv`` (1x1 conv
 with bias, no norm) maps ``15C -> 256``; the pyramid is the reduced map plus average-pooled copies (kernel = stride =
@@ -37,7 +39,8 @@ class HRFPN(nn.Module):
         pooling: ``"avg"`` (official) or ``"max"``.
     """
 
-    def __init__(self, in_channels: list[int], out_channels: int = 256, num_outs: int = 5, pooling: str = "avg") -> None:
+    def __init__(self, in_channels: list[int], out_channels: int = 256, num_outs: int = 5,
+                 pooling: str = "avg") -> None:
         super().__init__()
         if pooling not in ("avg", "max"):
             raise ValueError(f"HRFPN pooling must be 'avg' or 'max', got {pooling!r}")
@@ -67,7 +70,8 @@ class HRFPN(nn.Module):
 class HRNetV2p(nn.Module):
     """HRNet backbone + HRFPN neck as a detection backbone.
 
-    ``forward``: image batch ``[N, 3, H, W]`` -> ``OrderedDict`` ``{"0": [N, 256, H/4, W/4], ..., "4": [N, 256, H/64, W/64]}``
+    ``forward``: image batch ``[N, 3, H, W]`` -> ``OrderedDict``
+    ``{"0": [N, 256, H/4, W/4], ..., "4": [N, 256, H/64, W/64]}``
     (sizes rounded as the strided convs / pooling do; torchvision's transform pads inputs to multiples of 32).
 
     Args:

@@ -48,7 +48,8 @@ class HRNetConfig:
 
     Attributes:
         width: ``C``, the width of the highest-resolution branch; branch ``b`` has width ``C * 2**b``.
-        stage1_blocks: number of Bottlenecks in stage 1 (4 in HRNet-W*, 1 / 2 in the official ``small_v1`` / ``small_v2``).
+        stage1_blocks: number of Bottlenecks in stage 1 (4 in HRNet-W*; 1 / 2 in the official
+            ``small_v1`` / ``small_v2``).
         stage1_planes: Bottleneck width of stage 1 (64; 32 in ``small_v1``); stage-1 output is ``4 * stage1_planes``.
         stage_modules: modules per multi-resolution stage (stages 2, 3, 4, ...); the standard layout is ``(1, 4, 3)``.
         stage_blocks: BasicBlocks per branch in each multi-resolution stage; the standard layout is ``(4, 4, 4)``.
@@ -80,7 +81,8 @@ class HRNetConfig:
         if self.width < 1:
             raise ValueError(f"HRNetConfig.width must be >= 1, got {self.width}")
         if self.stage1_blocks < 1 or self.stage1_planes < 1:
-            raise ValueError(f"HRNetConfig stage 1 needs >= 1 block and planes, got {self.stage1_blocks}, {self.stage1_planes}")
+            raise ValueError(f"HRNetConfig stage 1 needs >= 1 block and >= 1 plane, got stage1_blocks="
+                             f"{self.stage1_blocks}, stage1_planes={self.stage1_planes}")
         if len(self.stage_modules) == 0 or len(self.stage_modules) != len(self.stage_blocks):
             raise ValueError(f"HRNetConfig.stage_modules {self.stage_modules} and stage_blocks {self.stage_blocks} "
                              "must be non-empty and of equal length (one entry per multi-resolution stage)")
@@ -105,7 +107,7 @@ class HRNetConfig:
         return [self.width * 2**b for b in range(self.num_branches)]
 
     def module_fuses(self, stage_index: int, module_index: int) -> bool:
-        """Whether module ``module_index`` of multi-resolution stage ``stage_index`` (0 = stage 2) ends with a fusion."""
+        """Whether module ``module_index`` of multi-resolution stage ``stage_index`` (0 = stage 2) fuses."""
         last_module = module_index == self.stage_modules[stage_index] - 1
         if self.fusion == "all":
             return True
@@ -115,7 +117,7 @@ class HRNetConfig:
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size, mode: str, align_corners: bool) -> torch.Tensor:
-    """Resize ``[N, C, h, w] -> [N, C, *size]`` by nearest or bilinear interpolation (``align_corners`` for bilinear)."""
+    """Resize ``[N, C, h, w] -> [N, C, *size]`` (nearest, or bilinear with ``align_corners``)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     if mode == "nearest":

@@ -26,7 +26,10 @@ def _bn_relu(channels: int, momentum: float) -> nn.Sequential:
 
 
 def _linear_head(in_ch: int, num_classes: int, momentum: float, final_kernel: int = 1) -> nn.Sequential:
-    """``1x1 conv (bias) -> BN -> ReLU -> conv (bias) -> num_classes``: SEG ``last_layer`` / OCR ``aux_head`` / FACE ``head``."""
+    """``1x1 conv (bias) -> BN -> ReLU -> conv (bias) -> num_classes``.
+
+    SEG ``last_layer`` / OCR ``aux_head`` / FACE ``head`` (keys ``.0``, ``.1``, ``.3``).
+    """
     return nn.Sequential(nn.Conv2d(in_ch, in_ch, 1, 1, 0), nn.BatchNorm2d(in_ch, momentum=momentum),
                          nn.ReLU(inplace=True),
                          nn.Conv2d(in_ch, num_classes, final_kernel, 1, 1 if final_kernel == 3 else 0))
@@ -150,8 +153,8 @@ class SegHRNetOCR(HRNet):
         self.num_classes = num_classes
         m = config.bn_momentum
         in_ch = hrnetv2_channels(config)
-        self.conv3x3_ocr = nn.Sequential(nn.Conv2d(in_ch, mid_channels, 3, 1, 1), nn.BatchNorm2d(mid_channels, momentum=m),
-                                         nn.ReLU(inplace=True))
+        self.conv3x3_ocr = nn.Sequential(nn.Conv2d(in_ch, mid_channels, 3, 1, 1),
+                                         nn.BatchNorm2d(mid_channels, momentum=m), nn.ReLU(inplace=True))
         self.ocr_gather_head = SpatialGather()
         self.ocr_distri_head = SpatialOCR(mid_channels, key_channels, mid_channels, dropout, m)
         self.cls_head = nn.Conv2d(mid_channels, num_classes, 1, 1, 0)

@@ -51,8 +51,10 @@ NETWORKS: Mapping[str, type[nn.Module]] = MappingProxyType({
 })
 
 # backbone layouts (HRNetConfig fields)
-_SMALL_V1 = {"width": 16, "stage1_blocks": 1, "stage1_planes": 32, "stage_modules": (1, 1, 1), "stage_blocks": (2, 2, 2)}
-_SMALL_V2 = {"width": 18, "stage1_blocks": 2, "stage1_planes": 64, "stage_modules": (1, 3, 2), "stage_blocks": (2, 2, 2)}
+_SMALL_V1 = {"width": 16, "stage1_blocks": 1, "stage1_planes": 32,
+             "stage_modules": (1, 1, 1), "stage_blocks": (2, 2, 2)}
+_SMALL_V2 = {"width": 18, "stage1_blocks": 2, "stage1_planes": 64,
+             "stage_modules": (1, 3, 2), "stage_blocks": (2, 2, 2)}
 
 # per-task backbone settings (FACTS.md section 0)
 _TASK_BACKBONE = {

@@ -1,0 +1,371 @@
+"""``hrnet``: the command line of the HRNet reference pipeline.
+
+Commands::
+
+    hrnet data generate   make the synthetic COCO-format keypoint dataset (the offline default)
+    hrnet data prepare    turn a dataset in its official layout (dir, URL or 'official') into a prepared split
+    hrnet recipes list|show
+    hrnet models list|info
+    hrnet train           train a recipe with Ray Train (MLflow run, checkpoints, final weights)
+    hrnet evaluate        evaluate weights on the recipe's val split (COCO AP / MPII PCKh), log to MLflow
+
+Errors about inputs (missing data, bad recipe keys, missing checkpoints) print one line ``hrnet: error: ...`` and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+EXAMPLES = """\
+examples:
+  hrnet data generate --out data/raw/synthetic
+  hrnet data prepare coco --source data/raw/synthetic --split train2017 --out data/prepared/synthetic
+  hrnet train pose_hrnet_w32_256x192_coco --profile smoke --num-workers 2
+  hrnet evaluate --checkpoint models/pose.pt
+  dvc repro                      # the whole pipeline (see dvc.yaml / params.yaml)
+"""
+
+
+def _overrides_from(args: argparse.Namespace) -> list[str] | dict:
+    overrides: dict = {}
+    if getattr(args, "params", None):
+        import yaml
+
+        from hrnet_core.recipes import ConfigError, parse_overrides
+
+        p = Path(args.params)
+        if not p.is_file():
+            raise ConfigError(f"params file {str(p)!r} not found")
+        data = yaml.safe_load(p.read_text()) or {}
+        section = data.get(args.params_key)
+        if section is None:
+            raise ConfigError(f"params file {str(p)!r} has no {args.params_key!r} section")
+        if not isinstance(section, dict):
+            raise ConfigError(f"{p}: {args.params_key!r} must be a mapping of recipe overrides")
+        overrides = parse_overrides(section)
+    if args.set:
+        from hrnet_core.recipes.config import _deep_merge, parse_overrides
+
+        _deep_merge(overrides, parse_overrides(args.set), source="--set")
+    return overrides
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("recipe", nargs=None if required else "?",
+                   help="recipe name (see `hrnet recipes list`) or path to a recipe YAML")
+    p.add_argument("--profile", help="profile applied on top of the recipe, e.g. 'smoke' (tiny CPU run)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set train.epochs=2 --set model.width=18 (repeatable)")
+    p.add_argument("--params", metavar="FILE",
+                   help="YAML file whose --params-key section holds recipe overrides (DVC's params.yaml)")
+    p.add_argument("--params-key", default="recipe_overrides", help="section of --params to read (default: %(default)s)")
+
+
+def _load(args: argparse.Namespace):
+    from hrnet_core.recipes import load_recipe
+
+    return load_recipe(args.recipe, _overrides_from(args), profile=args.profile)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hrnet", description="HRNet reference pipeline: data, recipes, models, Ray training and evaluation.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # ---------------------------------------------------------------- data
+    data = sub.add_parser("data", help="generate or prepare datasets",
+                          description="Make the datasets the pipeline reads: `generate` writes the synthetic default, "
+                                      "`prepare` converts a dataset in its official layout into a prepared split "
+                                      "(Parquet manifests with checksums) under --out/<split>.")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    gen = dsub.add_parser("generate", help="write the synthetic COCO-format keypoint dataset",
+                          description="Draw articulated figures with the 17 COCO keypoints (visibility flags, crowd "
+                                      "regions, simulated detector boxes) in the official COCO layout.")
+    gen.add_argument("--out", required=True, help="output folder (COCO layout: annotations/, train2017/, val2017/)")
+    gen.add_argument("--num-train", type=int, default=1500, help="training images (default %(default)s)")
+    gen.add_argument("--num-val", type=int, default=100, help="validation images (default %(default)s)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default %(default)s)")
+
+    prep = dsub.add_parser("prepare", help="prepare a split of a dataset in its official layout",
+                           description="Read a dataset split (COCO keypoints json + images, or MPII HRNet json + "
+                                       "images), check and hash every image, and write manifest.json, "
+                                       "images.parquet, samples.parquet and copies of the annotation/detection files "
+                                       "to OUT/SPLIT.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="examples:\n"
+                                  "  hrnet data prepare coco --source ../shared/data/coco_mini --split train2017 "
+                                  "--out data/prepared/coco_mini\n"
+                                  "  hrnet data prepare coco --source ../shared/data/samples/coco --split val2017 "
+                                  "--ann-file test_coco.json --image-dir . --detections test_coco_det_AP_H_56.json "
+                                  "--out data/prepared/coco_mini\n"
+                                  "  hrnet data prepare coco --source official --split val2017 --out data/prepared/coco")
+    prep.add_argument("dataset", choices=["coco", "mpii"], help="annotation format")
+    prep.add_argument("--source", required=True,
+                      help="folder in the official layout (or a local mirror), an archive URL, or 'official'")
+    prep.add_argument("--split", required=True, help="split name, e.g. train2017 / val2017 (COCO), train / valid (MPII)")
+    prep.add_argument("--out", required=True, help="prepared dataset root; the split is written to OUT/SPLIT")
+    prep.add_argument("--ann-file", help="annotation file relative to the source (default: official layout)")
+    prep.add_argument("--image-dir", help="image folder relative to the source (default: official layout)")
+    prep.add_argument("--detections", help="person detection results json relative to the source (evaluation boxes)")
+    prep.add_argument("--headboxes", help="MPII head boxes (annot/gt_valid.mat) relative to the source")
+    prep.add_argument("--cache-dir", default="data/raw/downloads", help="download cache (default %(default)s)")
+
+    # ---------------------------------------------------------------- recipes / models
+    rec = sub.add_parser("recipes", help="list or show training recipes",
+                         description="Recipes are one YAML per paper-table row (hrnet_core/recipes/).")
+    rsub = rec.add_subparsers(dest="recipes_command", metavar="ACTION", required=True)
+    rsub.add_parser("list", help="list recipe and profile names")
+    show = rsub.add_parser("show", help="print a resolved recipe as YAML")
+    _add_recipe_args(show)
+
+    mod = sub.add_parser("models", help="list zoo models or show their size",
+                         description="The model zoo of hrnet_core.models.")
+    msub = mod.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    msub.add_parser("list", help="list model names")
+    info = msub.add_parser("info", help="parameters and GMACs of a model")
+    info.add_argument("name", help="model name (see `hrnet models list`)")
+    info.add_argument("--input", default=None, metavar="HxW", help="input size for MACs, e.g. 256x192")
+    info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model override, e.g. width=18")
+
+    # ---------------------------------------------------------------- train
+    tr = sub.add_parser("train", help="train a recipe with Ray Train",
+                        description="Train a recipe on its prepared data with a Ray Train TorchTrainer (Ray Data "
+                                    "ingest). One MLflow run per job; a checkpoint every epoch under "
+                                    "--storage-path/RUN_NAME; re-running with the same run name resumes from the "
+                                    "latest checkpoint.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="examples:\n  hrnet train pose_hrnet_w32_256x192_coco --profile smoke --num-workers 2\n"
+                               "  hrnet train pose_hrnet_w32_256x192_coco --num-workers 4 --use-gpu "
+                               "--address auto --set data.root=/data/prepared/coco")
+    _add_recipe_args(tr)
+    tr.add_argument("--num-workers", type=int, default=2, help="training workers (default %(default)s)")
+    tr.add_argument("--use-gpu", nargs="?", const=True, default=False, type=_bool, metavar="BOOL",
+                    help="one GPU per worker (DDP, SyncBatchNorm, autocast); also --use-gpu=true/false")
+    tr.add_argument("--cpus-per-worker", type=float, default=None,
+                    help="CPUs reserved per worker (default: leave one CPU of the cluster to data loading)")
+    tr.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+    tr.add_argument("--run-name", default=None, help="Ray/MLflow run name (default: RECIPE-PROFILE-CONFIGHASH)")
+    tr.add_argument("--storage-path", default="ray_results", help="Ray Train storage (default %(default)s)")
+    tr.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or "
+                                                      "sqlite:///mlflow.db)")
+    tr.add_argument("--experiment", default="hrnet", help="MLflow experiment (default %(default)s)")
+    tr.add_argument("--weights-out", default=None, help="also write the final weights to this file")
+    tr.add_argument("--metrics-out", default=None, help="also write final metrics json here (DVC metrics)")
+    tr.add_argument("--history-out", default=None, help="also write per-epoch history CSV here (DVC plots)")
+
+    # ---------------------------------------------------------------- evaluate
+    ev = sub.add_parser("evaluate", help="evaluate weights on the val split",
+                        description="Batch inference on the recipe's val split (flip test; detector or ground-truth "
+                                    "boxes as the recipe says), COCO AP or MPII PCKh, predictions.json and drawn "
+                                    "skeletons in --out-dir; metrics logged to the MLflow run stored in the weights "
+                                    "file (or --run-id).",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="examples:\n  hrnet evaluate --checkpoint models/pose.pt\n"
+                               "  hrnet evaluate pose_hrnet_w32_256x192_coco --profile smoke --untrained")
+    _add_recipe_args(ev, required=False)
+    ev.add_argument("--checkpoint", default=None, help="weights file written by `hrnet train` (or a Ray checkpoint dir)")
+    ev.add_argument("--untrained", action="store_true",
+                    help="evaluate a freshly initialised model of the recipe instead (baseline), seed train.seed")
+    ev.add_argument("--baseline", action="store_true",
+                    help="also evaluate a freshly initialised model of the same recipe and report its metrics as "
+                         "untrained/<metric> (shows how much training gained)")
+    ev.add_argument("--out-dir", default="outputs/evaluation", help="predictions, metrics, vis (default %(default)s)")
+    ev.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI")
+    ev.add_argument("--run-id", default=None, help="MLflow run to log into (default: the run in the checkpoint)")
+    ev.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    ev.add_argument("--metrics-out", default=None, help="also write the metrics json here (DVC metrics)")
+    ev.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    return parser
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"hrnet {version('hrnet-pipeline')}"
+    except Exception:  # noqa: BLE001
+        return "hrnet (source checkout)"
+
+
+# -------------------------------------------------------------------------------------------- commands
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "generate":
+        from tqdm import tqdm
+
+        from hrnet_core.data.synthetic import generate_dataset
+
+        with tqdm(total=args.num_train + args.num_val, desc="generate", unit="img") as bar:
+            summary = generate_dataset(args.out, args.num_train, args.num_val, args.seed, progress=bar.update)
+        print(json.dumps(summary, indent=2))
+        return 0
+    from .prepare import prepare_split
+
+    manifest = prepare_split(args.dataset, args.source, args.split, args.out, ann_file=args.ann_file,
+                             image_dir=args.image_dir, detections=args.detections, headboxes=args.headboxes,
+                             cache_dir=args.cache_dir)
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from hrnet_core.recipes import list_profiles, list_recipes
+
+    if args.recipes_command == "list":
+        from hrnet_core.recipes import load_recipe
+
+        for name in list_recipes():
+            r = load_recipe(name)
+            paper = f"{r.paper.id} table {r.paper.table}: {r.paper.row}" if r.paper else ""
+            print(f"{name:42s} {paper}")
+        print("profiles:", ", ".join(list_profiles()))
+        return 0
+    import yaml
+
+    print(yaml.safe_dump(_load(args).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from hrnet_core.models import build_model, list_models, model_complexity
+
+    if args.models_command == "list":
+        print("\n".join(list_models()))
+        return 0
+    from hrnet_core.recipes import parse_overrides
+
+    overrides = parse_overrides(args.set) if args.set else {}
+    model = build_model(args.name, **overrides)
+    if args.input:
+        h, w = (int(v) for v in args.input.lower().split("x"))
+        shape = (1, 3, h, w)
+    else:
+        from hrnet_core.models import default_input_shape
+
+        shape = default_input_shape(args.name)
+    c = model_complexity(model, shape)
+    print(json.dumps({"model": args.name, "input_shape": list(shape), **c}, indent=2))
+    return 0
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import default_run_name, train
+
+    recipe = _load(args)
+    run_name = args.run_name or default_run_name(recipe)
+    _init_ray(args.address)
+    result = train(recipe, num_workers=args.num_workers, use_gpu=args.use_gpu, run_name=run_name,
+                   storage_path=args.storage_path, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
+                   cpus_per_worker=args.cpus_per_worker, export_weights=args.weights_out,
+                   history_out=args.history_out)
+    summary = {"run_id": result.run_id, "run_name": result.run_name, "checkpoint": result.checkpoint_path,
+               "weights": result.weights_path, **result.metrics}
+    if args.metrics_out:
+        _write_json(args.metrics_out, {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hrnet_core.recipes import ConfigError
+
+    from .evaluate import evaluate
+
+    from .evaluate import evaluate_untrained, load_weights
+
+    recipe = _load(args) if args.recipe else None
+    if args.untrained:
+        if recipe is None:
+            raise ConfigError("--untrained needs a RECIPE")
+        metrics = evaluate_untrained(recipe, out_dir=args.out_dir, device=args.device)
+    else:
+        if not args.checkpoint:
+            raise ConfigError("hrnet evaluate needs --checkpoint FILE (or --untrained with a RECIPE)")
+        run_id = "" if args.no_mlflow else args.run_id
+        t = time.time()
+        metrics = evaluate(recipe, args.checkpoint, mlflow_uri=args.mlflow_uri, run_id=run_id, out_dir=args.out_dir,
+                           device=args.device, baseline=args.baseline)
+        metrics.setdefault("eval_time_s", time.time() - t)
+    if args.metrics_out:
+        _write_json(args.metrics_out, metrics)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _write_json(path: str, data: dict) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+COMMANDS = {"data": cmd_data, "recipes": cmd_recipes, "models": cmd_models, "train": cmd_train,
+            "evaluate": cmd_evaluate}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "bad input": reported in one line, exit status 2."""
+    from hrnet_core.data.io import AnnotationError, ImageReadError
+    from hrnet_core.models import CheckpointMismatchError
+    from hrnet_core.recipes import ConfigError
+
+    from .evaluate import CheckpointError
+    from .prepare import DataError
+
+    return (ConfigError, DataError, CheckpointError, CheckpointMismatchError, AnnotationError, ImageReadError,
+            FileNotFoundError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hrnet`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    errors = _user_errors()
+    try:
+        return COMMANDS[args.command](args)
+    except errors as exc:
+        msg = str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else \
+            f"file not found: {exc.filename}"
+        print(f"hrnet: error: {msg.splitlines()[0] if msg else type(exc).__name__}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError) as exc:  # unknown model name / override from the zoo
+        if args.command == "models":
+            print(f"hrnet: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

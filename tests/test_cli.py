@@ -1,0 +1,173 @@
+"""The ``hrnet`` command line (in-process, no Ray): help, data generate/prepare, one-line errors, evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from tests.official import DATA_DIR, requires_shared
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = "pose_hrnet_w32_256x192_coco"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def error_line(err: str) -> str:
+    """The error report: exactly one ``hrnet: error:`` line and no traceback (progress bars may precede it)."""
+    assert "Traceback" not in err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("hrnet: error:")]
+    assert len(lines) == 1, err
+    assert err.rstrip().endswith(lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Tiny generated dataset, prepared into <tmp>/prepared/{train2017,val2017}."""
+    tmp = tmp_path_factory.mktemp("cli")
+    assert main(["data", "generate", "--out", str(tmp / "raw"), "--num-train", "12", "--num-val", "4"]) == 0
+    assert main(["data", "prepare", "coco", "--source", str(tmp / "raw"), "--split", "train2017",
+                 "--out", str(tmp / "prepared")]) == 0
+    assert main(["data", "prepare", "coco", "--source", str(tmp / "raw"), "--split", "val2017",
+                 "--detections", "person_detection_results/synthetic_val2017_detections_person.json",
+                 "--out", str(tmp / "prepared")]) == 0
+    return tmp
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["data", "prepare"], ["train"], ["evaluate"], ["models"], ["recipes"]])
+def test_help_is_available_for_every_command(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: hrnet" in text and len(text.splitlines()) > 5
+
+
+def test_console_script_is_declared():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'hrnet = "pipelines.cli:main"' in text
+
+
+def test_prepared_split_layout_and_checksums(prepared):
+    split = prepared / "prepared" / "train2017"
+    manifest = json.loads((split / "manifest.json").read_text())
+    assert manifest["format"] == "hrnet-prepared/1" and manifest["num_images"] == 12 and manifest["num_joints"] == 17
+    images = pd.read_parquet(split / "images.parquet")
+    samples = pd.read_parquet(split / "samples.parquet")
+    assert len(images) == 12 and images["sha256"].str.len().eq(64).all()
+    assert len(samples) == manifest["num_samples"] > 0
+    assert len(samples["joints"].iloc[0]) == 51 and len(samples["bbox"].iloc[0]) == 4
+    val = json.loads((prepared / "prepared" / "val2017" / "manifest.json").read_text())
+    assert val["detections"] == "detections.json" and (prepared / "prepared" / "val2017" / "detections.json").is_file()
+
+
+def test_fingerprint_changes_with_an_image(prepared, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    shutil.copytree(prepared / "raw", raw)
+    args = ["data", "prepare", "coco", "--source", str(raw), "--split", "val2017", "--out", str(tmp_path / "p")]
+    assert main(args) == 0
+    before = json.loads((tmp_path / "p/val2017/manifest.json").read_text())["fingerprint"]
+    img = sorted((raw / "val2017").glob("*.jpg"))[0]
+    data = bytearray(img.read_bytes())
+    data[100] ^= 0xFF
+    img.write_bytes(bytes(data))
+    assert main(args) == 0
+    after = json.loads((tmp_path / "p/val2017/manifest.json").read_text())["fingerprint"]
+    assert before != after
+    capsys.readouterr()
+
+
+def test_errors_are_one_line_naming_the_problem(prepared, tmp_path, capsys):
+    code, _, err = run(capsys, "recipes", "show", RECIPE, "--set", "train.epoch=3")
+    assert code == 2 and error_line(err) and "unknown key train.epoch" in err
+
+    code, _, err = run(capsys, "evaluate", RECIPE, "--untrained", "--set", f"data.root={tmp_path / 'nothing'}")
+    assert code == 2 and error_line(err) and "prepared split" in err and "not found" in err
+
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "missing.pt"))
+    assert code == 2 and error_line(err) and "missing.pt" in err and "not found" in err
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(bad))
+    assert code == 2 and error_line(err) and "bad.pt" in err
+
+    code, _, err = run(capsys, "data", "prepare", "coco", "--source", str(tmp_path / "nope"), "--split", "val2017",
+                       "--out", str(tmp_path / "o"))
+    assert code == 2 and error_line(err) and "nope" in err
+
+    raw = tmp_path / "raw"
+    shutil.copytree(prepared / "raw", raw)
+    img = sorted((raw / "val2017").glob("*.jpg"))[0]
+    img.write_bytes(img.read_bytes()[:200])
+    code, _, err = run(capsys, "data", "prepare", "coco", "--source", str(raw), "--split", "val2017",
+                       "--out", str(tmp_path / "o"))
+    assert code == 2 and error_line(err) and img.name in err and "truncated" in err
+
+    code, _, err = run(capsys, "models", "info", "no_such_model")
+    assert code == 2 and "no_such_model" in err
+
+
+def test_recipes_and_models_listing(capsys):
+    code, out, _ = run(capsys, "recipes", "list")
+    assert code == 0 and RECIPE in out and "smoke" in out
+    code, out, _ = run(capsys, "recipes", "show", RECIPE, "--profile", "smoke", "--set", "train.epochs=3")
+    assert code == 0 and "epochs: 3" in out and "profile: smoke" in out
+    code, out, _ = run(capsys, "models", "list")
+    assert code == 0 and "pose_hrnet_w32" in out.split()
+
+
+def test_params_file_overrides(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("recipe_overrides:\n  train:\n    epochs: 5\n  data:\n    root: somewhere\n")
+    code, out, _ = run(capsys, "recipes", "show", RECIPE, "--params", str(params), "--set", "train.epochs=6")
+    assert code == 0 and "epochs: 6" in out and "root: somewhere" in out
+
+
+def test_evaluate_untrained_baseline(prepared, capsys):
+    out_dir = prepared / "eval"
+    code, out, _ = run(capsys, "evaluate", RECIPE, "--profile", "smoke", "--untrained",
+                       "--set", f"data.root={prepared / 'prepared'}", "--out-dir", str(out_dir),
+                       "--metrics-out", str(prepared / "m.json"))
+    assert code == 0
+    metrics = json.loads((prepared / "m.json").read_text())
+    assert 0.0 <= metrics["AP"] < 5.0, "an untrained network does not find keypoints"
+    assert (out_dir / "predictions.json").is_file() and list((out_dir / "vis").glob("*.jpg"))
+
+
+@requires_shared
+def test_prepare_real_coco_mirrors(tmp_path, capsys):
+    """The documented real-data commands: coco_mini (train) and the val2017 samples with the detection file."""
+    code, _, _ = run(capsys, "data", "prepare", "coco", "--source", str(DATA_DIR / "coco_mini"), "--split",
+                     "train2017", "--out", str(tmp_path))
+    assert code == 0
+    m = json.loads((tmp_path / "train2017/manifest.json").read_text())
+    assert m["num_images"] == 80 and m["num_samples"] > 50
+    code, _, _ = run(capsys, "data", "prepare", "coco", "--source", str(DATA_DIR / "samples/coco"), "--split",
+                     "val2017", "--ann-file", "test_coco.json", "--image-dir", ".", "--detections",
+                     "test_coco_det_AP_H_56.json", "--out", str(tmp_path))
+    assert code == 0
+    m = json.loads((tmp_path / "val2017/manifest.json").read_text())
+    assert m["num_images"] == 4 and m["detections"] == "detections.json"
+
+
+def test_dvc_pipeline_parses():
+    dvc = Path(sys.executable).parent / "dvc"
+    if not dvc.exists() or not (ROOT / ".dvc").is_dir():
+        pytest.skip("dvc or .dvc/ not available")
+    res = subprocess.run([str(dvc), "dag", "--md"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for stage in ("generate", "prepare", "train", "evaluate"):
+        assert stage in res.stdout

@@ -1,0 +1,149 @@
+"""Recipes: paper values, profiles, overrides, and strict key checking."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from hrnet_core.recipes import ConfigError, list_profiles, list_recipes, load_recipe, parse_overrides, recipe_from_dict
+
+COCO_W32 = "pose_hrnet_w32_256x192_coco"
+
+
+def test_every_recipe_loads_and_names_its_paper_row():
+    names = list_recipes()
+    assert {COCO_W32, "pose_hrnet_w48_384x288_coco", "pose_hrnet_w32_256x256_mpii"} <= set(names)
+    for name in names:
+        r = load_recipe(name)
+        assert r.name == name, "the file name and the recipe name must agree"
+        assert r.paper is not None and r.paper.id and r.paper.table and r.paper.row
+        w, h = r.data.input_size
+        assert f"{h}x{w}" in name or f"{w}x{h}" in name, "the name carries the input size as the paper prints it"
+        assert r.data.heatmap_size == [w // 4, h // 4], "HRNet heatmaps have stride 4"
+
+
+def test_paper_values_of_the_coco_recipes():
+    """Pose paper Sec. 4.1 / FACTS.md section 1."""
+    r = load_recipe(COCO_W32)
+    assert r.model.name == "pose_hrnet_w32" and r.model.num_joints == 17
+    assert (r.data.input_size, r.data.heatmap_size, r.data.sigma) == ([192, 256], [48, 64], 2.0)
+    t = r.train
+    assert (t.epochs, t.global_batch_size, t.batch_size_per_device) == (210, 128, 32)
+    assert (t.optimizer.name, t.optimizer.lr, t.optimizer.weight_decay) == ("adam", 1e-3, 0.0)
+    assert (t.schedule.name, t.schedule.milestones, t.schedule.gamma) == ("multistep", [170, 200], 0.1)
+    a = r.augment
+    assert (a.scale_factor, a.rotation_factor, a.rotation_prob, a.half_body_prob, a.flip) == (0.35, 45.0, 0.6, 0.3, True)
+    assert r.test.flip and r.test.shift_heatmap and not r.test.use_gt_boxes
+    assert (r.test.joint_score_thr, r.test.oks_nms_thr) == (0.2, 0.9)
+    big = load_recipe("pose_hrnet_w48_384x288_coco")
+    assert (big.data.input_size, big.data.heatmap_size, big.data.sigma) == ([288, 384], [72, 96], 3.0)
+    assert (big.train.global_batch_size, big.train.batch_size_per_device) == (96, 24)
+    assert load_recipe("pose_hrnet_w32_256x192_coco_scratch").model.pretrained is None
+    assert r.model.pretrained and r.model.pretrained.endswith("hrnet_w32-36af842e.pth")
+
+
+def test_mpii_recipe_values():
+    r = load_recipe("pose_hrnet_w32_256x256_mpii")
+    assert r.data.dataset == "mpii" and r.model.num_joints == 16
+    assert (r.augment.rotation_factor, r.augment.scale_factor, r.augment.half_body_prob) == (30.0, 0.25, 0.0)
+    assert r.test.use_gt_boxes
+
+
+def test_smoke_profile_shrinks_model_and_schedule_only():
+    base = load_recipe(COCO_W32)
+    smoke = load_recipe(COCO_W32, profile="smoke")
+    assert "smoke" in list_profiles() and smoke.profile == "smoke"
+    assert smoke.model.width < 32 and smoke.train.epochs < base.train.epochs and smoke.model.pretrained is None
+    # the code path stays the paper's: same loss, augmentation and test procedure
+    assert smoke.augment == base.augment and smoke.train.loss == base.train.loss
+    assert (smoke.test.flip, smoke.test.use_gt_boxes, smoke.test.oks_nms_thr) == (True, False, 0.9)
+
+
+def test_smoke_model_builds_and_runs():
+    import torch
+
+    from hrnet_core.models import build_model
+
+    r = load_recipe(COCO_W32, profile="smoke")
+    model = build_model(r.model.name, **r.model.build_kwargs()).eval()
+    w, h = r.data.input_size
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, h, w))
+    assert tuple(out.shape) == (1, 17, r.data.heatmap_size[1], r.data.heatmap_size[0])
+
+
+def test_overrides_dotted_nested_and_typed():
+    r = load_recipe(COCO_W32, ["train.epochs=3", "model.stage_modules=[1, 1, 1]", "train.optimizer.lr=2e-3"])
+    assert r.train.epochs == 3 and r.model.stage_modules == [1, 1, 1] and r.train.optimizer.lr == 2e-3
+    r2 = load_recipe(COCO_W32, {"train": {"epochs": 4}, "data.sigma": 3})
+    assert r2.train.epochs == 4 and r2.data.sigma == 3.0
+    assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["train.epoch=3"], "train.epoch"),
+        (["train.optimizer.momentun=0.9"], "train.optimizer.momentun"),
+        (["bogus=1"], "bogus"),
+        ({"model": {"widht": 8}}, "model.widht"),
+    ],
+)
+def test_unknown_override_keys_are_errors_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=rf"unknown key {key.replace('.', '[.]')} \(overrides\)"):
+        load_recipe(COCO_W32, overrides)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=many", "train.epochs: expected an integer"),
+        ("test.flip=maybe", "test.flip: expected true/false"),
+        ("data.input_size=[192]", "data.input_size"),
+        ("train.optimizer.name=lamb", "train.optimizer.name"),
+        ("train.epochs=0", "train.epochs: must be > 0"),
+        ("model.name=null", "model.name: must not be null"),
+    ],
+)
+def test_bad_values_are_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_recipe(COCO_W32, [override])
+
+
+def test_unknown_key_in_a_recipe_file_names_file_and_key(tmp_path):
+    data = load_recipe(COCO_W32).to_dict()
+    data["train"]["warmup"] = 5
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"unknown key train\.warmup .*bad\.yaml"):
+        load_recipe(str(path))
+
+
+def test_missing_key_and_unknown_names():
+    data = load_recipe(COCO_W32).to_dict()
+    del data["data"]["sigma"]
+    with pytest.raises(ConfigError, match=r"missing key data\.sigma"):
+        recipe_from_dict(data)
+    with pytest.raises(ConfigError, match="unknown recipe 'no_such_recipe'"):
+        load_recipe("no_such_recipe")
+    with pytest.raises(ConfigError, match="unknown profile 'nope'"):
+        load_recipe(COCO_W32, profile="nope")
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_recipe(COCO_W32, ["train.epochs"])
+
+
+def test_round_trip_through_yaml_and_flat_params():
+    r = load_recipe(COCO_W32, ["train.epochs=7"], profile="smoke")
+    again = recipe_from_dict(yaml.safe_load(yaml.safe_dump(r.to_dict())))
+    assert again == r
+    flat = r.flat()
+    assert flat["train.epochs"] == 7 and flat["train.optimizer.lr"] == r.train.optimizer.lr and "paper.id" in flat
+
+
+def test_gradient_accumulation_reaches_the_paper_batch():
+    r = load_recipe(COCO_W32)
+    assert r.accumulation_steps(4) == 1  # the paper: 32 x 4 GPUs
+    assert r.accumulation_steps(2) == 2
+    assert r.accumulation_steps(1) == 4
+    with pytest.raises(ConfigError, match="global_batch_size=128 is not a multiple"):
+        r.accumulation_steps(3)
