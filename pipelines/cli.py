@@ -287,10 +287,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = _load(args)
     run_name = args.run_name or default_run_name(recipe)
     _init_ray(args.address)
-    result = train(recipe, num_workers=args.num_workers, use_gpu=args.use_gpu, run_name=run_name,
-                   storage_path=args.storage_path, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
-                   cpus_per_worker=args.cpus_per_worker, export_weights=args.weights_out,
-                   history_out=args.history_out)
+    from ray.train import TrainingFailedError
+
+    try:
+        result = train(recipe, num_workers=args.num_workers, use_gpu=args.use_gpu, run_name=run_name,
+                       storage_path=args.storage_path, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
+                       cpus_per_worker=args.cpus_per_worker, export_weights=args.weights_out,
+                       history_out=args.history_out)
+    except TrainingFailedError as exc:  # Ray has printed the workers' tracebacks; summarise the cause in one line
+        cause = root_cause(exc)
+        text = str(cause).strip().splitlines()
+        print(f"hrnet: error: training failed ({type(cause).__name__}): {text[-1] if text else ''}", file=sys.stderr)
+        return 1
     summary = {"run_id": result.run_id, "run_name": result.run_name, "checkpoint": result.checkpoint_path,
                "weights": result.weights_path, **result.metrics}
     if args.metrics_out:
@@ -323,6 +331,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _write_json(args.metrics_out, metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception behind a Ray Train / Ray task failure (worker failures, task error causes)."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        failures = getattr(exc, "worker_failures", None)
+        if failures:
+            exc = next(iter(failures.values()))
+            continue
+        for attr in ("controller_failure", "cause"):
+            inner = getattr(exc, attr, None)
+            if isinstance(inner, BaseException):
+                exc = inner
+                break
+        else:
+            if exc.__cause__ is not None:
+                exc = exc.__cause__
+                continue
+            break
+    return exc
 
 
 def _write_json(path: str, data: dict) -> None:

@@ -344,7 +344,7 @@ def _rows_for_output(res: RowResult, ui: str) -> dict[str, str]:
         "row": row.row, "method": row.method, "backbone": row.backbone or "-", "role": row.role,
         "dataset": f"{row.dataset} {row.split}", "input": row.input_size or "-",
         "metric": res.metric or "-",
-        "paper": "-" if res.metric is None else f"{row.metrics[res.metric]:.{_nd(row.metrics[res.metric])}f}",
+        "paper_value": "-" if res.metric is None else f"{row.metrics[res.metric]:.{_nd(row.metrics[res.metric])}f}",
         "paper_all": _paper_metrics_text(row),
         "recipe": row.recipe or (row.recipe_status or "-"),
     }
@@ -386,7 +386,7 @@ def summary_counts(results: Sequence[tuple[Paper, PaperTable, list[RowResult]]])
 
 
 COLUMNS = [("row", "Row"), ("method", "Method"), ("backbone", "Backbone"), ("role", "Role"), ("dataset", "Data"),
-           ("input", "Input"), ("metric", "Metric"), ("paper", "Paper"), ("ours", "Ours (training)"),
+           ("input", "Input"), ("metric", "Metric"), ("paper_value", "Paper"), ("ours", "Ours (training)"),
            ("ours_delta", "Δ"), ("official", "Official ckpt"), ("official_delta", "Δ official"),
            ("status", "Status"), ("run", "MLflow run"), ("params", "Params paper / ours"),
            ("gflops", "GFLOPs paper / ours [convention]"), ("complexity", "Complexity"),
@@ -465,6 +465,7 @@ td.st-differ{background:#fbe3b5} td.st-ok{background:#c8efc8} td.st-nc{backgroun
 .caption{font-style:italic} .note{color:#555;border-left:3px solid #ccc;padding-left:8px}
 img.plot{max-width:900px;border:1px solid #ddd;margin:6px 0}
 .summary{background:#f4f6f8;padding:10px;border-radius:4px}
+nav ul{columns:4;font-size:13px} table.paper-table td:last-child{min-width:260px}
 """
 
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from typing import Any, Sequence
 
 from .spec import SweepConfigError
@@ -151,10 +154,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sigterm_interrupts_tune() -> None:
+    """``hrnet sweep stop`` / ``ray job stop`` send SIGTERM: turn it into Tune's own interrupt (SIGUSR1, as Ctrl+C),
+    so that the experiment state is saved and the sweep resumes later. (Submitted jobs get
+    ``RAY_JOB_STOP_WAIT_TIME_S=30`` before Ray escalates to SIGKILL.)"""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGUSR1))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .report import markdown_table
     from .runner import run_sweep
 
+    _sigterm_interrupts_tune()
     outcome = run_sweep(args.name, smoke=args.smoke, address=args.address, storage_path=args.storage_path,
                         mlflow_uri=args.mlflow_uri, experiment=args.experiment, overrides=_overrides(args.override),
                         max_concurrent_trials=args.max_concurrent_trials, fresh=args.fresh, verbose=args.verbose,

@@ -113,7 +113,9 @@ def _sweep_arg(name_or_path: str, working_dir: Path) -> str:
 def build_runtime_env(opts: SubmitOptions) -> dict[str, Any]:
     """Runtime env of the job: the project as ``working_dir``, Train V2 on, the MLflow URI in the environment."""
     working_dir = Path(opts.working_dir or REPO_ROOT).resolve()
-    env_vars = {"RAY_TRAIN_V2_ENABLED": "1"}
+    # RAY_JOB_STOP_WAIT_TIME_S: time between the SIGTERM of `hrnet sweep stop` and Ray's SIGKILL, in which the
+    # sweep driver saves Tune's experiment state (see sweeps.cli.cmd_run).
+    env_vars = {"RAY_TRAIN_V2_ENABLED": "1", "RAY_JOB_STOP_WAIT_TIME_S": "30"}
     if opts.mlflow_uri:
         env_vars["MLFLOW_TRACKING_URI"] = opts.mlflow_uri
     runtime_env: dict[str, Any] = {"working_dir": str(working_dir), "excludes": list(DEFAULT_EXCLUDES),

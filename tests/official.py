@@ -22,14 +22,25 @@ requires_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared is a
 
 
 def det_uniform(n: int, seed: int) -> np.ndarray:
-    """Deterministic values in [-1, 1) (float64, shape [n]) from the reference README's integer hash."""
-    m = np.uint64(2**32)
-    i = np.arange(n, dtype=np.uint64)
-    h = (i * np.uint64(2654435761) + np.uint64(seed * 40503 + 12345)) % m
+    """Deterministic values in [-1, 1) (float64, shape [n]) from the reference README's integer hash.
+
+    ``mod 2**32`` is done as ``& 0xFFFFFFFF`` in place (identical result, ~3x faster than ``%`` on large tensors).
+    """
+    mask = np.uint64(0xFFFFFFFF)
+    shift = np.uint64(16)
+    h = np.arange(n, dtype=np.uint64)
+    h *= np.uint64(2654435761)
+    h += np.uint64(seed * 40503 + 12345)
+    h &= mask
     for _ in range(2):
-        h = ((h ^ (h >> np.uint64(16))) * np.uint64(73244475)) % m
-    h = h ^ (h >> np.uint64(16))
-    return h.astype(np.float64) / float(2**32) * 2 - 1
+        h ^= h >> shift
+        h *= np.uint64(73244475)
+        h &= mask
+    h ^= h >> shift
+    out = h.astype(np.float64)
+    out *= 2.0 / float(2**32)
+    out -= 1.0
+    return out
 
 
 def deterministic_fill(model: torch.nn.Module) -> None:

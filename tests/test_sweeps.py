@@ -232,7 +232,8 @@ def test_submit_entrypoint_and_runtime_env():
     assert "--override data.root=/mnt/shared/coco" in cmd and "--mlflow-uri http://mlflow:5000" in cmd
     env = build_runtime_env(opts)
     assert env["working_dir"] == str(ROOT)
-    assert env["env_vars"] == {"RAY_TRAIN_V2_ENABLED": "1", "MLFLOW_TRACKING_URI": "http://mlflow:5000", "X": "1"}
+    assert env["env_vars"] == {"RAY_TRAIN_V2_ENABLED": "1", "RAY_JOB_STOP_WAIT_TIME_S": "30",
+                               "MLFLOW_TRACKING_URI": "http://mlflow:5000", "X": "1"}
     assert ".venv" in env["excludes"] and ".git" in env["excludes"]
 
 

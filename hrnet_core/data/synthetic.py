@@ -11,7 +11,8 @@ What the generator draws (plain NumPy + OpenCV, deterministic for a seed):
 
 - backgrounds: colour gradients, low-frequency noise textures and clutter (rectangles, discs, sticks);
 - 1-3 figures per image: a skeleton with random limb angles, body proportions, lean, horizontal foreshortening,
-  scale and position; drawn with thick limbs, hands, shoes and a head. Front-facing figures show eyes and nose and
+  scale and position; drawn with limbs of human thickness (arms ~7%, legs ~9% of the height, so that the
+  silhouette area -- the OKS scale -- is person-like), hands, shoes and a head. Front-facing figures show eyes and nose and
   have their left side on the image right (as a person facing the camera); back-facing figures show hair only,
   are mirrored, and leave nose and eyes unlabeled (v=0). Left/right is thus decided by the figure's facing, as in
   real photos, so horizontal flip augmentation stays consistent;
@@ -63,7 +64,7 @@ class SyntheticConfig:
     width_range: tuple[int, int] = (176, 256)
     height_range: tuple[int, int] = (176, 256)
     max_people: int = 3
-    person_height: tuple[float, float] = (0.45, 0.95)
+    person_height: tuple[float, float] = (0.45, 0.9)
     back_facing_prob: float = 0.2
     occluder_prob: float = 0.35
     crowd_prob: float = 0.15
@@ -73,12 +74,6 @@ class SyntheticConfig:
 
 # canonical skeleton in body units (height 1, y down, origin between the hips); x > 0 is the image right
 _JOINT = {name: i for i, name in enumerate(COCO_KEYPOINT_NAMES)}
-_LIMBS_DRAW = [  # (joint a, joint b, thickness as a fraction of figure height, part)
-    ("left_hip", "left_knee", 0.075, "leg"), ("left_knee", "left_ankle", 0.065, "leg"),
-    ("right_hip", "right_knee", 0.075, "leg"), ("right_knee", "right_ankle", 0.065, "leg"),
-    ("left_shoulder", "left_elbow", 0.058, "arm"), ("left_elbow", "left_wrist", 0.05, "arm"),
-    ("right_shoulder", "right_elbow", 0.058, "arm"), ("right_elbow", "right_wrist", 0.05, "arm"),
-]
 
 
 def _rot(v: np.ndarray, deg: float) -> np.ndarray:
@@ -228,10 +223,10 @@ def draw_figure(canvas: _Canvas, joints: np.ndarray, height_px: float, back_faci
     # torso
     torso = np.array([j["left_shoulder"], j["right_shoulder"], j["right_hip"], j["left_hip"]])
     center = torso.mean(0)
-    torso = center + (torso - center) * np.array([1.15, 1.0])
+    torso = center + (torso - center) * np.array([1.3, 1.05])
     canvas.poly(torso, shirt, owner, mask)
     canvas.line((j["left_hip"] + j["right_hip"]) / 2 - 0.01, (j["left_hip"] + j["right_hip"]) / 2, pants,
-                int(0.09 * h), owner, mask)
+                int(0.12 * h), owner, mask)
     for side in sides[1:]:
         _draw_side(canvas, j, side, h, skin, shirt, pants, shoe, owner, mask, far=False)
     # head
@@ -239,7 +234,7 @@ def draw_figure(canvas: _Canvas, joints: np.ndarray, height_px: float, back_faci
     head_c = eye_mid + (eye_mid - j["nose"]) * 0.1 + (eye_mid - (j["left_shoulder"] + j["right_shoulder"]) / 2) * 0.05
     r = 0.062 * h
     neck = (j["left_shoulder"] + j["right_shoulder"]) / 2
-    canvas.line(neck, head_c, skin, int(0.045 * h), owner, mask)
+    canvas.line(neck, head_c, skin, int(0.055 * h), owner, mask)
     canvas.circle(j["left_ear"], 0.018 * h, _shade(skin, 0.8), owner, mask)
     canvas.circle(j["right_ear"], 0.018 * h, _shade(skin, 0.8), owner, mask)
     canvas.circle(head_c, r, skin, owner, mask)
@@ -258,15 +253,15 @@ def draw_figure(canvas: _Canvas, joints: np.ndarray, height_px: float, back_faci
 def _draw_side(canvas, j, side, h, skin, shirt, pants, shoe, owner, mask, far: bool) -> None:
     f = 0.8 if far else 1.0
     # leg
-    canvas.line(j[f"{side}_hip"], j[f"{side}_knee"], _shade(pants, f), int(0.075 * h), owner, mask)
-    canvas.line(j[f"{side}_knee"], j[f"{side}_ankle"], _shade(pants, f * 0.92), int(0.065 * h), owner, mask)
-    canvas.circle(j[f"{side}_knee"], 0.03 * h, _shade(pants, f * 0.75), owner, mask)
+    canvas.line(j[f"{side}_hip"], j[f"{side}_knee"], _shade(pants, f), int(0.1 * h), owner, mask)
+    canvas.line(j[f"{side}_knee"], j[f"{side}_ankle"], _shade(pants, f * 0.92), int(0.08 * h), owner, mask)
+    canvas.circle(j[f"{side}_knee"], 0.035 * h, _shade(pants, f * 0.75), owner, mask)
     foot_dir = np.array([1.0 if side == "left" else -1.0, 0.25])
     canvas.line(j[f"{side}_ankle"], j[f"{side}_ankle"] + foot_dir * 0.06 * h, shoe, int(0.045 * h), owner, mask)
     # arm
-    canvas.line(j[f"{side}_shoulder"], j[f"{side}_elbow"], _shade(shirt, f), int(0.058 * h), owner, mask)
-    canvas.line(j[f"{side}_elbow"], j[f"{side}_wrist"], _shade(skin, f), int(0.048 * h), owner, mask)
-    canvas.circle(j[f"{side}_elbow"], 0.026 * h, _shade(shirt, f * 0.75), owner, mask)
+    canvas.line(j[f"{side}_shoulder"], j[f"{side}_elbow"], _shade(shirt, f), int(0.075 * h), owner, mask)
+    canvas.line(j[f"{side}_elbow"], j[f"{side}_wrist"], _shade(skin, f), int(0.062 * h), owner, mask)
+    canvas.circle(j[f"{side}_elbow"], 0.032 * h, _shade(shirt, f * 0.75), owner, mask)
     canvas.circle(j[f"{side}_wrist"], 0.03 * h, _shade(skin, f * 0.85), owner, mask)
 
 

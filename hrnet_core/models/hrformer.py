@@ -538,7 +538,7 @@ class HRFormerBackbone(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = make_layer(Bottleneck, 64, 64, cfg.stage1_blocks, momentum=BN_MOMENTUM)
 
-        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.num_transformer_blocks).tolist()
+        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.num_transformer_blocks, device="cpu").tolist()
         pre = [64 * Bottleneck.expansion]
         module_index = 0
         for s, num_modules in enumerate(cfg.stage_modules):
