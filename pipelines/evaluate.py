@@ -125,7 +125,12 @@ def eval_dataset(recipe: Recipe, split: PreparedSplit):
                              det_score_thr=recipe.test.det_score_thr, use_gt_boxes=False, aspect_ratio=aspect)
     from hrnet_core.data.mpii import MpiiKeypoints
 
-    return MpiiKeypoints(split.ann_file, split.image_root, headbox_file=split.headboxes)
+    reader = MpiiKeypoints(split.ann_file, split.image_root, headbox_file=split.headboxes)
+    missing = sum(1 for r in reader.records if r.get("headbox") is None)
+    if missing:
+        raise DataError(f"{missing} of {len(reader.records)} MPII records in {str(split.dir)!r} have no head box "
+                        f"(PCKh needs them); prepare the split with --headboxes annot/gt_valid.mat")
+    return reader
 
 
 def _batches(records: Sequence[dict[str, Any]], transform, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -329,7 +334,9 @@ def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, 
         tracking.set_tags(uri, run_id, {"eval.checkpoint": str(Path(checkpoint).resolve()),
                                         "eval.boxes": "gt" if recipe.test.use_gt_boxes or recipe.data.dataset == "mpii"
                                         else "detections", "eval.flip": recipe.test.flip,
-                                        "eval.dataset_fingerprint": split.fingerprint[:16]})
+                                        "eval.dataset_fingerprint": split.fingerprint[:16],
+                                        # a profile (e.g. smoke) changes the recipe: paper/ and delta/ are context only
+                                        "paper.comparable": str(recipe.profile is None).lower()})
         tracking.log_artifacts(uri, run_id, [out / "predictions.json", out / "metrics.json"], artifact_path="evaluation")
         if (out / "vis").is_dir():
             tracking.log_artifacts(uri, run_id, [out / "vis"], artifact_path="evaluation/vis")

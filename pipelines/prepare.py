@@ -320,7 +320,7 @@ def _samples_table(reader, img_root: Path) -> pd.DataFrame:
         if fixed_crop:
             row["center"] = [float(v) for v in r["center"]]
             row["scale"] = [float(v) for v in r["scale"]]
-        if "headbox" in r:
+        if r.get("headbox") is not None:
             row["headbox"] = [float(v) for v in r["headbox"].reshape(-1)]
         rows.append(row)
     return pd.DataFrame(rows)

@@ -13,7 +13,8 @@ For each row of :mod:`hrnet_core.paper_tables` the report shows
   GFLOPs within 2 %).
 
 A run belongs to a row when its tags ``paper.id`` / ``paper.table`` / ``paper.row`` name the row, or when its
-``recipe`` tag is the row's recipe (so the HRNet rows the HRFormer paper quotes show the same run).
+``recipe`` tag is the row's recipe and its paper tags name one of that recipe's rows (or none) - so the HRNet rows the
+HRFormer paper quotes show the same run, while a sweep trial of the recipe tagged with another row does not.
 
 Runs are read with ``MlflowClient`` from every experiment except ``paper-comparison`` (default tracking URI
 ``sqlite:///mlflow.db`` in the working directory, or ``$MLFLOW_TRACKING_URI`` / ``--mlflow-uri``). The report itself is
@@ -286,6 +287,21 @@ def best_run(row: PaperRow, metric: str | None, candidates: Iterable[RunInfo],
 def compare(papers: Sequence[Paper], runs: Sequence[RunInfo], lookup, tolerances: Mapping[str, float] | None = None
             ) -> list[tuple[Paper, PaperTable, list[RowResult]]]:
     """Row results for every table of every paper."""
+    recipe_rows: dict[str, set[tuple[str, str, str]]] = {}
+    for paper in papers:
+        for table in paper.tables:
+            for row in table.rows:
+                if row.recipe:
+                    recipe_rows.setdefault(row.recipe, set()).add(row.key)
+
+    def belongs(run: RunInfo, row: PaperRow) -> bool:
+        if run.paper_key == row.key:
+            return True
+        # by recipe only when the run reproduces the recipe's own rows (not, e.g., a sweep trial with other overrides
+        # tagged with another row)
+        return bool(row.recipe) and run.recipe == row.recipe and (
+            run.paper_key is None or run.paper_key in recipe_rows.get(row.recipe, set()))
+
     out = []
     for paper in papers:
         for table in paper.tables:
@@ -293,7 +309,7 @@ def compare(papers: Sequence[Paper], runs: Sequence[RunInfo], lookup, tolerances
             for row in table.rows:
                 metric = row_metric(row, table)
                 res = RowResult(row, metric, complexity=cx.check_row(row, lookup))
-                mine = [r for r in runs if r.paper_key == row.key or (row.recipe and r.recipe == row.recipe)]
+                mine = [r for r in runs if belongs(r, row)]
                 for source in SOURCES:
                     best = best_run(row, metric, [r for r in mine if r.source == source], tolerances)
                     if best is not None:

@@ -302,11 +302,22 @@ def lr_at(recipe: Recipe, epoch: int, step: int) -> float:
     return lr
 
 
-def build_optimizer(recipe: Recipe, params):
-    """Adam / AdamW / SGD from ``train.optimizer`` (the official pose recipes: Adam, no weight decay)."""
+def build_optimizer(recipe: Recipe, model):
+    """Adam / AdamW / SGD from ``train.optimizer`` (the official pose recipes: Adam, no weight decay).
+
+    ``model``: the module (parameters named in ``train.optimizer.no_decay`` get weight decay 0) or an iterable of
+    parameters.
+    """
     import torch
 
     o = recipe.train.optimizer
+    if isinstance(model, torch.nn.Module):
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        exempt = [p for n, p in named if any(k in n for k in o.no_decay)]
+        rest = [p for n, p in named if not any(k in n for k in o.no_decay)]
+        params = [{"params": rest}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
+    else:
+        params = model
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     if o.name == "adamw":
@@ -369,7 +380,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = ray.train.torch.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
-    optimizer = build_optimizer(recipe, model.parameters())
+    optimizer = build_optimizer(recipe, model)
     amp_dtype = _amp_dtype(recipe.train.precision, use_gpu)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     loss_fn = JointsMSELoss(recipe.train.loss.use_target_weight, recipe.train.loss.ohkm_topk)

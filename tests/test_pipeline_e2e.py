@@ -15,7 +15,6 @@ from hrnet_core.data.synthetic import DETECTIONS_FILE, generate_dataset
 from hrnet_core.models import build_model, load_checkpoint
 from hrnet_core.recipes import load_recipe
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +36,8 @@ def _recipe(workdir, epochs):
     }, profile="smoke")
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_train_resume_evaluate(ray_session, workdir, monkeypatch):
     from mlflow import MlflowClient
 
@@ -90,3 +91,81 @@ def test_train_resume_evaluate(ray_session, workdir, monkeypatch):
     assert {"evaluation/predictions.json", "evaluation/metrics.json"} <= artifacts
     assert {a.path for a in client.list_artifacts(first.run_id, "weights")} == {"weights/pose.pt"}
     assert torch.load(workdir / "models/pose.pt", weights_only=False)["format"] == "hrnet-pipeline/weights-1"
+
+
+# ---------------------------------------------------------------------------------------------- pieces, no Ray
+
+
+def test_learning_rate_schedule():
+    from pipelines.train import lr_at
+
+    r = load_recipe("pose_hrnet_w32_256x192_coco")
+    assert lr_at(r, 0, 0) == 1e-3 and lr_at(r, 169, 10**6) == 1e-3
+    assert lr_at(r, 170, 0) == pytest.approx(1e-4) and lr_at(r, 209, 0) == pytest.approx(1e-5)
+    h = load_recipe("pose_hrformer_s_256x192_coco")
+    assert lr_at(h, 0, 0) == pytest.approx(5e-4 * 0.001)
+    assert lr_at(h, 0, 250) == pytest.approx(5e-4 * (0.001 + 0.999 * 0.5))
+    assert lr_at(h, 0, 500) == pytest.approx(5e-4)
+
+
+def test_optimizer_exempts_named_parameters_from_weight_decay():
+    from pipelines.train import build_optimizer
+
+    r = load_recipe("pose_hrformer_t_256x192_coco")
+    model = build_model(r.model.name, **r.model.build_kwargs())
+    opt = build_optimizer(r, model)
+    assert isinstance(opt, torch.optim.AdamW) and len(opt.param_groups) == 2
+    exempt = opt.param_groups[1]
+    assert exempt["weight_decay"] == 0.0 and opt.param_groups[0]["weight_decay"] == 0.01
+    n_tables = sum(1 for n, _ in model.named_parameters() if "relative_position_bias_table" in n)
+    assert len(exempt["params"]) == n_tables > 0
+    adam = build_optimizer(load_recipe("pose_hrnet_w32_256x192_coco"), torch.nn.Linear(2, 2))
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_pretrained_backbone_loads_all_but_the_head(tmp_path):
+    from pipelines.train import load_pretrained_backbone
+
+    kw = dict(width=8, stage_modules=[1, 1, 1], stage_blocks=[1, 1, 1], stage1_blocks=1, stage1_planes=16)
+    source = build_model("pose_hrnet_w32", num_joints=17, **kw)
+    cls_like = {k: v for k, v in source.state_dict().items() if not k.startswith("final_layer")}
+    cls_like["classifier.weight"] = torch.zeros(3, 3)  # classification-only tensors are ignored
+    torch.save(cls_like, tmp_path / "imagenet.pth")
+    target = build_model("pose_hrnet_w32", num_joints=16, **kw)
+    head_before = target.final_layer.weight.clone()
+    n = load_pretrained_backbone(target, tmp_path / "imagenet.pth")
+    assert n > 0 and torch.equal(target.conv1.weight, source.conv1.weight)
+    assert torch.equal(target.final_layer.weight, head_before)
+    del cls_like["conv1.weight"]
+    torch.save(cls_like, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="conv1.weight"):
+        load_pretrained_backbone(target, tmp_path / "broken.pth")
+    with pytest.raises(FileNotFoundError):
+        load_pretrained_backbone(target, tmp_path / "missing.pth")
+
+
+def test_cpu_budget_leaves_room_for_ingest():
+    from pipelines.train import default_cpus_per_worker
+
+    assert default_cpus_per_worker(2, False, 2.0) == 0.5
+    assert default_cpus_per_worker(1, False, 2.0) == 1.0
+    assert default_cpus_per_worker(8, False, 4.0) == 0.375
+    assert default_cpus_per_worker(4, True, 64.0) == 1.0
+
+
+def test_ingest_batch_matches_the_recipe_geometry(workdir):
+    import pandas as pd
+
+    from pipelines.ingest import IngestConfig, row_to_record, topdown_batch
+    from pipelines.prepare import open_split
+
+    r = _recipe(workdir, 1)
+    split = open_split(workdir / "prepared", "train2017")
+    cfg = IngestConfig.from_recipe(r, split)
+    rows = pd.read_parquet(split.samples_file).head(6)
+    out = topdown_batch(rows, cfg)
+    (w, h), (hw, hh) = r.data.input_size, r.data.heatmap_size
+    assert out["image"].shape == (6, 3, h, w) and out["target"].shape == (6, 17, hh, hw)
+    assert out["target_weight"].shape == (6, 17, 1) and out["target"].max() == pytest.approx(1.0)
+    rec = row_to_record(rows.iloc[0].to_dict(), cfg)
+    assert Path(rec["image_file"]).is_absolute() and rec["scale"][0] / rec["scale"][1] == pytest.approx(w / h)

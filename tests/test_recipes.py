@@ -42,6 +42,27 @@ def test_paper_values_of_the_coco_recipes():
     assert r.model.pretrained and r.model.pretrained.endswith("hrnet_w32-36af842e.pth")
 
 
+def test_hrformer_recipes_follow_the_paper():
+    """HRFormer paper Sec. 4.1 / Table 3 and FACTS.md section 7."""
+    from hrnet_core.models import list_models
+
+    for v, gbs in (("t", 256), ("s", 256), ("b", 128)):
+        r = load_recipe(f"pose_hrformer_{v}_256x192_coco")
+        assert r.model.name in list_models() and r.paper.id == "hrformer_neurips2021" and r.paper.table == "3"
+        o, s = r.train.optimizer, r.train.schedule
+        assert (o.name, o.lr, o.weight_decay, o.no_decay) == ("adamw", 5e-4, 0.01, ["relative_position_bias_table"])
+        assert (s.warmup_iters, s.warmup_ratio, s.milestones) == (500, 0.001, [170, 200])
+        assert r.train.global_batch_size == gbs
+        assert (r.augment.rotation_factor, r.augment.scale_factor, r.augment.half_body_prob) == (40.0, 0.5, 0.3)
+
+
+def test_every_recipe_names_a_zoo_model():
+    from hrnet_core.models import list_models
+
+    for name in list_recipes():
+        assert load_recipe(name).model.name in list_models(), name
+
+
 def test_mpii_recipe_values():
     r = load_recipe("pose_hrnet_w32_256x256_mpii")
     assert r.data.dataset == "mpii" and r.model.num_joints == 16

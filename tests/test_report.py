@@ -88,9 +88,14 @@ def with_runs(tmp_path_factory):
     mpii_metrics = {"PCKh": 89.0, "PCKh/Head": 96.0}
     tracking.log_metrics(uri, mpii_id, mpii_metrics)
     tracking.log_paper_comparison(mpii_id, "pose_hrnet_w32_256x256_mpii", mpii_metrics, tracking_uri=uri)
+    # a sweep trial of the W32 recipe with width 48, tagged with the W48 row: it belongs to that row only
+    trial_id = tracking.create_run(uri, "sweeps", "trial", tags={
+        "recipe": "pose_hrnet_w32_256x192_coco", "source": "training", "paper.id": "hrnet_pose_cvpr2019",
+        "paper.table": "1", "paper.row": "HRNet-W48 256x192 pretrain"})
+    tracking.log_metrics(uri, trial_id, {"AP": 75.0})
     out = report.build_report(tmp / "reports", tracking_uri=uri, log_to_mlflow=True)
-    return {"tmp": tmp, "uri": uri, "train": train_id, "official": official_id, "mpii": mpii_id, "logged": logged,
-            "out": out}
+    return {"tmp": tmp, "uri": uri, "train": train_id, "official": official_id, "mpii": mpii_id, "trial": trial_id,
+            "logged": logged, "out": out}
 
 
 def test_hook_logs_paper_and_delta_metrics_and_tags(with_runs):
@@ -134,6 +139,8 @@ def test_report_shows_runs_beside_their_rows(with_runs):
     assert row["ours_run"] == with_runs["train"] and with_runs["train"] in row["ours_link"]
     # the HRFormer paper's HRNet-W32 row names the same recipe and shows the same run
     assert by_key[("hrformer_neurips2021", "3", "HRNet-W32 256x192")]["ours_run"] == with_runs["train"]
+    w48 = by_key[("hrnet_pose_cvpr2019", "1", "HRNet-W48 256x192 pretrain")]
+    assert w48["ours_run"] == with_runs["trial"] and w48["ours"] == "75.00" and w48["status"] == "reproduced"
     mpii = by_key[("hrnet_pose_cvpr2019", "7", "HRNet-W32 single-scale")]
     assert mpii["ours"] == "89.00" and mpii["status"] == "below"
     md = out.markdown.read_text()

@@ -118,7 +118,11 @@ class AugmentConfig:
 
 @dataclass
 class OptimizerConfig:
-    """Optimiser; the official pose code builds Adam WITHOUT weight decay (FACTS.md section 1)."""
+    """Optimiser; the official pose code builds Adam WITHOUT weight decay (FACTS.md section 1).
+
+    ``no_decay``: parameters whose name contains one of these strings get no weight decay (HRFormer: the relative
+    position bias tables).
+    """
 
     name: str = "adam"
     lr: float = 1e-3
@@ -126,6 +130,7 @@ class OptimizerConfig:
     momentum: float = 0.9
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    no_decay: list[str] = field(default_factory=list)
 
 
 @dataclass
