@@ -234,7 +234,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .runner import default_mlflow_uri, resolve_plan
 
     plan = resolve_plan(args.name, smoke=args.smoke, overrides=_overrides(args.override))
-    rows, paths = report_sweep(plan, mlflow_uri=args.mlflow_uri or default_mlflow_uri(), experiment=args.experiment,
+    rows, paths = report_sweep(plan, mlflow_uri=default_mlflow_uri(args.mlflow_uri), experiment=args.experiment,
                                out_dir=args.out_dir, storage_path=args.storage_path)
     print(markdown_table(plan.spec, rows, smoke=plan.smoke))
     print("wrote " + ", ".join(paths))

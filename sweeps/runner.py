@@ -10,9 +10,10 @@ CPU-only cluster) so that no more Train runs are in flight than the cluster can 
 
 Resuming: trial names are the plan's deterministic keys, the Tune experiment lives at
 ``<storage_path>/<sweep>[-smoke]``, and a sidecar ``hrnet_sweep.json`` there records the plan fingerprint and the MLflow
-run ids. Running the same command again after an interruption (Ctrl+C, a killed driver, a lost head node with shared
-storage) calls ``Tuner.restore``: finished trials are kept, unfinished ones run again (Train resumes them from their
-last checkpoint), and the same MLflow parent and child runs are reused.
+parent run. Running the same command again after an interruption (Ctrl+C, ``hrnet sweep stop``, a killed driver, a
+lost head node with shared storage) calls ``Tuner.restore``: finished trials are kept, unfinished ones run again, and
+the parent run is reused. A rerun trial that had a checkpoint resumes from it in its own MLflow run (same Train run
+name); one that had none starts over in a new run, and its interrupted attempt is retired (soft-deleted).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from . import tracking
 from .spec import SweepConfigError, SweepPlan, SweepSpec, build_plan, check_cluster_fit, load_sweep
@@ -41,9 +42,12 @@ def default_storage_path() -> str:
     return os.environ.get("HRNET_STORAGE_PATH") or str(Path("ray_results").resolve())
 
 
-def default_mlflow_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` or a SQLite store ``./mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+def default_mlflow_uri(uri: str | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite store ``./mlflow.db``; local paths made absolute
+    (trial actors and workers run in other directories). Same rules as ``pipelines.tracking.resolve_tracking_uri``."""
+    from pipelines.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(uri)
 
 
 @dataclass
@@ -252,10 +256,26 @@ def _connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     env_vars = {"RAY_TRAIN_V2_ENABLED": "1"}
+    kwargs: dict[str, Any] = {}
     if address is None and not os.environ.get("RAY_ADDRESS"):
         root = str(Path(__file__).resolve().parents[1])
         env_vars["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-    ray.init(address=address, runtime_env={"env_vars": env_vars})
+        if not os.environ.get("RAY_API_SERVER_ADDRESS"):
+            # Ray Train's placement-group cleaner (which frees the workers of a trial that ASHA stopped) asks the
+            # dashboard's State API whether the Train controller died; point it at this instance's dashboard even
+            # when other Ray instances run on the machine. Processes started by the raylet inherit the variable.
+            port = _free_port()
+            os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+    ray.init(address=address, runtime_env={"env_vars": env_vars}, **kwargs)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cluster_concurrency(plan: SweepPlan) -> int:
@@ -326,7 +346,7 @@ def run_sweep(
     storage_path = storage_path or default_storage_path()
     if "://" not in storage_path:
         storage_path = str(Path(storage_path).resolve())
-    mlflow_uri = mlflow_uri or default_mlflow_uri()
+    mlflow_uri = default_mlflow_uri(mlflow_uri)
     experiment_path = os.path.join(storage_path, plan.experiment_name)
 
     _connect(address)
@@ -433,7 +453,10 @@ def _scheduler(plan: SweepPlan):
 
     s = plan.scheduler
     if s.type == "asha":
-        return ASHAScheduler(time_attr=s.time_attr, max_t=s.max_t, grace_period=s.grace_period,
+        # max_t + 1: ASHA stops a trial whose time_attr reaches max_t, i.e. at its last report, which would end the
+        # Train run before it finishes on its own (final checkpoint, MLflow run closed). With one more, only the
+        # rungs below max_t stop trials; a trial that reaches its last epoch completes normally.
+        return ASHAScheduler(time_attr=s.time_attr, max_t=s.max_t + 1, grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor)
     return FIFOScheduler()
 

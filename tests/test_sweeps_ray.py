@@ -4,16 +4,16 @@ Tiny on purpose (2-core CI): the ``smoke`` profile's network on a generated data
 worker with half a CPU per trial, one or two epochs of a single optimizer step. Each trial still starts a Tune actor,
 a Train controller and a worker (~45 s on 2 cores), so the tests combine acceptance items:
 
-* ``test_smoke_width_sweep_resumes_after_interruption``: a smoke width sweep (2 trials) interrupted after its first
-  trial and run again: one parent + two child MLflow runs, a results table, and only the unfinished trial reran.
-* ``test_asha_stops_the_worse_trials_and_releases_their_workers``: ASHA stops the trials with the clearly worse loss
-  after their first report; their placement groups are removed and the next trial runs.
-* ``test_submit_to_a_local_head_through_the_jobs_api``: ``ray start --head`` on 127.0.0.1 (token auth), a smoke
-  sweep submitted with ``hrnet sweep submit``, its runs found in MLflow, the head stopped.
-* ``test_trial_larger_than_the_cluster_fails_before_scheduling``: fast, no trial runs.
-
-The session's Ray instance comes from ``tests/conftest.py`` (``ray_session``); the Jobs API test starts its own head
-on other ports and only talks HTTP to it.
+* ``test_smoke_width_sweep_resumes_after_interruption`` (session Ray): a smoke width sweep (2 trials) interrupted
+  after its first trial and run again: one parent + two child MLflow runs, a results table, only the unfinished
+  trial reran.
+* ``test_trial_larger_than_the_cluster_fails_before_scheduling`` (session Ray): fast, nothing is scheduled.
+* ``test_submit_to_a_local_head_through_the_jobs_api`` (slow): ``ray start --head`` on 127.0.0.1 with token auth and
+  a dashboard, a smoke sweep submitted with ``hrnet sweep submit``, its runs found in MLflow, the head stopped.
+* ``test_asha_stops_the_worse_trials_and_releases_their_workers`` (slow, same head): ASHA stops the clearly worse
+  trials after their first epoch and their Train workers are released while the sweep goes on. It runs on the head
+  because Ray Train frees a stopped run's placement group through the dashboard's State API, which the session
+  Ray instance (started without a dashboard) does not have.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -95,7 +94,8 @@ def test_smoke_width_sweep_resumes_after_interruption(ray_session, prepared, tmp
     first = run_sweep("pose_width_coco", callbacks=[InterruptAfterFirstTrial(tmp_path / "interrupted")], **common)
     assert (tmp_path / "interrupted").read_text() == "t00-W18"
     assert not first.finished and first.statuses["t00-W18"] == "TERMINATED"
-    assert first.statuses["t01-W32"] in {"PENDING", "RUNNING"}
+    # interrupted between trials (the callback runs in the Tune step that completes t00, before t01 is started)
+    assert first.statuses["t01-W32"] == "PENDING"
     done_ckpts = _checkpoints(first.experiment_path, "t00-W18")
     assert len(done_ckpts) == 1
     done_run = next(r for r in first.rows if r["trial"] == "t00-W18")["run_id"]
@@ -132,62 +132,6 @@ def test_smoke_width_sweep_resumes_after_interruption(ray_session, prepared, tmp
     assert {"sweep/results.md", "sweep/results.csv"} <= artifacts
 
 
-ASHA_SWEEP = """\
-    # ASHA mechanics on the smoke network: three trials whose training loss differs by construction (the heatmap
-    # MSE grows with the Gaussian target's area, sigma^2), so the last two are clearly worse after one epoch.
-    name: asha_smoke
-    recipe: pose_hrnet_w32_256x192_coco
-    metric: loss
-    mode: min
-    paper: {id: hrnet_pose_cvpr2019, table: "1"}
-    variants:
-      - {name: sigma1.5, overrides: {data.sigma: 1.5}}
-      - {name: sigma4, overrides: {data.sigma: 4.0}}
-      - {name: sigma6, overrides: {data.sigma: 6.0}}
-    scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
-    resources: {num_workers: 1, cpus_per_worker: 0.5, max_concurrent_trials: 1}
-    smoke:
-      profile: smoke
-      overrides: {train.epochs: 2, train.val_every: 0}
-"""
-
-
-def test_asha_stops_the_worse_trials_and_releases_their_workers(ray_session, prepared, tmp_path):
-    import ray
-    from ray.util import placement_group_table
-
-    from sweeps.runner import run_sweep
-
-    path = tmp_path / "asha_smoke.yaml"
-    path.write_text(textwrap.dedent(ASHA_SWEEP))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = run_sweep(str(path), smoke=True, storage_path=str(tmp_path / "ray_results"), mlflow_uri=uri,
-                    overrides={"data.root": str(prepared)}, verbose=0)
-    assert out.plan.scheduler.max_t == 2  # from the recipe's train.epochs
-    assert out.statuses == {k: "TERMINATED" for k in ("t00-sigma1.5", "t01-sigma4", "t02-sigma6")}
-    rows = {r["trial"]: r for r in out.rows}
-    assert rows["t00-sigma1.5"]["iterations"] == 2 and not rows["t00-sigma1.5"]["early_stopped"]
-    for key in ("t01-sigma4", "t02-sigma6"):
-        assert rows[key]["iterations"] == 1 and rows[key]["early_stopped"], rows[key]
-        assert rows[key]["ours"] > rows["t00-sigma1.5"]["ours"]
-    assert len(_checkpoints(out.experiment_path, "t01-sigma4")) == 1  # stopped after its first epoch
-
-    # the stopped trials' Train workers are gone: every placement group removed, all CPUs free again
-    deadline = time.monotonic() + 60
-    while True:
-        live = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
-        free = ray.available_resources().get("CPU", 0.0)
-        if not live and free >= ray.cluster_resources()["CPU"] - 1e-6:
-            break
-        assert time.monotonic() < deadline, f"leftover placement groups {live} / free CPU {free}"
-        time.sleep(1)
-
-    children = [r for r in _active_runs(uri) if r.data.tags.get("mlflow.parentRunId") == out.parent_run_id]
-    stopped = {r.data.tags["sweep.trial"]: r.data.tags["sweep.early_stopped"] for r in children}
-    assert stopped == {"t00-sigma1.5": "false", "t01-sigma4": "true", "t02-sigma6": "true"}
-    assert all(r.info.status == "FINISHED" for r in children)
-
-
 def test_trial_larger_than_the_cluster_fails_before_scheduling(ray_session, tmp_path):
     from sweeps.runner import run_sweep
 
@@ -213,12 +157,14 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_head():
-    """``ray start --head --block`` on 127.0.0.1 with token auth, on its own ports and temp dir.
+    """``ray start --head --block`` on 127.0.0.1 with token auth and a dashboard, on its own ports and temp dir.
 
-    Yields ``(dashboard_address, token_file)``. The head runs in its own process group, which is terminated at the
-    end (``ray stop`` would also stop the session's Ray instance).
+    Yields ``(dashboard_address, token_file)``. ``RAY_API_SERVER_ADDRESS`` in the head's environment (inherited by
+    every Ray process it starts) points Ray Train's placement-group cleaner at this head's State API even while the
+    session's Ray instance runs on the same machine. The head runs in its own process group, which is terminated at
+    the end (``ray stop`` would also stop the session's Ray instance).
     """
     ray_bin = Path(sys.executable).with_name("ray")
     gcs, dash, agent, agent_grpc, rt_agent, metrics, client, nm, om = _free_ports(9)
@@ -228,6 +174,7 @@ def local_head():
     token_file.write_text(token)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k == "RAY_TRAIN_V2_ENABLED"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_TRAIN_V2_ENABLED="1",
+               RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{dash}",
                PATH=f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
@@ -237,7 +184,7 @@ def local_head():
            "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     log = open(Path(temp_dir) / "ray_start.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
+    address = env["RAY_API_SERVER_ADDRESS"]
     try:
         deadline = time.monotonic() + 120
         import urllib.request
@@ -301,3 +248,83 @@ def test_submit_to_a_local_head_through_the_jobs_api(local_head, prepared, tmp_p
     assert all(r.info.status == "FINISHED" for r in children)
     assert main(["stop", job_id, "--address", address, "--auth-token-file", str(token_file)]) == 0
     assert "was not running" in capsys.readouterr().out
+
+
+def _placement_groups(address: str, token: str) -> list[dict]:
+    """Placement groups of the head, from its State API (``/api/v0/placement_groups``)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{address}/api/v0/placement_groups?limit=1000&detail=true",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = json.loads(r.read())
+    return body["data"]["result"]["result"]
+
+
+def _worker_bundles(address: str, token: str) -> list[str]:
+    """Ids of the head's live placement groups holding a Train worker bundle (0.5 CPU in the smoke sweeps)."""
+    live = []
+    for pg in _placement_groups(address, token):
+        cpus = [b.get("unit_resources", {}).get("CPU") for b in pg.get("bundles") or []]
+        if pg["state"] != "REMOVED" and 0.5 in cpus:
+            live.append(pg["placement_group_id"])
+    return live
+
+
+@pytest.mark.slow
+def test_asha_stops_the_worse_trials_and_releases_their_workers(local_head, prepared, tmp_path, capsys):
+    """``sweeps/checks/asha_smoke.yaml`` as a job on the 2-CPU head: ASHA stops sigma4 and sigma6 after epoch 1;
+    the stopped trial's Train worker bundle is removed while the sweep goes on, and the next trial runs (a leaked
+    0.5-CPU bundle would leave too little CPU for the next trial's data ingest)."""
+    from mlflow import MlflowClient
+
+    from sweeps.cli import main
+    from sweeps.submit import job_client, wait_for_job
+
+    address, token_file = local_head
+    token = token_file.read_text()
+    client = job_client(address, token)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = main(["submit", "sweeps/checks/asha_smoke.yaml", "--smoke", "--address", address,
+               "--auth-token-file", str(token_file), "--mlflow-uri", uri,
+               "--storage-path", str(tmp_path / "ray_results"), "-o", f"data.root={prepared}"])
+    job_id = capsys.readouterr().out.split()[0]
+    assert rc == 0
+
+    # while the job runs: once sigma4 is stopped, at most one worker bundle (the next trial's) is alive
+    deadline = time.monotonic() + 600
+    stopped_seen = False
+    while not stopped_seen and str(client.get_job_status(job_id)) not in {"SUCCEEDED", "FAILED", "STOPPED"}:
+        assert time.monotonic() < deadline, "sigma4 was never stopped"
+        time.sleep(3)
+        if not Path(tmp_path / "mlflow.db").exists():
+            continue
+        for r in _active_runs(uri):
+            if r.data.tags.get("sweep.trial") == "t01-sigma4" and r.data.tags.get("sweep.early_stopped") == "true":
+                stopped_seen = True
+    if stopped_seen:
+        released = time.monotonic() + 60
+        while len(_worker_bundles(address, token)) > 1:
+            assert time.monotonic() < released, f"worker bundles still alive: {_worker_bundles(address, token)}"
+            time.sleep(2)
+    status = wait_for_job(client, job_id, timeout_s=600)
+    assert status == "SUCCEEDED", client.get_job_logs(job_id)[-5000:]
+    assert stopped_seen
+
+    runs = _active_runs(uri)
+    parent = next(r for r in runs if r.data.tags.get("sweep.kind") == "sweep")
+    children = {r.data.tags["sweep.trial"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(children) == ["t00-sigma1.5", "t01-sigma4", "t02-sigma6"]
+    assert {k: r.data.tags["sweep.early_stopped"] for k, r in children.items()} == {
+        "t00-sigma1.5": "false", "t01-sigma4": "true", "t02-sigma6": "true"}
+    assert {k: r.data.tags["sweep.iterations"] for k, r in children.items()} == {
+        "t00-sigma1.5": "2", "t01-sigma4": "1", "t02-sigma6": "1"}
+    assert all(r.info.status == "FINISHED" and r.data.tags["sweep.status"] == "TERMINATED"
+               for r in children.values())
+    first_loss = {k: [m.value for m in MlflowClient(uri).get_metric_history(r.info.run_id, "loss") if m.step == 1]
+                  for k, r in children.items()}
+    assert all(len(v) == 1 for v in first_loss.values())  # one epoch-1 loss each: nothing reran
+    assert first_loss["t02-sigma6"][0] > first_loss["t01-sigma4"][0] > 2 * first_loss["t00-sigma1.5"][0]
+    assert _worker_bundles(address, token) == []
