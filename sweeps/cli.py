@@ -138,7 +138,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     for name in list_sweeps():
         spec = load_sweep(name)
-        print(f"{name:40s} {spec.paper.table:10s} {len(spec.variants)} variants  {spec.description}")
+        print(f"{name:40s} {spec.paper.label:10s} {len(spec.variants)} variants  {spec.description}")
     return 0
 
 

@@ -85,7 +85,8 @@ def build_rows(plan: SweepPlan, *, mlflow_uri: str, parent_run_id: str,
             "iterations": int(float(iters)) if iters not in (None, "", "None") else None,
             "ours": ours,
             "paper": paper,
-            "delta": (ours - paper) if ours is not None and paper is not None else None,
+            # smoke numbers are not comparable to the paper: no difference is shown for them
+            "delta": (ours - paper) if ours is not None and paper is not None and not plan.smoke else None,
             "params_m": size["params"] / 1e6 if "params" in size else None,
             "gflops": size.get("gflops"),
             "gmacs": size.get("gmacs"),
@@ -112,7 +113,7 @@ def markdown_table(spec: SweepSpec, rows: Sequence[Mapping[str, Any]], *, smoke:
     metric = spec.metric
     lines = [f"# {spec.report.title or spec.name}", ""]
     lines.append(f"Sweep `{spec.name}`{' (smoke)' if smoke else ''}: recipe `{spec.recipe}`, metric {metric} "
-                 f"({spec.mode}); paper {spec.paper.id} {spec.paper.table}.")
+                 f"({spec.mode}); paper {spec.paper.id} {spec.paper.label}.")
     if spec.paper.note:
         lines += ["", f"Paper: {spec.paper.note.strip()}"]
     if smoke:
@@ -143,7 +144,8 @@ def _x_value(spec: SweepSpec, row: Mapping[str, Any]) -> Any:
 
 
 def plot_metric(spec: SweepSpec, rows: Sequence[Mapping[str, Any]], path: str | Path, *, smoke: bool = False) -> Path:
-    """Metric vs ``report.x`` (ours: filled circles, early-stopped trials hollow; paper: crosses)."""
+    """Metric vs ``report.x`` (ours: filled circles, early-stopped trials hollow; paper: crosses, at our trial's x,
+    i.e. the same network; not drawn for smoke runs, whose numbers are not comparable)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,10 +165,11 @@ def plot_metric(spec: SweepSpec, rows: Sequence[Mapping[str, Any]], path: str | 
             ax.scatter([p], [r["ours"]], s=40, color="C0", facecolors="none" if r.get("early_stopped") else "C0",
                        zorder=3)
             ax.annotate(r["variant"], (p, r["ours"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        if r.get("paper") is not None:
+        if r.get("paper") is not None and not smoke:
             ax.scatter([p], [r["paper"]], marker="x", s=50, color="C3", zorder=3)
     ax.scatter([], [], color="C0", label="ours" + (" (smoke)" if smoke else ""))
-    ax.scatter([], [], marker="x", color="C3", label=f"paper ({spec.paper.table})")
+    if not smoke:  # smoke numbers are not comparable to the paper's
+        ax.scatter([], [], marker="x", color="C3", label=f"paper ({spec.paper.label})")
     if categorical:
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels)
@@ -174,7 +177,7 @@ def plot_metric(spec: SweepSpec, rows: Sequence[Mapping[str, Any]], path: str | 
               "params": "params (M)"}.get(spec.report.x, spec.report.x)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(spec.metric)
-    ax.set_title(spec.report.title or spec.name, fontsize=10)
+    ax.set_title((spec.report.title or spec.name) + (" [smoke]" if smoke else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

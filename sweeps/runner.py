@@ -255,19 +255,22 @@ def _connect(address: str | None) -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if ray.is_initialized():
         return
-    env_vars = {"RAY_TRAIN_V2_ENABLED": "1"}
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        # an existing cluster (a submitted job has RAY_ADDRESS and its runtime env, which must not be overridden)
+        ray.init(address=address)
+        return
+    root = str(Path(__file__).resolve().parents[1])
+    env_vars = {"RAY_TRAIN_V2_ENABLED": "1",
+                "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     kwargs: dict[str, Any] = {}
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        root = str(Path(__file__).resolve().parents[1])
-        env_vars["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-        if not os.environ.get("RAY_API_SERVER_ADDRESS"):
-            # Ray Train's placement-group cleaner (which frees the workers of a trial that ASHA stopped) asks the
-            # dashboard's State API whether the Train controller died; point it at this instance's dashboard even
-            # when other Ray instances run on the machine. Processes started by the raylet inherit the variable.
-            port = _free_port()
-            os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
-    ray.init(address=address, runtime_env={"env_vars": env_vars}, **kwargs)
+    if not os.environ.get("RAY_API_SERVER_ADDRESS"):
+        # Ray Train's placement-group cleaner (which frees the workers of a trial that ASHA stopped) asks the
+        # dashboard's State API whether the Train controller died; point it at this instance's dashboard even
+        # when other Ray instances run on the machine. Processes started by the raylet inherit the variable.
+        port = _free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+    ray.init(runtime_env={"env_vars": env_vars}, **kwargs)
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ A sweep file describes one study (a paper table or figure) as plain data::
     overrides: {}                         # recipe overrides shared by every trial
     metric: AP                            # reported by the training run (MLflow / Tune metric name)
     mode: max                             # max | min
-    paper: {id: hrnet_pose_cvpr2019, table: "Table 1", note: ...}
+    paper: {id: hrnet_pose_cvpr2019, table: "1", note: ...}   # table id as in hrnet_core.paper_tables, or "Figure 5"
     search: {algorithm: grid, num_samples: 1, seed: 0}   # grid | random
     variants:                             # a grid axis of named override bundles (the study's rows)
       - {name: W32, overrides: {model.width: 32}, paper: {AP: 74.4}}
@@ -72,6 +72,11 @@ class PaperRef:
     table: str
     row: str | None = None
     note: str = ""
+
+    @property
+    def label(self) -> str:
+        """``Table 6`` for a numbered table (``table: "6"``), else the name as written (``Figure 5``)."""
+        return f"Table {self.table}" if self.table[:1].isdigit() else self.table
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ def test_train_resume_evaluate(ray_session, workdir, monkeypatch):
     assert [h["epoch"] for h in second.history] == [1.0, 2.0]
     assert second.history[1]["optimizer_steps"] > second.history[0]["optimizer_steps"]
 
+    # a finished run started again (e.g. `dvc repro --force`) trains no further and returns the same weights
+    third = train(_recipe(workdir, 2), **common)
+    assert third.run_id == first.run_id and third.history == second.history
+
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     run = client.get_run(first.run_id)
     assert run.data.params["train.global_batch_size"] == "8" and run.data.params["model.width"] == "8"

@@ -275,7 +275,7 @@ def test_report_table_and_plot(tmp_path):
     ]
     md = markdown_table(plan.spec, rows)
     assert "| W32 | `t01-W32` | TERMINATED | 210 | 74.10 | 74.4 | -0.30 | 28.50 | 7.12 | 7.65 |" in md
-    assert "TERMINATED (early-stopped)" in md and "hrnet_pose_cvpr2019 1" in md
+    assert "TERMINATED (early-stopped)" in md and "hrnet_pose_cvpr2019 Table 1" in md
     paths = write_report(plan, rows, out_dir=tmp_path, stem="w")
     assert [Path(p).name for p in paths] == ["w.md", "w.csv", "w.png"]
     assert Path(paths[2]).stat().st_size > 1000
