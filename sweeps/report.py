@@ -216,6 +216,8 @@ def report_sweep(plan: SweepPlan, *, mlflow_uri: str, experiment: str, out_dir: 
     """
     import os
 
+    if storage_path and "://" not in storage_path:
+        storage_path = str(Path(storage_path).resolve())
     sweep_path = os.path.join(storage_path, plan.experiment_name) if storage_path else None
     parent = tracking.find_parent_run(mlflow_uri, experiment, plan.experiment_name, sweep_path)
     if parent is None:
