@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ev.add_argument("--metrics-out", default=None, help="also write the metrics json here (DVC metrics)")
     ev.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    # ---------------------------------------------------------------- report / sweep (their own modules)
+    from sweeps.cli import add_sweep_parser
+
+    from .report import add_report_parser
+
+    add_report_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 
@@ -361,8 +368,18 @@ def _write_json(path: str, data: dict) -> None:
     p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import cmd_report as run_report
+
+    return run_report(args)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return args.func(args)
+
+
 COMMANDS = {"data": cmd_data, "recipes": cmd_recipes, "models": cmd_models, "train": cmd_train,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "report": cmd_report, "sweep": cmd_sweep}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -373,8 +390,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from .evaluate import CheckpointError
     from .prepare import DataError
+    from sweeps.spec import SweepConfigError
 
-    return (ConfigError, DataError, CheckpointError, CheckpointMismatchError, AnnotationError, ImageReadError,
+    return (ConfigError, DataError, SweepConfigError, CheckpointError, CheckpointMismatchError, AnnotationError, ImageReadError,
             FileNotFoundError)
 
 
@@ -388,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors as exc:
         msg = str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else \
             f"file not found: {exc.filename}"
-        print(f"hrnet: error: {msg.splitlines()[0] if msg else type(exc).__name__}", file=sys.stderr)
+        if args.command != "sweep":  # sweep files list every problem, one per line
+            msg = msg.splitlines()[0] if msg else type(exc).__name__
+        print(f"hrnet: error: {msg}", file=sys.stderr)
         return 2
     except (KeyError, ValueError) as exc:  # unknown model name / override from the zoo
         if args.command == "models":
