@@ -1,4 +1,4 @@
-"""Ray Tune studies of the HRNet papers (``hrnet sweep ...``; see docs/sweeps.md).
+"""Ray Tune studies of the HRNet papers (``hrnet sweep ...``; see the README section "Sweeps").
 
 * :mod:`sweeps.spec` - the sweep YAML schema (``sweeps/*.yaml``), validation and the deterministic trial plan;
 * :mod:`sweeps.runner` - ``run_sweep``: Ray Tune ``Tuner`` whose trials each run a Ray Train V2 ``TorchTrainer``,
