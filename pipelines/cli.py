@@ -166,13 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate weights on the val split",
                         description="Batch inference on the recipe's val split (flip test; detector or ground-truth "
                                     "boxes as the recipe says), COCO AP or MPII PCKh, predictions.json and drawn "
-                                    "skeletons in --out-dir; metrics logged to the MLflow run stored in the weights "
-                                    "file (or --run-id).",
+                                    "skeletons in --out-dir. Weights written by `hrnet train` log into their training "
+                                    "run (or --run-id); an officially released checkpoint (any other state dict) "
+                                    "needs its RECIPE and is recorded as a new MLflow run tagged "
+                                    "source=official-checkpoint.",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="examples:\n  hrnet evaluate --checkpoint models/pose.pt\n"
+                               "  hrnet evaluate pose_hrnet_w32_256x192_coco --checkpoint pose_hrnet_w32_256x192.pth "
+                               "--set data.root=data/prepared/coco\n"
                                "  hrnet evaluate pose_hrnet_w32_256x192_coco --profile smoke --untrained")
     _add_recipe_args(ev, required=False)
-    ev.add_argument("--checkpoint", default=None, help="weights file written by `hrnet train` (or a Ray checkpoint dir)")
+    ev.add_argument("--checkpoint", default=None,
+                    help="weights file written by `hrnet train`, a Ray checkpoint dir, or an official .pth (needs RECIPE)")
     ev.add_argument("--untrained", action="store_true",
                     help="evaluate a freshly initialised model of the recipe instead (baseline), seed train.seed")
     ev.add_argument("--baseline", action="store_true",
@@ -180,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "untrained/<metric> (shows how much training gained)")
     ev.add_argument("--out-dir", default="outputs/evaluation", help="predictions, metrics, vis (default %(default)s)")
     ev.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI")
-    ev.add_argument("--run-id", default=None, help="MLflow run to log into (default: the run in the checkpoint)")
+    ev.add_argument("--run-id", default=None,
+                    help="MLflow run to log into (default: the training run stored in our weights file; a new run "
+                         "for an official checkpoint)")
+    ev.add_argument("--experiment", default="hrnet", help="MLflow experiment of a new official-checkpoint run "
+                                                          "(default %(default)s)")
     ev.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ev.add_argument("--metrics-out", default=None, help="also write the metrics json here (DVC metrics)")
     ev.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
@@ -317,9 +326,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hrnet_core.recipes import ConfigError
 
-    from .evaluate import evaluate
-
-    from .evaluate import evaluate_untrained, load_weights
+    from .evaluate import evaluate, evaluate_untrained
 
     recipe = _load(args) if args.recipe else None
     if args.untrained:
@@ -332,7 +339,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         run_id = "" if args.no_mlflow else args.run_id
         t = time.time()
         metrics = evaluate(recipe, args.checkpoint, mlflow_uri=args.mlflow_uri, run_id=run_id, out_dir=args.out_dir,
-                           device=args.device, baseline=args.baseline)
+                           device=args.device, baseline=args.baseline, experiment=args.experiment)
         metrics.setdefault("eval_time_s", time.time() - t)
     if args.metrics_out:
         _write_json(args.metrics_out, metrics)

@@ -14,14 +14,23 @@ Follows the paper's test procedure (HRNet pose paper Sec. 4.1 "Testing"; FACTS.m
 Outputs in ``out_dir``: ``predictions.json`` (official COCO results format; MPII: per-record joints),
 ``metrics.json`` and ``vis/<image_id>.jpg``. Weights files written by training (:func:`save_weights`) carry the
 recipe and the MLflow run id, so ``hrnet evaluate --checkpoint models/pose.pt`` needs nothing else.
+
+An officially released checkpoint (e.g. the DHRN ``pose_hrnet_w32_256x192.pth``: a plain state dict, or a
+``{"state_dict": ...}`` container) carries no recipe: ``hrnet evaluate RECIPE --checkpoint FILE`` loads it strictly
+into the recipe's model (:func:`hrnet_core.models.load_checkpoint`) and records the evaluation as its own MLflow run
+tagged ``source=official-checkpoint`` (plus ``checkpoint.sha256``), so "their weights in our evaluator" sits beside
+"our training" in the paper report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -95,6 +104,90 @@ def build_pose_model(recipe: Recipe, state_dict: dict[str, torch.Tensor] | None 
     if state_dict is not None:
         load_checkpoint(model, state_dict)
     return model
+
+
+SOURCE_TRAINING = "training"
+SOURCE_OFFICIAL = "official-checkpoint"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint loaded into its model.
+
+    Attributes:
+        model: the recipe's network with the checkpoint's weights (CPU, train mode as built).
+        recipe: the recipe it is evaluated with (the stored one for our weights files unless overridden).
+        source: ``"training"`` (a weights file of :func:`save_weights` / a Ray checkpoint) or
+            ``"official-checkpoint"`` (any other state dict, e.g. an officially released ``.pth``).
+        path: the file read.
+        meta: for our weights files the stored extras (``epoch``, ``mlflow_run_id``, ...); for official checkpoints
+            ``{"sha256": ...}``.
+    """
+
+    model: torch.nn.Module
+    recipe: Recipe
+    source: str
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (identifies a released checkpoint across renames)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def open_checkpoint(checkpoint: str | Path, recipe: Recipe | None = None) -> LoadedCheckpoint:
+    """Load our weights file or an official checkpoint into the recipe's model, strictly.
+
+    A file whose ``format`` is :data:`WEIGHTS_FORMAT` (or a Ray checkpoint directory) is ours: its stored recipe is
+    used unless ``recipe`` is given. Any other file that ``torch.load(weights_only=True)`` reads as a mapping is treated
+    as an official checkpoint (plain state dict or ``state_dict`` / ``model`` / ``module`` container, wrapper
+    prefixes such as ``module.`` stripped; :func:`hrnet_core.models.load_checkpoint`) and needs ``recipe``.
+
+    Raises:
+        CheckpointError: missing or unreadable file; an official checkpoint without a recipe.
+        hrnet_core.models.CheckpointMismatchError: the weights do not fit the recipe's model (lists the keys).
+    """
+    from hrnet_core.models import load_checkpoint
+
+    p = Path(checkpoint)
+    if p.is_dir() or not p.is_file():
+        payload = load_weights(p)  # Ray checkpoint directory, or raises "not found"
+        return _ours(payload, p, recipe)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - our own files may hold objects weights_only refuses; load_weights decides
+        obj = None
+    if obj is None or (isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT):
+        return _ours(load_weights(p), p, recipe)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint {str(p)!r} holds a {type(obj).__name__}, not a state dict")
+    if recipe is None:
+        raise CheckpointError(f"checkpoint {str(p)!r} is not a weights file of this pipeline (an official "
+                              f"checkpoint?): name its recipe, e.g. `hrnet evaluate pose_hrnet_w32_256x192_coco "
+                              f"--checkpoint {p}`")
+    model = build_pose_model(recipe)
+    try:
+        load_checkpoint(model, obj)
+    except ValueError as exc:  # CheckpointMismatchError (a ValueError) names "<state dict>": name the file instead
+        from hrnet_core.models import CheckpointMismatchError
+
+        if isinstance(exc, CheckpointMismatchError):
+            raise CheckpointMismatchError(str(p), f"{recipe.model.name} (recipe {recipe.name})", exc.missing,
+                                          exc.unexpected, exc.mismatched) from None
+        raise CheckpointError(f"checkpoint {str(p)!r}: {exc}") from None
+    return LoadedCheckpoint(model, recipe, SOURCE_OFFICIAL, p, {"sha256": sha256_file(p)})
+
+
+def _ours(payload: dict[str, Any], path: Path, recipe: Recipe | None) -> LoadedCheckpoint:
+    recipe = recipe if recipe is not None else recipe_from_dict(payload["recipe"])
+    model = build_pose_model(recipe, payload["state_dict"])
+    meta = {k: v for k, v in payload.items() if k not in ("format", "state_dict", "recipe", "model", "model_kwargs")}
+    return LoadedCheckpoint(model, recipe, SOURCE_TRAINING, path, meta)
 
 
 # ------------------------------------------------------------------------------------------------ inference
@@ -207,7 +300,7 @@ def run_evaluation(model: torch.nn.Module, recipe: Recipe, split: PreparedSplit,
 
     Returns:
         COCO: ``AP, AP50, AP75, APM, APL, AR, AR50, AR75, ARM, ARL`` in percent (areas without ground truth
-        omitted); MPII: ``PCKh`` (Mean@0.5), ``PCKh@0.1`` and per-joint-group ``PCKh/<group>``; plus
+        omitted); MPII: ``PCKh`` (Mean@0.5), ``PCKh_0.1`` (Mean@0.1) and per-joint-group ``PCKh/<group>``; plus
         ``eval_persons`` and ``eval_time_s``.
     """
     from hrnet_core.evaluation.coco_keypoints import coco_keypoint_results, evaluate_coco_keypoints, write_coco_results
@@ -248,7 +341,7 @@ def run_evaluation(model: torch.nn.Module, recipe: Recipe, split: PreparedSplit,
 
         res = evaluate_mpii(preds, records)
         metrics["PCKh"] = float(res["PCKh"])
-        metrics["PCKh@0.1"] = float(res["PCKh@0.1"])
+        metrics["PCKh_0.1"] = float(res["PCKh@0.1"])  # MLflow metric names allow no "@"
         for group, value in res["table"].items():
             if isinstance(value, (int, float)) and group not in ("Mean", "threshold"):
                 metrics[f"PCKh/{group}"] = float(value)
@@ -289,19 +382,23 @@ def evaluate_untrained(recipe: Recipe, *, out_dir: str | Path | None = None, dev
 
 def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, run_id: str | None,
              out_dir: str | Path, device: str | None = None, progress: bool = True,
-             baseline: bool = False) -> dict[str, float]:
-    """Evaluate a trained checkpoint on the recipe's val split and log the results to MLflow.
+             baseline: bool = False, experiment: str = "hrnet") -> dict[str, float]:
+    """Evaluate a checkpoint on the recipe's val split and log the results to MLflow.
 
     Args:
-        recipe: resolved recipe; ``None`` uses the recipe stored in the checkpoint.
-        checkpoint: weights file of :func:`save_weights` or a Ray Train checkpoint directory.
+        recipe: resolved recipe; ``None`` uses the recipe stored in our weights file (an official checkpoint needs
+            one).
+        checkpoint: weights file of :func:`save_weights`, a Ray Train checkpoint directory, or an official ``.pth``
+            (:func:`open_checkpoint`).
         mlflow_uri: tracking URI (``None``: default ``sqlite:///mlflow.db``).
-        run_id: MLflow run to log into; ``None`` uses the run recorded in the checkpoint (if any). Pass ``""`` to
-            skip MLflow.
+        run_id: MLflow run to log into. ``None``: our weights log into the training run recorded in the file;
+            an official checkpoint gets a new run in ``experiment`` tagged ``source=official-checkpoint``. ``""``
+            skips MLflow.
         out_dir: where ``predictions.json``, ``metrics.json`` and ``vis/`` go.
         device: ``cuda`` / ``cpu``; default CUDA when available.
         baseline: also score a freshly initialised model (:func:`evaluate_untrained`), reported as
             ``untrained/<metric>``.
+        experiment: MLflow experiment of a new official-checkpoint run.
 
     Returns:
         The metrics of :func:`run_evaluation` (plus ``untrained/*`` with ``baseline``).
@@ -310,14 +407,10 @@ def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, 
         CheckpointError: bad checkpoint; pipelines.prepare.DataError: missing prepared data;
         hrnet_core.models.CheckpointMismatchError: weights of another architecture than the recipe's model.
     """
-    from . import tracking
-
-    payload = load_weights(checkpoint)
-    if recipe is None:
-        recipe = recipe_from_dict(payload["recipe"])
-    model = build_pose_model(recipe, payload["state_dict"])
+    loaded = open_checkpoint(checkpoint, recipe)
+    recipe = loaded.recipe
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(dev)
+    model = loaded.model.to(dev)
     split = open_split(recipe.data.root, recipe.data.val_split)
     out = Path(out_dir).resolve()
     metrics = run_evaluation(model, recipe, split, device=dev, out_dir=out, progress=progress)
@@ -325,20 +418,47 @@ def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, 
         base = evaluate_untrained(recipe, device=str(dev), progress=progress)
         metrics.update({f"untrained/{k}": v for k, v in base.items() if k not in ("eval_persons", "eval_time_s")})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    if run_id is None:
-        run_id = payload.get("mlflow_run_id")
-    if run_id:
-        uri = tracking.resolve_tracking_uri(mlflow_uri)
-        step = int(payload.get("epoch", 0))
-        tracking.log_metrics(uri, run_id, {k: v for k, v in metrics.items()}, step=step)
-        tracking.set_tags(uri, run_id, {"eval.checkpoint": str(Path(checkpoint).resolve()),
-                                        "eval.boxes": "gt" if recipe.test.use_gt_boxes or recipe.data.dataset == "mpii"
-                                        else "detections", "eval.flip": recipe.test.flip,
-                                        "eval.dataset_fingerprint": split.fingerprint[:16],
-                                        # a profile (e.g. smoke) changes the recipe: paper/ and delta/ are context only
-                                        "paper.comparable": str(recipe.profile is None).lower()})
-        tracking.log_artifacts(uri, run_id, [out / "predictions.json", out / "metrics.json"], artifact_path="evaluation")
-        if (out / "vis").is_dir():
-            tracking.log_artifacts(uri, run_id, [out / "vis"], artifact_path="evaluation/vis")
-        tracking.log_paper_comparison(run_id, recipe.name, metrics, tracking_uri=uri)
+    if run_id == "":
+        return metrics
+    if run_id is None and loaded.source == SOURCE_TRAINING:
+        run_id = loaded.meta.get("mlflow_run_id")
+    if loaded.source == SOURCE_TRAINING and not run_id:
+        return metrics
+    log_evaluation(loaded, split, metrics, out, mlflow_uri=mlflow_uri, run_id=run_id, experiment=experiment)
     return metrics
+
+
+def log_evaluation(loaded: LoadedCheckpoint, split: PreparedSplit, metrics: dict[str, float], out: Path, *,
+                   mlflow_uri: str | None, run_id: str | None, experiment: str = "hrnet") -> str:
+    """Log an evaluation to MLflow: metrics, ``eval.*`` tags, predictions/metrics/vis artifacts, and the paper
+    comparison (``paper/<m>``, ``delta/<m>``). ``run_id=None`` creates a run (official checkpoints: tags ``recipe``,
+    ``paper.*``, ``source=official-checkpoint``, ``checkpoint.sha256``; params: the recipe) and finishes it.
+
+    Returns:
+        The run id logged into.
+    """
+    from . import tracking
+
+    recipe = loaded.recipe
+    uri = tracking.resolve_tracking_uri(mlflow_uri)
+    created = run_id is None
+    if created:
+        tags = {**tracking.recipe_tags(recipe), "source": loaded.source, "git_commit": tracking.git_commit(),
+                "dataset_fingerprint": split.fingerprint, "checkpoint.sha256": loaded.meta.get("sha256")}
+        run_id = tracking.create_run(uri, experiment, f"{loaded.source}-{recipe.name}-{loaded.path.stem}", tags)
+        tracking.log_params(uri, run_id, recipe.flat(), on_change="tag")
+    step = int(loaded.meta.get("epoch", 0))
+    tracking.log_metrics(uri, run_id, metrics, step=step)
+    tracking.set_tags(uri, run_id, {"eval.checkpoint": str(loaded.path.resolve()),
+                                    "eval.boxes": "gt" if recipe.test.use_gt_boxes or recipe.data.dataset == "mpii"
+                                    else "detections", "eval.flip": recipe.test.flip,
+                                    "eval.dataset_fingerprint": split.fingerprint[:16],
+                                    # a profile (e.g. smoke) changes the recipe: paper/ and delta/ are context only
+                                    "paper.comparable": str(recipe.profile is None).lower()})
+    tracking.log_artifacts(uri, run_id, [out / "predictions.json", out / "metrics.json"], artifact_path="evaluation")
+    if (out / "vis").is_dir():
+        tracking.log_artifacts(uri, run_id, [out / "vis"], artifact_path="evaluation/vis")
+    tracking.log_paper_comparison(run_id, recipe.name, metrics, tracking_uri=uri)
+    if created:
+        tracking.end_run(uri, run_id)
+    return run_id

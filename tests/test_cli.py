@@ -169,5 +169,77 @@ def test_dvc_pipeline_parses():
         pytest.skip("dvc or .dvc/ not available")
     res = subprocess.run([str(dvc), "dag", "--md"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    for stage in ("generate", "prepare", "train", "evaluate"):
+    for stage in ("generate", "prepare", "train", "evaluate", "report"):
         assert stage in res.stdout
+
+
+def _official_style_checkpoint(path: Path, recipe, width: int | None = None) -> Path:
+    """Weights of the recipe's model saved as the official releases do: a ``{"state_dict": ...}`` container whose
+    keys carry DataParallel's ``module.`` prefix, with no recipe and no pipeline format marker."""
+    import torch
+
+    from hrnet_core.models import build_model
+
+    kwargs = recipe.model.build_kwargs()
+    if width is not None:
+        kwargs["width"] = width
+    torch.manual_seed(0)
+    model = build_model(recipe.model.name, **kwargs)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 210}, path)
+    return path
+
+
+def test_evaluate_official_checkpoint_is_its_own_mlflow_run(prepared, capsys):
+    """`hrnet evaluate RECIPE --checkpoint <official .pth>`: strict load, a new run tagged source=official-checkpoint
+    with paper/ and delta/ metrics, shown in the report's "Official ckpt" column."""
+    from hrnet_core.recipes import load_recipe
+    from pipelines import tracking
+    from pipelines.report import build_report
+
+    recipe = load_recipe(RECIPE, profile="smoke")
+    ckpt = _official_style_checkpoint(prepared / "official.pth", recipe)
+    uri = f"sqlite:///{prepared / 'official.db'}"
+    common = ["--profile", "smoke", "--set", f"data.root={prepared / 'prepared'}", "--mlflow-uri", uri]
+    code, out, _ = run(capsys, "evaluate", RECIPE, "--checkpoint", str(ckpt), "--out-dir",
+                       str(prepared / "official_eval"), *common)
+    assert code == 0
+    assert "AP" in json.loads(out)
+
+    runs = tracking.client(uri).search_runs([tracking.experiment_id(uri, "hrnet")])
+    assert len(runs) == 1
+    run_ = runs[0]
+    tags, metrics = run_.data.tags, run_.data.metrics
+    assert run_.info.status == "FINISHED"
+    assert tags["source"] == "official-checkpoint" and tags["recipe"] == RECIPE
+    assert tags["checkpoint.sha256"] == __import__("hashlib").sha256(ckpt.read_bytes()).hexdigest()
+    assert tags["paper.id"] == "hrnet_pose_cvpr2019" and tags["paper.comparable"] == "false"
+    assert metrics["paper/AP"] == 74.4
+    assert metrics["delta/AP"] == pytest.approx(metrics["AP"] - 74.4)
+    assert run_.data.params["model.width"] == str(recipe.model.width)
+
+    report = build_report(prepared / "report", tracking_uri=uri, log_to_mlflow=False, compute_missing=False,
+                          plots=False)
+    rows = json.loads(report.json.read_text())["rows"]
+    official = {(r["paper"], r["table"], r["row"]): r for r in rows if r["official_run"] == run_.info.run_id}
+    primary = official[(tags["paper.id"], tags["paper.table"], tags["paper.row"])]
+    assert primary["ours_run"] == "" and primary["official_profile"] == "smoke"
+
+
+def test_evaluate_official_checkpoint_errors_name_the_file(prepared, capsys):
+    from hrnet_core.recipes import load_recipe
+
+    recipe = load_recipe(RECIPE, profile="smoke")
+    common = ["--set", f"data.root={prepared / 'prepared'}", "--no-mlflow", "--out-dir", str(prepared / "bad_eval")]
+    wrong = _official_style_checkpoint(prepared / "wrong_width.pth", recipe, width=8)
+    code, _, err = run(capsys, "evaluate", RECIPE, "--profile", "smoke", "--checkpoint", str(wrong), *common)
+    assert code == 2
+    line = error_line(err)
+    assert str(wrong) in line and "does not match" in line and "wrong shape" in line
+
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(wrong), *common)
+    assert code == 2 and "name its recipe" in error_line(err)
+
+    corrupt = prepared / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    code, _, err = run(capsys, "evaluate", RECIPE, "--profile", "smoke", "--checkpoint", str(corrupt), *common)
+    assert code == 2 and str(corrupt) in error_line(err)
