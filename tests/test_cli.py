@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -243,3 +244,37 @@ def test_evaluate_official_checkpoint_errors_name_the_file(prepared, capsys):
     corrupt.write_bytes(b"not a checkpoint")
     code, _, err = run(capsys, "evaluate", RECIPE, "--profile", "smoke", "--checkpoint", str(corrupt), *common)
     assert code == 2 and str(corrupt) in error_line(err)
+
+
+@requires_shared
+def test_evaluate_mpii_logs_pckh_to_mlflow(tmp_path, capsys):
+    """MPII evaluation end to end on the real samples: prepare (with gt_valid.mat head boxes), evaluate an
+    official-style checkpoint, and every metric (PCKh, PCKh_0.1, PCKh/<joint>, paper/PCKh) reaches MLflow."""
+    from scipy.io import savemat
+
+    from hrnet_core.recipes import load_recipe
+    from pipelines import tracking
+    from tests.test_topdown_mpii import ANN, SAMPLES, make_headboxes
+
+    entries = json.loads(ANN.read_text())
+    savemat(tmp_path / "gt_valid.mat", {
+        "headboxes_src": make_headboxes(entries).transpose(1, 2, 0),
+        "pos_gt_src": np.asarray([e["joints"] for e in entries], np.float64).transpose(1, 2, 0),
+        "jnt_missing": 1 - np.asarray([e["joints_vis"] for e in entries]).T})
+    code, _, _ = run(capsys, "data", "prepare", "mpii", "--source", str(SAMPLES), "--split", "valid",
+                     "--ann-file", ANN.name, "--image-dir", ".", "--headboxes", str(tmp_path / "gt_valid.mat"),
+                     "--out", str(tmp_path / "prepared"))
+    assert code == 0
+    mpii = "pose_hrnet_w32_256x256_mpii"
+    small = ["--set", "model.width=8", "--set", "model.pretrained=null", "--set", "model.stage_modules=[1,1,1]",
+             "--set", f"data.root={tmp_path / 'prepared'}"]
+    ckpt = _official_style_checkpoint(tmp_path / "mpii.pth", load_recipe(mpii, overrides=[s for s in small[1::2]]))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, out, err = run(capsys, "evaluate", mpii, *small, "--checkpoint", str(ckpt), "--mlflow-uri", uri,
+                         "--out-dir", str(tmp_path / "eval"))
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert {"PCKh", "PCKh_0.1", "PCKh/Head", "eval_persons"} <= set(metrics)
+    logged = tracking.client(uri).search_runs([tracking.experiment_id(uri, "hrnet")])[0].data.metrics
+    assert logged["PCKh"] == pytest.approx(metrics["PCKh"]) and logged["PCKh_0.1"] == pytest.approx(metrics["PCKh_0.1"])
+    assert logged["paper/PCKh"] == 90.3 and logged["delta/PCKh"] == pytest.approx(metrics["PCKh"] - 90.3)
