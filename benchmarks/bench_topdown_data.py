@@ -3,8 +3,9 @@
 Prints crops/s of the full training pipeline and, measured in the same run:
 - the decode-only baseline (``read_image``: JPEG decode + BGR->RGB), i.e. what the augmentation costs on top of decoding;
 - the pipeline on pre-decoded images (augmentation + crop + normalise + targets only);
-- vectorised heatmap targets (``HeatmapCodec.encode``) vs a naive per-joint Python loop (the official form),
-  checked to give identical targets;
+- vectorised heatmap targets (``HeatmapCodec.encode``) vs a naive per-joint Python loop (the official form; the
+  independent reference ``reference_target`` of ``tests/test_topdown_codec.py``, imported from there so that the test
+  and the baseline are one piece of code), checked to give identical targets;
 - optionally a ``torch.utils.data.DataLoader`` with worker processes.
 
 Usage::
@@ -30,33 +31,7 @@ from hrnet_core.data.coco import CocoKeypoints  # noqa: E402
 from hrnet_core.data.io import read_image  # noqa: E402
 from hrnet_core.data.topdown import TopDownDataset, sample_rng  # noqa: E402
 from hrnet_core.data.transforms import TopDownTransform  # noqa: E402
-
-
-def naive_target(joints: np.ndarray, codec: HeatmapCodec) -> tuple[np.ndarray, np.ndarray]:
-    """Per-joint loop of the official target generation (baseline; same output as ``codec.encode``)."""
-    w, h = codec.heatmap_size
-    k = len(joints)
-    sigma = codec.sigma
-    tmp = sigma * 3
-    target = np.zeros((k, h, w), dtype=np.float32)
-    weight = (joints[:, 2] > 0).astype(np.float32)[:, None]
-    for j in range(k):
-        mu_x = int(joints[j, 0] / codec.stride[0] + 0.5)
-        mu_y = int(joints[j, 1] / codec.stride[1] + 0.5)
-        ul = [int(mu_x - tmp), int(mu_y - tmp)]
-        br = [int(mu_x + tmp + 1), int(mu_y + tmp + 1)]
-        if ul[0] >= w or ul[1] >= h or br[0] < 0 or br[1] < 0:
-            weight[j] = 0
-            continue
-        size = 2 * tmp + 1
-        x = np.arange(0, size, 1, np.float64)
-        y = x[:, None]
-        g = np.exp(-((x - size // 2) ** 2 + (y - size // 2) ** 2) / (2 * sigma**2))
-        gx0, gx1 = max(0, -ul[0]), min(br[0], w) - ul[0]
-        gy0, gy1 = max(0, -ul[1]), min(br[1], h) - ul[1]
-        if weight[j] > 0.5:
-            target[j, max(0, ul[1]) : min(br[1], h), max(0, ul[0]) : min(br[0], w)] = g[gy0:gy1, gx0:gx1]
-    return target, weight
+from tests.test_topdown_codec import reference_target  # noqa: E402  (the per-joint loop baseline)
 
 
 def rate(n: int, seconds: float) -> float:
@@ -118,12 +93,17 @@ def main() -> None:
     # targets: vectorised vs per-joint loop, on the augmented crop joints
     joints = [transform(pick[i], images[pick[i]["image_file"]], sample_rng(args.seed, 0, i))["joints"] for i in range(n)]
     codec = transform.codec
+    sizes = (codec.input_size, codec.heatmap_size, codec.sigma)
+
+    def naive_target(j: np.ndarray):
+        return reference_target(j.astype(np.float64), *sizes)
+
     for j in joints[:50]:
-        a, b = codec.encode(j), naive_target(j.astype(np.float64), codec)
+        a, b = codec.encode(j), naive_target(j)
         assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0], atol=1e-7), "vectorised != loop targets"
     reps = 2
     t_vec = timed(lambda i: codec.encode(joints[i % n]), n * reps)
-    t_loop = timed(lambda i: naive_target(joints[i % n].astype(np.float64), codec), n * reps)
+    t_loop = timed(lambda i: naive_target(joints[i % n]), n * reps)
     r_vec, r_loop = rate(n * reps, t_vec), rate(n * reps, t_loop)
     print(f"  targets, per-joint loop (official form)  {r_loop:8.1f} instances/s (baseline)")
     print(f"  targets, vectorised HeatmapCodec.encode  {r_vec:8.1f} instances/s ratio vs loop {r_vec / r_loop:.2f} "

@@ -147,7 +147,7 @@ def train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from .ingest import build_train_dataset
+    from .ingest import build_train_dataset, epoch_clock
 
     t0 = time.time()
     shown = recipe
@@ -199,7 +199,9 @@ def train(
         cfg_file.write_text(yaml.safe_dump(shown.to_dict(), sort_keys=False))
         tracking.log_artifacts(uri, run_id, [cfg_file], artifact_path="config")
 
+    clock = epoch_clock()  # the workers set it each epoch; the ingest seeds augmentation from (seed, epoch, index)
     loop_config = {
+        "epoch_clock": clock,
         "recipe": recipe.to_dict(),
         "recipe_shown": shown.to_dict(),
         "mlflow_uri": uri,
@@ -224,7 +226,7 @@ def train(
             # V2 API in the workers too; no print patching, so pycocotools' summary stays quiet
             worker_runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
-        datasets={"train": build_train_dataset(recipe, train_split)},
+        datasets={"train": build_train_dataset(recipe, train_split, epoch=clock)},
     )
     try:
         result = trainer.fit()
@@ -364,6 +366,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from hrnet_core.losses.joints_mse import JointsMSELoss
     from hrnet_core.models import build_model
 
+    from .ingest import set_epoch
+
     recipe = recipe_from_dict(config["recipe"])
     shown = recipe_from_dict(config.get("recipe_shown", config["recipe"]))
     ctx = ray.train.get_context()
@@ -402,6 +406,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     bs = recipe.train.batch_size_per_device
     for epoch in range(start_epoch, recipe.train.epochs):
+        if config.get("epoch_clock") is not None:  # before iterating: this epoch's ingest reads it
+            set_epoch(config["epoch_clock"], epoch)
         model.train()
         t_epoch = time.time()
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # sum of losses, number of batches

@@ -6,8 +6,10 @@ One tiny run on the shared session Ray instance (``ray_session`` in conftest.py)
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,18 +160,78 @@ def test_cpu_budget_leaves_room_for_ingest():
 
 
 def test_ingest_batch_matches_the_recipe_geometry(workdir):
-    import pandas as pd
-
-    from pipelines.ingest import IngestConfig, row_to_record, topdown_batch
+    from pipelines.ingest import IngestConfig, row_to_record, samples_table, topdown_batch
     from pipelines.prepare import open_split
 
     r = _recipe(workdir, 1)
     split = open_split(workdir / "prepared", "train2017")
     cfg = IngestConfig.from_recipe(r, split)
-    rows = pd.read_parquet(split.samples_file).head(6)
+    rows = samples_table(split).to_pandas().head(6)
     out = topdown_batch(rows, cfg)
     (w, h), (hw, hh) = r.data.input_size, r.data.heatmap_size
     assert out["image"].shape == (6, 3, h, w) and out["target"].shape == (6, 17, hh, hw)
     assert out["target_weight"].shape == (6, 17, 1) and out["target"].max() == pytest.approx(1.0)
     rec = row_to_record(rows.iloc[0].to_dict(), cfg)
     assert Path(rec["image_file"]).is_absolute() and rec["scale"][0] / rec["scale"][1] == pytest.approx(w / h)
+
+
+def _same_batch(a, b):
+    return all(np.array_equal(a[k], b[k]) for k in ("image", "target", "target_weight", "index"))
+
+
+def test_ingest_augmentation_is_seeded_by_seed_epoch_and_index(workdir):
+    from pipelines.ingest import IngestConfig, samples_table, topdown_batch
+    from pipelines.prepare import open_split
+
+    r = _recipe(workdir, 1)
+    split = open_split(workdir / "prepared", "train2017")
+    cfg = IngestConfig.from_recipe(r, split)
+    assert cfg.seed == r.train.seed
+    rows = samples_table(split).to_pandas().head(6)
+    first = topdown_batch(rows, cfg, epoch=2)
+    assert _same_batch(first, topdown_batch(rows, cfg, epoch=2)), "same (seed, epoch) -> identical arrays"
+    assert list(first["index"]) == list(range(6)) and set(first["epoch"]) == {2}
+    # a sample's crop depends on its index, not on the batch it lands in or its position there
+    part = topdown_batch(rows.iloc[[4, 1]], cfg, epoch=2)
+    assert np.array_equal(part["image"], first["image"][[4, 1]]) and np.array_equal(part["target"], first["target"][[4, 1]])
+    assert _same_batch(topdown_batch(rows.assign(epoch=2), cfg, epoch=0), first), "the epoch column wins"
+    other_epoch = topdown_batch(rows, cfg, epoch=3)
+    assert not np.array_equal(other_epoch["image"], first["image"]), "a new epoch draws new augmentations"
+    other_seed = topdown_batch(rows, replace(cfg, seed=cfg.seed + 1), epoch=2)
+    assert not np.array_equal(other_seed["image"], first["image"])
+    with pytest.raises(ValueError, match="'index' column"):
+        topdown_batch(rows.drop(columns="index"), cfg)
+
+
+@pytest.mark.ray
+def test_ray_ingest_is_reproducible_per_epoch(ray_session, workdir):
+    from hrnet_core.data.topdown import epoch_permutation
+    from pipelines.ingest import IngestConfig, build_train_dataset, epoch_clock, samples_table, set_epoch, topdown_batch
+    from pipelines.prepare import open_split
+
+    r = _recipe(workdir, 1)
+    split = open_split(workdir / "prepared", "train2017")
+    n = int(split.manifest["num_samples"])
+    rows = samples_table(split).to_pandas()
+
+    def run(epoch):
+        ds = build_train_dataset(r, split, epoch=epoch, task_batch_size=4, rows_per_block=8)
+        ds.context.execution_options.preserve_order = True
+        out = ds.take_all()
+        return {k: np.stack([row[k] for row in out]) for k in ("image", "target", "target_weight", "index", "epoch")}
+
+    def reference(epoch):  # the same samples, computed in this process in one batch, in the epoch's order
+        order = epoch_permutation(r.train.seed, epoch, n)
+        return topdown_batch(rows.iloc[order], IngestConfig.from_recipe(r, split), epoch=epoch)
+
+    a = run(0)
+    assert set(a["epoch"]) == {0} and list(a["index"]) == list(epoch_permutation(r.train.seed, 0, n))
+    assert _same_batch(a, reference(0)), "Ray Data tasks give the arrays of (seed, epoch, index), whatever the batching"
+    clock = epoch_clock()
+    set_epoch(clock, 1)  # the Ray Train path: the dataset reads the epoch from the clock at each execution
+    c = run(clock)
+    assert set(c["epoch"]) == {1} and _same_batch(c, reference(1))
+    assert list(c["index"]) != list(a["index"]), "a new epoch has a new order"
+    by_index = np.argsort(a["index"]), np.argsort(c["index"])
+    assert not np.array_equal(a["image"][by_index[0]], c["image"][by_index[1]]), "and new augmentations"
+    ray_session.kill(clock)

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from .io import AnnotationError, check_files_exist, load_json
+from .io import AnnotationError, load_json
 from .keypoints import COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS, KeypointSpec
+from .records import KeypointRecords
 from .transforms import PIXEL_STD, box_to_center_scale
 
 __all__ = ["CocoKeypoints", "clean_bbox"]
@@ -50,8 +51,8 @@ def clean_bbox(bbox, width: int, height: int, area: float | None = None) -> list
     return None
 
 
-class CocoKeypoints:
-    """Person records of a COCO-format keypoint annotation file.
+class CocoKeypoints(KeypointRecords):
+    """Person records of a COCO-format keypoint annotation file (``ds[i]`` is ``ds.records[i]``).
 
     Args:
         ann_file: ``person_keypoints_*.json``.
@@ -129,15 +130,9 @@ class CocoKeypoints:
         else:
             self.records = self._detection_records(detections, float(det_score_thr))
         if check_files:
-            check_files_exist((r["image_file"] for r in self.records), self.ann_file)
+            self._check_image_files()
 
     # ------------------------------------------------------------------ helpers
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.records[index]
-
     def __repr__(self) -> str:
         return (
             f"CocoKeypoints({self.ann_file!r}, records={len(self.records)}, boxes={self.box_source}, "
@@ -251,7 +246,3 @@ class CocoKeypoints:
                 }
             )
         return records
-
-    def image_files(self) -> list[str]:
-        """Unique image files referenced by the records, in record order."""
-        return list(dict.fromkeys(r["image_file"] for r in self.records))

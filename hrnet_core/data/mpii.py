@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .io import AnnotationError, check_files_exist, load_json
+from .io import AnnotationError, load_json
 from .keypoints import MPII_KEYPOINTS
+from .records import KeypointRecords
 from .transforms import PIXEL_STD
 
 __all__ = ["MpiiKeypoints", "load_headboxes"]
@@ -80,8 +81,8 @@ def load_headboxes(path: str | os.PathLike, num_records: int) -> dict[str, np.nd
     return {"headboxes": headboxes, "pos_gt": pos_gt, "jnt_missing": missing}
 
 
-class MpiiKeypoints:
-    """Person records of an official HRNet MPII json.
+class MpiiKeypoints(KeypointRecords):
+    """Person records of an official HRNet MPII json (``ds[i]`` is ``ds.records[i]``).
 
     Args:
         ann_file: ``train.json`` / ``valid.json`` / ``test.json`` (``test.json`` has no joints: zeros).
@@ -134,16 +135,7 @@ class MpiiKeypoints:
                     # the official PCKh scores against the .mat's joints and labelled flags
                     r["pckh_joints"] = np.c_[pos_gt[i] - 1.0, 1.0 - missing[i]]
         if check_files:
-            check_files_exist((r["image_file"] for r in self.records), self.ann_file)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.records[index]
-
-    def __repr__(self) -> str:
-        return f"MpiiKeypoints({self.ann_file!r}, records={len(self.records)})"
+            self._check_image_files()
 
     @property
     def has_headboxes(self) -> bool:
