@@ -22,7 +22,9 @@ logged as a run of the ``paper-comparison`` experiment (artifacts: md, html, jso
 
 :func:`log_paper_comparison` is the hook the training / evaluation pipeline calls after an evaluation
 (``pipelines.tracking.log_paper_comparison`` delegates here): it logs ``paper/<m>`` for every metric of the run's
-paper row, ``delta/<m>`` = ours - paper for every metric the run measured, and the ``paper.*`` tags.
+paper row, ``delta/<m>`` = ours - paper for every metric the run measured, and the ``paper.*`` tags. The run's own
+``paper.*`` tags (a sweep trial's row, or its ``paper.values``) take precedence over the recipe's row, so a W48 variant
+of a W32 recipe is compared with the W48 row, and a variant that is no paper row with nothing.
 """
 
 from __future__ import annotations
@@ -97,8 +99,13 @@ def comparison_metrics(row: PaperRow, metrics: Mapping[str, float]) -> dict[str,
     Error metrics (``top1_err``) are logged under their accuracy twin (``paper/top1 = 100 - err``) when the run logs
     the accuracy, so the names line up with the run's own metrics.
     """
+    return _comparison_from_values(row.metrics, metrics)
+
+
+def _comparison_from_values(paper_values: Mapping[str, float], metrics: Mapping[str, float]) -> dict[str, float]:
+    """:func:`comparison_metrics` for a plain ``{metric: paper value}`` mapping (a row's or a sweep variant's)."""
     out: dict[str, float] = {}
-    for name, paper_value in row.metrics.items():
+    for name, paper_value in paper_values.items():
         twin = ERROR_EQUIVALENTS.get(name)
         if twin is not None and twin in metrics and name not in metrics:
             name, paper_value = twin, 100.0 - paper_value
@@ -133,44 +140,145 @@ def resolve_row(recipe_name: str, paper_ref: Mapping[str, str] | None = None) ->
     return row_for_recipe(recipe_name)
 
 
+#: A paper row as ``(paper_id, table, row)`` - the values of the MLflow tags ``paper.id`` / ``paper.table`` /
+#: ``paper.row`` (a mapping ``{id, table, row}`` is accepted as well).
+PaperKey = tuple[str, str, str]
+#: MLflow tag with a sweep variant's own paper values (JSON ``{metric: value}``), see ``sweeps.tracking``.
+PAPER_VALUES_TAG = "paper.values"
+
+
 def log_paper_comparison(run_id: str, recipe_name: str, metrics: Mapping[str, float],
-                         tracking_uri: str | None = None, paper_ref: Mapping[str, str] | None = None,
-                         tolerances: Mapping[str, float] | None = None) -> dict[str, float]:
+                         tracking_uri: str | None = None,
+                         paper_key: PaperKey | Mapping[str, str] | None = None,
+                         paper_values: Mapping[str, float] | None = None,
+                         tolerances: Mapping[str, float] | None = None, *,
+                         paper_ref: Mapping[str, str] | None = None) -> dict[str, float]:
     """Log the paper's values next to ours in MLflow run ``run_id``.
 
-    Logs ``paper/<m>`` for every metric of the row, ``delta/<m>`` (ours - paper) for every metric in ``metrics``,
-    and tags ``paper.id``, ``paper.table``, ``paper.row``, ``paper.metric`` (the judged metric) and ``paper.status``
-    (``reproduced`` / ``below`` within :data:`DEFAULT_TOLERANCES`).
+    Logs ``paper/<m>`` for every paper value, ``delta/<m>`` (ours - paper) for every one of them measured in
+    ``metrics``, and tags ``paper.id``, ``paper.table``, ``paper.row`` (when the numbers come from a row),
+    ``paper.metric`` (the judged metric) and ``paper.status`` (``reproduced`` / ``below`` within
+    :data:`DEFAULT_TOLERANCES`).
+
+    Where the paper's numbers come from, first match wins:
+
+    1. ``paper_key`` / ``paper_values`` given explicitly: the key's row (its metrics updated with ``paper_values``),
+       or ``paper_values`` alone (a key that names no row is then kept as the run's ``paper.*`` tags).
+    2. The run's own tags, when its ``recipe`` tag is ``recipe_name`` (or absent) and it carries ``paper.id`` /
+       ``paper.table`` / ``paper.row``: the row they name, else the values of tag ``paper.values`` (a sweep variant
+       that quotes a figure), else **nothing**. This is how a sweep trial - a W48 or 2x-heatmap variant of a W32
+       recipe, tagged by ``sweeps.tracking.trial_paper_tags`` - is compared with its own row, and a variant that
+       is no paper row gets no ``paper/`` numbers instead of the base recipe's.
+    3. The recipe's row (:func:`resolve_row`): its own ``paper`` block, else the primary row of ``row_for_recipe``.
 
     Args:
         run_id: the MLflow run. recipe_name: its recipe (``recipe`` tag). metrics: the run's evaluation metrics
             (paper metric names, percent). tracking_uri: default ``$MLFLOW_TRACKING_URI`` / ``sqlite:///mlflow.db``.
-        paper_ref: explicit ``{id, table, row}`` (default: the recipe's row, see :func:`resolve_row`).
+        paper_key: explicit row ``(id, table, row)`` or ``{id, table, row}``.
+        paper_values: explicit paper values ``{metric: value}`` (percent, as printed).
+        tolerances: per-metric tolerances for ``paper.status`` (see :func:`tolerance_for`).
+        paper_ref: older spelling of ``paper_key`` (a ``{id, table, row}`` mapping).
 
     Returns:
-        The logged metrics (``{}`` when no paper row maps to the recipe).
+        The logged metrics (``{}`` when there are no paper values for the run: nothing is logged then).
 
     Raises:
-        KeyError: ``paper_ref`` names an unknown row.
+        KeyError: an explicit ``paper_key`` names an unknown row and no ``paper_values`` are given.
     """
     from . import tracking
 
-    row = resolve_row(recipe_name, paper_ref)
-    if row is None:
-        return {}
-    out = comparison_metrics(row, metrics)
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    tags: dict[str, Any] = {"paper.id": row.paper_id, "paper.table": row.table, "paper.row": row.row}
-    table = next(t for t in load_papers_by_id()[row.paper_id].tables if t.table == row.table)
-    m = row_metric(row, table)
+    key = paper_key if paper_key is not None else paper_ref
+    if key is None and not paper_values:
+        run_tags = tracking.client(uri).get_run(run_id).data.tags
+        source = _paper_source_from_tags(run_tags, recipe_name)
+    else:
+        source = _explicit_paper_source(key, paper_values)
+    if source is None:
+        row = resolve_row(recipe_name)
+        source = (row.key, row, {}) if row is not None else (None, None, {})
+    key, row, values = source
+    paper = {**(row.metrics if row is not None else {}), **values}
+    if not paper:
+        return {}
+    out = _comparison_from_values(paper, metrics)
+    tags: dict[str, Any] = {}
+    if key is not None:
+        tags.update({"paper.id": key[0], "paper.table": key[1], "paper.row": key[2]})
+    m = _judged_metric(paper, row)
     ours = None if m is None else run_value(m, metrics)
     if m is not None and ours is not None:
         tags["paper.metric"] = m
-        tags["paper.status"] = judge(m, row.metrics[m], ours, tolerances)
-    if out:
-        tracking.log_metrics(uri, run_id, out)
-    tracking.set_tags(uri, run_id, tags)
+        tags["paper.status"] = judge(m, paper[m], ours, tolerances)
+    tracking.log_metrics(uri, run_id, out)
+    if tags:
+        tracking.set_tags(uri, run_id, tags)
     return out
+
+
+#: (row key or None, row or None, extra paper values) - where :func:`log_paper_comparison` takes the paper's numbers.
+_PaperSource = tuple[PaperKey | None, PaperRow | None, dict[str, float]]
+
+
+def _as_paper_key(key: PaperKey | Mapping[str, str] | Sequence[str]) -> PaperKey:
+    if isinstance(key, Mapping):
+        return (str(key["id"]), str(key["table"]), str(key["row"]))
+    paper_id, table, row = key
+    return (str(paper_id), str(table), str(row))
+
+
+def _find_row_or_none(key: PaperKey) -> PaperRow | None:
+    try:
+        return find_row(*key)
+    except KeyError:
+        return None
+
+
+def _explicit_paper_source(key: PaperKey | Mapping[str, str] | None,
+                           values: Mapping[str, float] | None) -> _PaperSource:
+    """(key, row, extra values) from explicit arguments; a key naming no row needs values (else ``KeyError``)."""
+    vals = {str(k): float(v) for k, v in (values or {}).items()}
+    if key is None:
+        return None, None, vals
+    k = _as_paper_key(key)
+    row = _find_row_or_none(k)
+    if row is None and not vals:
+        find_row(*k)  # raises the KeyError that lists the valid ids
+    return k, row, vals
+
+
+def _paper_source_from_tags(tags: Mapping[str, str], recipe_name: str) -> _PaperSource | None:
+    """(key, row, values) from a run's ``paper.*`` tags; ``None`` when they do not describe this recipe's run."""
+    if tags.get("recipe") not in (None, "", recipe_name):
+        return None  # the caller evaluated another recipe into this run: its row decides
+    parts = [tags.get(f"paper.{p}") for p in ("id", "table", "row")]
+    if not all(p and p not in ("None", "none", "null") for p in parts):
+        return None
+    key: PaperKey = (parts[0], parts[1], parts[2])  # type: ignore[assignment]
+    return key, _find_row_or_none(key), _values_from_tag(tags.get(PAPER_VALUES_TAG))
+
+
+def _values_from_tag(text: str | None) -> dict[str, float]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+        return {str(k): float(v) for k, v in data.items()}
+    except (ValueError, TypeError, AttributeError):
+        import logging
+
+        logging.getLogger(__name__).warning("ignoring malformed MLflow tag %s=%r", PAPER_VALUES_TAG, text)
+        return {}
+
+
+def _judged_metric(paper: Mapping[str, float], row: PaperRow | None) -> str | None:
+    """The row's judged metric (:func:`row_metric`) when there is a row, else the first known metric quoted."""
+    if row is not None:
+        table = next(t for t in load_papers_by_id()[row.paper_id].tables if t.table == row.table)
+        m = row_metric(row, table)
+        if m is not None and m in paper:
+            return m
+    return next((m for m in paper if m in METRICS), None)
 
 
 def load_papers_by_id() -> dict[str, Paper]:

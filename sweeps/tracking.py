@@ -9,9 +9,16 @@ sweep reuses the parent run and -- for trials that had checkpoints -- the child 
 no checkpoint is soft-deleted before its trial reruns, so every trial keeps one active child run.
 
 Tags written here: ``sweep.name`` (Tune experiment name, ``<sweep>`` or ``<sweep>-smoke``), ``sweep.definition``,
-``sweep.smoke``, ``sweep.path`` (Tune experiment path), ``sweep.fingerprint``; per child ``sweep.trial``,
-``sweep.variant``, ``sweep.status``, ``sweep.early_stopped``; plus the pipeline's ``recipe``, ``task``,
-``paper.id``, ``paper.table``, ``paper.row`` and ``source`` tags.
+``sweep.smoke``, ``sweep.path`` (Tune experiment path), ``sweep.fingerprint``, ``source`` = ``sweep``; per child
+``sweep.trial``, ``sweep.variant``, ``sweep.status``, ``sweep.early_stopped``, ``paper.values``; plus the pipeline's
+``recipe``, ``task``, ``paper.id``, ``paper.table``, ``paper.row`` and ``source`` tags.
+
+Paper values of a trial are the trial's own, never the base recipe's: a child run's ``paper.*`` tags name the
+variant's ``paper_row`` (or the sweep's table / figure and the variant name when the variant is no paper-table row),
+tag ``paper.values`` holds the values the sweep file quotes for the variant (JSON), and ``paper/<m>`` metrics are
+the row's values (plus the quoted ones) - none for a variant without either. ``pipelines.report.log_paper_comparison``
+(called by ``hrnet evaluate`` on a trial's checkpoint) reads the same tags, so its ``paper/`` and ``delta/`` metrics
+agree.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any, Iterable, Mapping
+
+from pipelines.report import PAPER_VALUES_TAG  # tag with a variant's quoted paper values (JSON)
 
 from .spec import SweepPlan, TrialSpec
 
@@ -99,7 +108,9 @@ def ensure_parent_run(plan: SweepPlan, *, mlflow_uri: str, experiment: str, swee
         "recipe": spec.recipe,
         "paper.id": spec.paper.id,
         "paper.table": spec.paper.table,
-        "source": "training",
+        # not "training": the parent holds no model, and the paper report only counts training / official-checkpoint
+        # runs (with source=training, its recipe tag would make it a candidate for the recipe's own rows)
+        "source": "sweep",
     }
     if spec.description:
         tags["mlflow.note.content"] = spec.description
@@ -172,7 +183,8 @@ def record_trial(mlflow_uri: str, parent_run_id: str, trial_key: str, info: Mapp
     """Record a trial's outcome on its child run: MLflow status, ``sweep.*`` tags, model size, paper values.
 
     Args:
-        info: the trial's static facts (``variant``, ``paper`` values, ``paper_tags``, ``complexity``).
+        info: the trial's static facts (``variant``, ``paper`` values, ``paper_tags``, ``complexity``); the paper
+            values logged (``paper/<m>``) are :func:`trial_paper_values` of ``paper_tags`` and ``paper``.
         status: MLflow status to set (``RUNNING``, ``FINISHED``, ``FAILED``, ``KILLED``).
         tune_status: Tune's trial status, kept as tag ``sweep.status``.
         last_metrics: the last result Tune received, logged as ``sweep/<name>``.
@@ -198,7 +210,7 @@ def record_trial(mlflow_uri: str, parent_run_id: str, trial_key: str, info: Mapp
         client.set_tag(rid, "sweep.iterations", str(iterations))
     if error:
         client.set_tag(rid, "sweep.error", error[:4000])
-    for metric, value in (info.get("paper") or {}).items():
+    for metric, value in trial_paper_values(info.get("paper_tags") or {}, info.get("paper") or {}).items():
         client.log_metric(rid, f"paper/{metric}", float(value))
     for k, v in (info.get("complexity") or {}).items():
         client.log_metric(rid, f"model/{k}", float(v))
@@ -211,9 +223,33 @@ def record_trial(mlflow_uri: str, parent_run_id: str, trial_key: str, info: Mapp
 
 def trial_paper_tags(plan: SweepPlan, trial: TrialSpec) -> dict[str, str]:
     """``paper.id`` / ``paper.table`` / ``paper.row`` of a trial: its ``paper_row`` in ``hrnet_core.paper_tables`` when
-    the variant names one, else the sweep's table (or figure) and the variant name."""
+    the variant names one, else the sweep's table (or figure) and the variant name (a key that names no row, so
+    that neither the report nor ``log_paper_comparison`` falls back to the base recipe's row). Plus ``paper.values``
+    (JSON ``{metric: value}``) when the sweep file quotes values for the variant."""
     table, row = trial.paper_row if trial.paper_row else (plan.spec.paper.table, trial.variant)
-    return {"paper.id": plan.spec.paper.id, "paper.table": table, "paper.row": row}
+    tags = {"paper.id": plan.spec.paper.id, "paper.table": table, "paper.row": row}
+    if trial.paper:
+        tags[PAPER_VALUES_TAG] = json.dumps({k: float(v) for k, v in trial.paper.items()})
+    return tags
+
+
+def trial_paper_values(paper_tags: Mapping[str, str], quoted: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The paper's values for a trial: every metric of the row its ``paper_tags`` name (when that row exists in
+    ``hrnet_core.paper_tables``), updated with the values the sweep file quotes (``quoted``, else the
+    ``paper.values`` tag). Empty for a variant that is no paper row and quotes nothing - never the base recipe's."""
+    from hrnet_core.paper_tables import find_row
+
+    values: dict[str, float] = {}
+    key = tuple(paper_tags.get(f"paper.{p}") for p in ("id", "table", "row"))
+    if all(key):
+        try:
+            values.update(find_row(*key).metrics)  # type: ignore[arg-type]
+        except KeyError:
+            pass  # a figure or a variant the paper has no row for
+    if quoted is None and paper_tags.get(PAPER_VALUES_TAG):
+        quoted = json.loads(paper_tags[PAPER_VALUES_TAG])
+    values.update({k: float(v) for k, v in (quoted or {}).items()})
+    return values
 
 
 def finish_parent(mlflow_uri: str, run_id: str, *, status: str, summary: Mapping[str, Any]) -> None:

@@ -217,6 +217,38 @@ def test_mapped_recipes_exist_and_agree_with_the_recipes_paper_block():
         assert primary is None or primary.key == row.key, (name, primary.key, row.key)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("hrnet_core.recipes") is None, reason="recipes package absent")
+def test_every_recipe_and_every_row_map_both_ways():
+    """Recipe -> row: every recipe (the ``pose_hrformer_*`` ones included) has a ``paper`` block naming an existing
+    row that names the recipe back as its primary row. Row -> recipe: every recipe a row names exists. And every row
+    naming a recipe describes it: dataset, input size, model, pretraining (primary rows: also the evaluated split)."""
+    from hrnet_core.recipes import list_recipes, load_recipe
+
+    names = list_recipes()
+    hrformer = {f"pose_hrformer_{s}_{i}_coco" for s in "tsb" for i in ("256x192", "384x288")}
+    assert hrformer <= set(names), sorted(hrformer - set(names))
+    rows_by_recipe: dict[str, list] = {}
+    for row in all_rows():
+        if row.recipe:
+            rows_by_recipe.setdefault(row.recipe, []).append(row)
+    assert set(rows_by_recipe) - set(names) == set(), "rows name recipes that do not exist"
+    assert set(names) - set(rows_by_recipe) == set(), "recipes that no paper row names"
+    for name in names:
+        recipe = load_recipe(name)
+        assert recipe.paper is not None, f"{name}: no paper block"
+        row = find_row(recipe.paper.id, str(recipe.paper.table), recipe.paper.row)
+        assert row.recipe == name and row.primary, (name, row.key, row.recipe, row.primary)
+        assert row_for_recipe(name).key == row.key and rows_for_recipe(name)[0].key == row.key
+        assert row.split == recipe.data.val_split, (name, row.key, row.split)
+        w, h = recipe.data.input_size
+        for r in rows_by_recipe[name]:
+            assert r.dataset == recipe.data.dataset, (name, r.key)
+            assert r.input_size == f"{h}x{w}", (name, r.key, r.input_size)
+            assert r.model is None or r.model.name == recipe.model.name, (name, r.key, r.model)
+            if r.pretrain is not None:
+                assert (r.pretrain == "none") == (recipe.model.pretrained is None), (name, r.key, r.pretrain)
+
+
 # --------------------------------------------------------------------------------------------------- complexity
 
 def test_cache_covers_every_row_with_a_model():
