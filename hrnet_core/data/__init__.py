@@ -1,8 +1,8 @@
 """Dataset readers of the official layouts, keypoint layouts, image IO and top-down transforms.
 
 Submodules: ``io`` (read_image, ImageReadError, AnnotationError), ``keypoints`` (KeypointSpec per dataset),
-``coco`` (CocoKeypoints), ``mpii`` (MpiiKeypoints), ``transforms`` (TopDownTransform and geometry),
-``topdown`` (TopDownDataset). Names are imported lazily to keep ``hrnet_core.codecs`` <-> ``hrnet_core.data`` acyclic.
+``records`` (KeypointRecords, the readers' base), ``coco`` (CocoKeypoints), ``mpii`` (MpiiKeypoints),
+``transforms`` (TopDownTransform and geometry), ``topdown`` (TopDownDataset, per-sample seeding). Names are imported lazily to keep ``hrnet_core.codecs`` <-> ``hrnet_core.data`` acyclic.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ _EXPORTS = {
     "MPII_KEYPOINTS": "keypoints",
     "CROWDPOSE_KEYPOINTS": "keypoints",
     "get_keypoint_spec": "keypoints",
+    "KeypointRecords": "records",
     "CocoKeypoints": "coco",
     "MpiiKeypoints": "mpii",
     "TopDownTransform": "transforms",
     "box_to_center_scale": "transforms",
     "get_affine_transform": "transforms",
     "TopDownDataset": "topdown",
+    "sample_rng": "topdown",
+    "epoch_permutation": "topdown",
 }
 
 __all__ = sorted(_EXPORTS)
