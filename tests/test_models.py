@@ -460,3 +460,83 @@ def test_faster_rcnn_w32_parameter_count_matches_det_release():
     params = sum(p.numel() for p in detector.parameters())
     assert round(params / 1e6, 2) == 47.28
     assert math.isclose(params / 2**20, 45.0, abs_tol=0.1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# heatmaps from a lower-resolution branch (pose paper Sec. 4.1, "Resolution of representation", Figure 5)
+
+
+@pytest.mark.parametrize("branch", [0, 1, 2])
+def test_heatmap_branch_output_shape_and_head_width(branch):
+    torch.manual_seed(0)
+    model = build_model("pose_hrnet_w32", heatmap_branch=branch, **TINY).eval()
+    c = TINY["width"] * 2**branch
+    assert model.final_layer.weight.shape == (17, c, 1, 1)
+    assert model.heatmap_stride == 4 * 2**branch
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 128, 96))
+    s = 4 * 2**branch
+    assert out.shape == (2, 17, 128 // s, 96 // s)
+    # the last module fuses every branch into branch b only; no other fuse row exists
+    rows = {k.split(".")[3] for k in model.state_dict() if k.startswith("stage4.1.fuse_layers.")}
+    assert rows == {str(branch)}
+    assert {k.split(".")[4] for k in model.state_dict() if k.startswith(f"stage4.1.fuse_layers.{branch}.")} == {
+        str(j) for j in range(4) if j != branch}
+
+
+def test_heatmap_branch_zero_is_the_official_layout():
+    default, explicit = build_meta("pose_hrnet_w32"), build_meta("pose_hrnet_w32", heatmap_branch=0)
+    assert [(k, v.shape) for k, v in default.state_dict().items()] == \
+        [(k, v.shape) for k, v in explicit.state_dict().items()]
+    assert sum(p.numel() for p in explicit.parameters()) == 28536113  # DHRN W32 (test_complexity_table_rows)
+
+
+def test_heatmap_branch_trains_every_parameter():
+    """No parameter of a branch-b model is left without gradient (DDP without find_unused_parameters needs that)."""
+    x = torch.randn(2, 3, 64, 48)
+    for branch in (1, 2, 3):
+        torch.manual_seed(0)
+        model = build_model("pose_hrnet_w32", heatmap_branch=branch, **TINY)
+        model(x).square().mean().backward()
+        assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_heatmap_branch_matches_branch_b_of_a_multi_scale_last_module():
+    """The single-output last module computes exactly row b of the full exchange unit (pose paper Sec. 3)."""
+    x = torch.randn(1, 3, 64, 48)
+    for branch in (1, 2):
+        torch.manual_seed(0)
+        full = build_model("pose_hrnet_w32", heatmap_branch=branch, multi_scale_output=True, **TINY).eval()
+        lean = build_model("pose_hrnet_w32", heatmap_branch=branch, **TINY).eval()
+        sd = full.state_dict()
+        missing, unexpected = lean.load_state_dict(sd, strict=False)
+        assert missing == []
+        assert unexpected and all(".fuse_layers." in k and f".fuse_layers.{branch}." not in k for k in unexpected)
+        with torch.no_grad():
+            torch.testing.assert_close(lean(x), full(x))
+        assert full(x).shape == (1, 17, 16 // 2**branch, 12 // 2**branch)
+
+
+def test_heatmap_branch_loads_imagenet_backbone():
+    """The fuse row of branch b has the keys of a multi-scale (ImageNet classification) last module."""
+    torch.manual_seed(0)
+    cls = build_model("cls_hrnet_w18", **TINY)
+    pose = build_model("pose_hrnet_w32", heatmap_branch=2, **TINY)
+    unused = load_pretrained_backbone(pose, cls.state_dict())
+    assert torch.equal(pose.stage4[1].fuse_layers["2"][0][1][0].weight, cls.stage4[1].fuse_layers[2][0][1][0].weight)
+    assert any(k.startswith("stage4.1.fuse_layers.0.") for k in unused)
+
+
+@pytest.mark.parametrize("branch", [-1, 4, 7, 1.0, True])
+def test_invalid_heatmap_branch_names_the_value(branch):
+    with pytest.raises(ValueError, match=rf"heatmap_branch .*got {branch!r}"):
+        build_meta("pose_hrnet_w32", heatmap_branch=branch)
+    with pytest.raises(ValueError, match=r"\[0, 2\].*got 3"):  # three branches when there are two stages
+        build_meta("pose_hrnet_w32", heatmap_branch=3, stage_modules=(1, 1), stage_blocks=(1, 1))
+
+
+@pytest.mark.parametrize("head", ["v1h", "v2"])
+def test_heatmap_branch_needs_the_v1_head(head):
+    with pytest.raises(ValueError, match=rf"heatmap_branch=1 needs head 'v1'.*{head}"):
+        build_meta("pose_hrnet_w32", head=head, heatmap_branch=1)
+    assert build_meta("pose_hrnet_w32", head=head, heatmap_branch=0).head == head

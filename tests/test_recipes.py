@@ -168,3 +168,36 @@ def test_gradient_accumulation_reaches_the_paper_batch():
     assert r.accumulation_steps(1) == 4
     with pytest.raises(ConfigError, match="global_batch_size=128 is not a multiple"):
         r.accumulation_steps(3)
+
+
+def test_heatmap_branch_is_passed_to_the_model_and_checked_against_the_heatmap_size():
+    """Pose paper Figure 5: heatmaps of branch b have stride 4 * 2**b; the recipe must say the matching size."""
+    import torch
+
+    from hrnet_core.models import build_model
+
+    assert "heatmap_branch" not in load_recipe(COCO_W32).model.build_kwargs()  # unset: the zoo default (1/4)
+    r = load_recipe(COCO_W32, ["model.heatmap_branch=1", "data.heatmap_size=[12, 16]", "data.sigma=1.0"],
+                    profile="smoke")
+    assert r.model.build_kwargs()["heatmap_branch"] == 1
+    model = build_model(r.model.name, **r.model.build_kwargs()).eval()
+    w, h = r.data.input_size
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, h, w))
+    assert tuple(out.shape) == (1, 17, r.data.heatmap_size[1], r.data.heatmap_size[0]) == (1, 17, 16, 12)
+    assert load_recipe(COCO_W32, ["model.heatmap_branch=2", "data.heatmap_size=[12, 16]"]).model.heatmap_branch == 2
+    assert load_recipe(COCO_W32, ["model.heatmap_branch=0"]).data.heatmap_size == [48, 64]
+
+    with pytest.raises(ConfigError, match=r"^data\.heatmap_size: \[48, 64\] does not match model\.heatmap_branch=1: "
+                                          r".*stride 8.*data\.input_size \[192, 256\].*\[24, 32\]"):
+        load_recipe(COCO_W32, ["model.heatmap_branch=1"])
+    with pytest.raises(ConfigError, match=r"not divisible by 16"):
+        load_recipe(COCO_W32, ["model.heatmap_branch=2", "data.input_size=[200, 200]", "data.heatmap_size=[12, 12]"])
+    for bad in ("-1", "4"):
+        with pytest.raises(ConfigError, match=rf"^model\.heatmap_branch: {bad} is not a branch of the backbone"):
+            load_recipe(COCO_W32, [f"model.heatmap_branch={bad}"])
+    with pytest.raises(ConfigError, match=r"model\.heatmap_branch: 3 is not a branch .*\(0 \.\. 2\)"):
+        load_recipe(COCO_W32, ["model.heatmap_branch=3", "model.stage_modules=[1, 1]", "model.stage_blocks=[4, 4]",
+                               "data.heatmap_size=[6, 8]"])
+    with pytest.raises(ConfigError, match=r"model\.heatmap_branch: expected an integer"):
+        load_recipe(COCO_W32, ["model.heatmap_branch=high"])

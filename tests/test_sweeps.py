@@ -24,9 +24,6 @@ from sweeps.spec import (
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ["pose_fusion_ablation_coco", "pose_input_size_coco", "pose_representation_resolution_coco",
            "pose_width_coco"]
-NEEDS_HEATMAP_BRANCH = pytest.mark.xfail(
-    strict=True, raises=SweepConfigError,
-    reason="Figure 5 needs the model/recipe key model.heatmap_branch (heatmap head on branch b), not built yet")
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -53,8 +50,7 @@ def test_shipped_sweeps_are_listed():
 
 @pytest.mark.parametrize("smoke", [False, True])
 @pytest.mark.parametrize("name", [
-    "pose_fusion_ablation_coco", "pose_input_size_coco", "pose_width_coco",
-    pytest.param("pose_representation_resolution_coco", marks=NEEDS_HEATMAP_BRANCH),
+    "pose_fusion_ablation_coco", "pose_input_size_coco", "pose_width_coco", "pose_representation_resolution_coco",
 ])
 def test_shipped_sweeps_validate(name, smoke):
     plan = build_plan(load_sweep(name), smoke=smoke)
@@ -351,3 +347,143 @@ def test_rayjob_manifest():
 def test_sweep_files_parse_without_ray_or_mlflow():
     src = Path(sweep_spec.__file__).read_text()
     assert "import ray" not in src and "mlflow" not in src
+
+
+# ---------------------------------------------------------------------------------------- paper values of sweep trials
+
+W32_KEY = ("hrnet_pose_cvpr2019", "1", "HRNet-W32 256x192 pretrain")
+W48_KEY = ("hrnet_pose_cvpr2019", "1", "HRNet-W48 256x192 pretrain")
+
+
+def _sweep_trial_runs(uri: str, plan) -> dict[str, str]:
+    """The MLflow runs of a sweep as the runner makes them, without Ray: the parent run, each trial's training run
+    with the tags ``pipelines.train.train`` writes (the trial recipe's tags, then the trial's), and the Tune
+    callback's :func:`sweeps.tracking.record_trial`. Returns ``{variant: child run id}``."""
+    from hrnet_core.recipes import load_recipe
+    from pipelines import tracking as pipeline_tracking
+    from sweeps import tracking
+
+    pid = tracking.ensure_parent_run(plan, mlflow_uri=uri, experiment="hrnet", sweep_path=f"/x/{plan.experiment_name}")
+    out = {}
+    for t in plan.trials:
+        recipe = load_recipe(plan.spec.recipe, overrides=t.overrides, profile=plan.profile)
+        paper_tags = tracking.trial_paper_tags(plan, t)
+        tags = {**pipeline_tracking.recipe_tags(recipe), "source": "training", "sweep.name": plan.experiment_name,
+                "sweep.kind": "trial", "sweep.trial": t.key, "sweep.variant": t.variant, **paper_tags}
+        rid = pipeline_tracking.create_run(uri, "hrnet", t.key, tags, parent_run_id=pid)
+        pipeline_tracking.log_metrics(uri, rid, {"AP": 70.0}, step=1)
+        info = {"variant": t.variant, "paper": t.paper, "paper_tags": paper_tags, "complexity": {}}
+        assert tracking.record_trial(uri, pid, t.key, info, status="FINISHED", tune_status="TERMINATED",
+                                     last_metrics={"AP": 70.0}) == rid
+        out[t.variant] = rid
+    return out
+
+
+def _paper_metrics(run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(("paper/", "delta/"))}
+
+
+def test_sweep_trials_get_their_own_paper_row_not_the_recipes(tmp_path):
+    """W48 trial of the W32 recipe: the W48 row's numbers; W18 / W40 (no paper row, no values): no paper numbers --
+    both from the Tune callback and from the evaluation hook (``hrnet evaluate`` on the trial's checkpoint)."""
+    from hrnet_core.paper_tables import find_row, row_for_recipe
+    from pipelines import tracking as pipeline_tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = build_plan(load_sweep("pose_width_coco"))
+    assert row_for_recipe(plan.spec.recipe).key == W32_KEY  # the base recipe is the W32 row
+    runs = _sweep_trial_runs(uri, plan)
+    client = pipeline_tracking.client(uri)
+    w48_row, w32_row = find_row(*W48_KEY), find_row(*W32_KEY)
+
+    # the Tune callback: paper/<m> of the trial's own row, nothing for a variant without one
+    w48 = client.get_run(runs["W48"])
+    assert _paper_metrics(w48) == {f"paper/{m}": v for m, v in w48_row.metrics.items()}
+    assert (w48.data.tags["paper.table"], w48.data.tags["paper.row"]) == W48_KEY[1:]
+    assert client.get_run(runs["W32"]).data.metrics["paper/AP"] == 74.4
+    for variant in ("W18", "W40"):
+        run = client.get_run(runs[variant])
+        assert _paper_metrics(run) == {}, variant
+        assert run.data.tags["paper.row"] == variant and "paper.values" not in run.data.tags
+
+    # the evaluation hook, called as pipelines.evaluate calls it (the trial recipe keeps the base recipe's name)
+    ours = {"AP": 70.0, "AR": 76.0}
+    logged = pipeline_tracking.log_paper_comparison(runs["W48"], plan.spec.recipe, ours, tracking_uri=uri)
+    assert logged["paper/AP"] == 75.1 and logged["paper/AR"] == 80.4
+    assert logged["delta/AP"] == pytest.approx(70.0 - 75.1) and logged["delta/AR"] == pytest.approx(76.0 - 80.4)
+    assert logged["paper/AP"] != w32_row.metrics["AP"]
+    w48 = client.get_run(runs["W48"])
+    assert _paper_metrics(w48) == logged
+    assert (w48.data.tags["paper.row"], w48.data.tags["paper.metric"], w48.data.tags["paper.status"]) == (
+        W48_KEY[2], "AP", "below")
+    assert pipeline_tracking.log_paper_comparison(runs["W32"], plan.spec.recipe, ours,
+                                                  tracking_uri=uri)["paper/AP"] == 74.4
+    for variant in ("W18", "W40"):
+        assert pipeline_tracking.log_paper_comparison(runs[variant], plan.spec.recipe, ours, tracking_uri=uri) == {}
+        run = client.get_run(runs[variant])
+        assert _paper_metrics(run) == {} and "paper.status" not in run.data.tags, variant
+        assert run.data.tags["paper.row"] == variant  # not rewritten to the recipe's row
+
+
+def test_sweep_trials_in_the_paper_report_belong_to_their_own_rows(tmp_path):
+    """``pipelines.report`` keys runs by their paper tags: the W48 trial counts for the W48 row, no trial (and not the
+    sweep's parent run) for the W32 recipe's own row."""
+    from hrnet_core.paper_tables import load_papers
+    from pipelines import report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = build_plan(load_sweep("pose_width_coco"))
+    runs = _sweep_trial_runs(uri, plan)
+    collected = report.collect_runs(uri)
+    assert {r.run_id: r.paper_key for r in collected if r.run_id in runs.values()} == {
+        runs["W18"]: ("hrnet_pose_cvpr2019", "1", "W18"), runs["W32"]: W32_KEY,
+        runs["W40"]: ("hrnet_pose_cvpr2019", "1", "W40"), runs["W48"]: W48_KEY}
+    results = {row.row.key: row for _, _, rows in report.compare(load_papers(), collected, lambda ref, shape: None)
+               for row in rows}
+    assert results[W48_KEY].runs["training"].run.run_id == runs["W48"]
+    assert results[W32_KEY].runs["training"].run.run_id == runs["W32"]
+    # the sweep's parent run carries the recipe tag but no row: it is no training run of the recipe's rows
+    parent = [r for r in collected if r.run_id not in runs.values()]
+    assert [(r.source, r.recipe, r.paper_key) for r in parent] == [("sweep", plan.spec.recipe, None)]
+    assert "sweep" not in report.SOURCES
+
+
+def test_a_variant_quoting_values_without_a_row_gets_those_values(tmp_path):
+    """A figure the tables do not encode: the values the sweep file quotes, carried by tag ``paper.values``."""
+    from pipelines import tracking as pipeline_tracking
+
+    text = MINIMAL.format(name="fig").replace('table: "1"', "table: Figure 6").replace(
+        "{name: b, overrides: {model.width: 32}}", "{name: b, overrides: {model.width: 32}, paper: {AP: 70.3}}")
+    plan = build_plan(load_sweep(_write(tmp_path, "fig", text)))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = _sweep_trial_runs(uri, plan)
+    client = pipeline_tracking.client(uri)
+    b = client.get_run(runs["b"])
+    assert b.data.tags["paper.table"] == "Figure 6" and b.data.tags["paper.values"] == '{"AP": 70.3}'
+    assert _paper_metrics(b) == {"paper/AP": 70.3}
+    logged = pipeline_tracking.log_paper_comparison(runs["b"], plan.spec.recipe, {"AP": 70.0}, tracking_uri=uri)
+    assert logged == {"paper/AP": 70.3, "delta/AP": pytest.approx(-0.3)}
+    assert client.get_run(runs["b"]).data.tags["paper.status"] == "reproduced"
+    assert pipeline_tracking.log_paper_comparison(runs["a"], plan.spec.recipe, {"AP": 70.0}, tracking_uri=uri) == {}
+    assert _paper_metrics(client.get_run(runs["a"])) == {}
+
+
+def test_explicit_paper_key_and_values_override_the_recipes_row(tmp_path):
+    from pipelines import report
+    from pipelines import tracking as pipeline_tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recipe = "pose_hrnet_w32_256x192_coco"
+    rid = pipeline_tracking.create_run(uri, "hrnet", "r", {"recipe": recipe})
+    # no paper tags on the run: the recipe's row
+    assert report.log_paper_comparison(rid, recipe, {"AP": 70.0}, tracking_uri=uri)["paper/AP"] == 74.4
+    assert report.log_paper_comparison(rid, recipe, {"AP": 70.0}, tracking_uri=uri,
+                                       paper_key=W48_KEY)["paper/AP"] == 75.1
+    assert report.log_paper_comparison(rid, recipe, {"AP": 70.0}, tracking_uri=uri,
+                                       paper_key={"id": W48_KEY[0], "table": "1", "row": W48_KEY[2]},
+                                       paper_values={"AP": 75.0})["paper/AP"] == 75.0
+    assert report.log_paper_comparison(rid, recipe, {"AP": 70.0}, tracking_uri=uri,
+                                       paper_values={"AP": 71.0}) == {"paper/AP": 71.0, "delta/AP": -1.0}
+    with pytest.raises(KeyError, match="no such row"):
+        report.log_paper_comparison(rid, recipe, {"AP": 70.0}, tracking_uri=uri,
+                                    paper_key=("hrnet_pose_cvpr2019", "1", "no such row"))

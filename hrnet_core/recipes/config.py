@@ -36,6 +36,8 @@ DATASETS = ("coco", "mpii")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("multistep", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# branches of an HRNet / HRFormer backbone with the standard three multi-resolution stages (every pose zoo entry)
+STANDARD_NUM_BRANCHES = 4
 
 
 class ConfigError(ValueError):
@@ -61,7 +63,9 @@ class ModelConfig:
     ``None`` means "zoo default". ``stage_modules`` / ``stage_blocks``: modules per stage 2-4 and BasicBlocks per
     branch (standard ``[1, 4, 3]`` / ``[4, 4, 4]``); ``stage1_blocks`` / ``stage1_planes``: stage-1 Bottlenecks and
     their width (standard 4 / 64). ``pretrained`` is an ImageNet classification checkpoint for the backbone
-    (path); ``None`` trains from scratch (the pose paper's 73.4 AP row).
+    (path); ``None`` trains from scratch (the pose paper's 73.4 AP row). ``heatmap_branch``: the branch ``b`` the
+    heatmaps are regressed from (pose paper Sec. 4.1 / Figure 5; 0 = 1/4 resolution, the standard models, 1 = 1/8,
+    2 = 1/16); when set, ``data.heatmap_size`` must be ``data.input_size / (4 * 2**b)``.
     """
 
     name: str
@@ -74,11 +78,12 @@ class ModelConfig:
     stage1_blocks: int | None = None
     stage1_planes: int | None = None
     pretrained: str | None = None
+    heatmap_branch: int | None = None
 
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword overrides for ``build_model(self.name, **kwargs)`` (only the keys that are set)."""
         keys = ("num_joints", "width", "fusion", "head", "stage_modules", "stage_blocks", "stage1_blocks",
-                "stage1_planes")
+                "stage1_planes", "heatmap_branch")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
@@ -340,6 +345,19 @@ def validate(recipe: Recipe) -> None:
     need(iw * hh == ih * hw, "data.heatmap_size", f"{recipe.data.heatmap_size} has a different aspect than input {recipe.data.input_size}")
     need(recipe.data.sigma > 0, "data.sigma", "must be > 0")
     need(recipe.model.num_joints > 0, "model.num_joints", "must be > 0")
+    b = recipe.model.heatmap_branch
+    if b is not None:
+        stages = recipe.model.stage_modules
+        num_branches = len(stages) + 1 if stages is not None else STANDARD_NUM_BRANCHES
+        need(0 <= b < num_branches, "model.heatmap_branch",
+             f"{b} is not a branch of the backbone (0 .. {num_branches - 1})")
+        stride = 4 * 2**b
+        expected = [iw / stride, ih / stride]
+        need([hw, hh] == expected, "data.heatmap_size",
+             f"{recipe.data.heatmap_size} does not match model.heatmap_branch={b}: the heatmaps of branch {b} have "
+             f"stride {stride}, so data.input_size {recipe.data.input_size} needs data.heatmap_size "
+             f"[{expected[0]:g}, {expected[1]:g}]" + ("" if all(v.is_integer() for v in expected) else
+                                                       f" (input size not divisible by {stride})"))
     t = recipe.train
     need(t.epochs > 0, "train.epochs", "must be > 0")
     need(t.batch_size_per_device > 0, "train.batch_size_per_device", "must be > 0")
