@@ -59,6 +59,11 @@ def test_shipped_sweeps_validate(name, smoke):
     if smoke:
         assert not plan.resources.use_gpu and plan.profile == "smoke"
         assert plan.experiment_name == f"{name}-smoke"
+        # smoke trials run offline from scratch: no variant may bring back an ImageNet file the profile dropped
+        from hrnet_core.recipes import load_recipe
+
+        for t in plan.trials:
+            assert load_recipe(plan.spec.recipe, overrides=t.overrides, profile=plan.profile).model.pretrained is None, t.key
 
 
 def test_width_sweep_is_the_paper_widths_and_smoke_maps_to_tiny_ones():
