@@ -162,7 +162,9 @@ def open_checkpoint(checkpoint: str | Path, recipe: Recipe | None = None) -> Loa
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - our own files may hold objects weights_only refuses; load_weights decides
         obj = None
-    if obj is None or (isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT):
+    if isinstance(obj, Mapping) and obj.get("format") == WEIGHTS_FORMAT:
+        return _ours(dict(obj), p, recipe)
+    if obj is None:  # not readable safely: our own file with extra objects, or a bad file (load_weights says which)
         return _ours(load_weights(p), p, recipe)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {str(p)!r} holds a {type(obj).__name__}, not a state dict")

@@ -278,3 +278,25 @@ def test_evaluate_mpii_logs_pckh_to_mlflow(tmp_path, capsys):
     logged = tracking.client(uri).search_runs([tracking.experiment_id(uri, "hrnet")])[0].data.metrics
     assert logged["PCKh"] == pytest.approx(metrics["PCKh"]) and logged["PCKh_0.1"] == pytest.approx(metrics["PCKh_0.1"])
     assert logged["paper/PCKh"] == 90.3 and logged["delta/PCKh"] == pytest.approx(metrics["PCKh"] - 90.3)
+
+
+def test_open_checkpoint_tells_our_weights_from_official_ones(tmp_path):
+    """Our weights file carries recipe + run id (source training); the same state dict bare is an official-style file
+    that needs a recipe and is tagged by its sha256."""
+    import torch
+
+    from hrnet_core.recipes import load_recipe
+    from pipelines.evaluate import CheckpointError, build_pose_model, open_checkpoint, save_weights
+
+    recipe = load_recipe(RECIPE, profile="smoke")
+    state = build_pose_model(recipe).state_dict()
+    ours = open_checkpoint(save_weights(tmp_path / "w.pt", state, recipe, {"epoch": 3, "mlflow_run_id": "abc"}))
+    assert ours.source == "training" and ours.recipe.name == RECIPE
+    assert ours.meta == {"epoch": 3, "mlflow_run_id": "abc"}
+    torch.save(state, tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError, match="name its recipe"):
+        open_checkpoint(tmp_path / "bare.pth")
+    official = open_checkpoint(tmp_path / "bare.pth", recipe)
+    assert official.source == "official-checkpoint" and len(official.meta["sha256"]) == 64
+    for k, v in official.model.state_dict().items():
+        assert torch.equal(v, state[k]), k
