@@ -5,7 +5,7 @@ Follows the paper's test procedure (HRNet pose paper Sec. 4.1 "Testing"; FACTS.m
 1. person boxes from the prepared split's detection file (``test.use_gt_boxes: false``, the paper's numbers) or
    from the ground truth (``true``; MPII always uses the provided boxes);
 2. crop at the recipe's input size, forward, and with ``test.flip`` average with the flipped-back heatmaps of the
-   mirrored crop (shifted 1 px right when ``test.shift_heatmap``);
+   mirrored crop (shifted one heatmap cell right when ``test.shift_heatmap``);
 3. argmax + quarter offset toward the higher neighbour, inverse affine to original-image pixels;
 4. COCO: person score = box score x mean of joint maxima above ``test.joint_score_thr``, OKS-NMS at
    ``test.oks_nms_thr`` per image, ``COCOeval`` keypoints (AP, AP50, ... in percent, as the papers print them);

@@ -189,7 +189,7 @@ class TestConfig:
     ``use_gt_boxes=False`` uses the prepared split's person detection file (the paper's numbers);
     ``det_score_thr`` drops weaker detections; ``joint_score_thr`` (in_vis_thre) selects joints for the person
     score; ``oks_nms_thr`` is the OKS-NMS threshold; ``flip`` averages with the flipped image, whose heatmap is
-    shifted 1 px right when ``shift_heatmap``.
+    shifted one heatmap cell right when ``shift_heatmap``.
     """
 
     flip: bool = True
