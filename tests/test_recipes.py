@@ -93,6 +93,141 @@ def test_smoke_model_builds_and_runs():
     assert tuple(out.shape) == (1, 17, r.data.heatmap_size[1], r.data.heatmap_size[0])
 
 
+def _smoke_cases():
+    return [pytest.param(name, id=name) for name in list_recipes()]
+
+
+@pytest.mark.parametrize("name", _smoke_cases())
+def test_smoke_profile_fits_every_recipe_or_refuses_it(name):
+    """Every packaged recipe + ``--profile smoke``: a tiny model of the recipe's family that maps a 128x96 crop to
+    32x24 heatmaps, or (a non-COCO dataset: the generated data is COCO-format) a ConfigError at load time."""
+    import torch
+
+    from hrnet_core.models import build_model, count_params
+    from hrnet_core.models.zoo import model_family
+
+    base = load_recipe(name)
+    if base.data.dataset != "coco":
+        with pytest.raises(ConfigError, match=rf"profile 'smoke' .*recipe '{name}'.*data\.dataset is "
+                                              rf"'{base.data.dataset}'.*coco-format"):
+            load_recipe(name, profile="smoke")
+        return
+    r = load_recipe(name, profile="smoke")
+    assert (r.data.input_size, r.data.heatmap_size, r.model.pretrained) == ([96, 128], [24, 32], None)
+    assert r.model.name == base.model.name and r.model.num_joints == base.model.num_joints
+    # the recipe's optimiser, loss, augmentation and test procedure stay
+    assert r.train.optimizer == base.train.optimizer and r.train.loss == base.train.loss and r.augment == base.augment
+    model = build_model(r.model.name, **r.model.build_kwargs()).eval()
+    assert count_params(model) < 1_000_000, "the smoke model must be tiny"
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 128, 96))
+    assert tuple(out.shape) == (1, r.model.num_joints, 32, 24)
+    assert torch.isfinite(out).all()
+    if model_family(r.model.name) == "hrformer":
+        m = r.model
+        assert (m.widths, m.num_heads, m.num_blocks, m.window_size) == ([16, 32, 64, 128], [1, 2, 4, 8], 1, [4, 4, 4, 4])
+        assert m.drop_path_rate == 0.0 and m.width is None and m.stage_blocks is None
+        assert 0 < r.train.schedule.warmup_iters < base.train.schedule.warmup_iters
+
+
+def test_smoke_profile_keeps_the_hrnet_smoke_recipe():
+    """The default `dvc repro` trains this resolved recipe; its committed metrics depend on every value."""
+    r = load_recipe(COCO_W32, profile="smoke")
+    m = r.model
+    assert (m.width, m.stage1_blocks, m.stage1_planes, m.stage_modules, m.stage_blocks) == (16, 1, 32, [1, 1, 1], [1, 1, 1])
+    assert (m.widths, m.num_heads, m.num_blocks, m.window_size, m.mlp_ratio, m.drop_path_rate) == (None,) * 6
+    assert (r.data.root, r.data.sigma, r.train.epochs, r.train.global_batch_size, r.train.batch_size_per_device) == (
+        "data/prepared/synthetic", 2.0, 8, 32, 16)
+    s = r.train.schedule
+    assert (s.name, s.milestones, s.gamma, s.warmup_iters) == ("multistep", [6], 0.1, 0)
+    assert (r.train.val_every, r.train.sync_bn, r.test.batch_size) == (2, False, 32)
+    assert r.model.build_kwargs() == {"num_joints": 17, "width": 16, "stage_modules": [1, 1, 1],
+                                      "stage_blocks": [1, 1, 1], "stage1_blocks": 1, "stage1_planes": 32}
+
+
+def test_smoke_profile_on_mpii_with_its_own_data_root():
+    """The dataset check guards the profile's data.root only: with a prepared MPII root the profile applies."""
+    r = load_recipe("pose_hrnet_w32_256x256_mpii", ["data.root=/data/prepared/mpii"], profile="smoke")
+    assert (r.data.dataset, r.data.root, r.model.width, r.model.num_joints) == ("mpii", "/data/prepared/mpii", 16, 16)
+
+
+def test_smoke_profile_follows_an_overridden_model_name():
+    """The family section is chosen by the model after overrides (an HRNet recipe trained with an HRFormer)."""
+    r = load_recipe(COCO_W32, ["model.name=hrformer_s"], profile="smoke")
+    assert r.model.widths == [16, 32, 64, 128] and r.model.width is None
+    r = load_recipe("pose_hrformer_t_256x192_coco", ["model.name=pose_hrnet_w48"], profile="smoke")
+    assert r.model.width == 16 and r.model.widths is None
+
+
+@pytest.mark.parametrize(
+    "recipe, overrides, keys, model",
+    [
+        ("pose_hrformer_t_256x192_coco", ["model.width=16"], ["model.width"], "hrformer_t"),
+        ("pose_hrformer_b_384x288_coco", ["model.stage_blocks=[1, 1, 1]", "model.stage1_planes=32"],
+         ["model.stage_blocks", "model.stage1_planes"], "hrformer_b"),
+        ("pose_hrformer_s_256x192_coco", ["model.heatmap_branch=1", "data.heatmap_size=[24, 32]"],
+         ["model.heatmap_branch"], "hrformer_s"),
+        (COCO_W32, ["model.widths=[8, 16, 32, 64]"], ["model.widths"], "pose_hrnet_w32"),
+        (COCO_W32, ["model.window_size=[7, 7, 7, 7]"], ["model.window_size"], "pose_hrnet_w32"),
+    ],
+)
+def test_model_keys_the_model_does_not_accept_fail_at_load(recipe, overrides, keys, model):
+    """Fail early: a model key the zoo model does not take is a ConfigError naming key(s), model and valid keys."""
+    with pytest.raises(ConfigError) as info:
+        load_recipe(recipe, overrides)
+    msg = str(info.value)
+    assert msg.startswith(", ".join(keys) + ": not accepted by model " + repr(model)), msg
+    valid = msg.split("valid model keys for it: ")[1].split(", ")
+    assert "model.num_joints" in valid and not set(keys) & set(valid)
+    assert ("model.widths" in valid) == model.startswith("hrformer") and ("model.width" in valid) != model.startswith("hrformer")
+
+
+def test_every_valid_model_key_reaches_the_builder():
+    """The keys validation lets through are the ones the builders take (no TypeError / ValueError at build)."""
+    from hrnet_core.models import build_model
+    from hrnet_core.models.zoo import model_overrides
+
+    for name in ("pose_hrnet_w32", "hrformer_t", "cls_hrformer_t"):
+        accepted = model_overrides(name)
+        assert "num_joints" in accepted or "num_classes" in accepted
+    assert {"widths", "num_heads", "num_blocks", "window_size", "mlp_ratio", "drop_path_rate"} <= model_overrides("hrformer_b")
+    assert {"width", "stage_blocks", "stage1_planes", "heatmap_branch", "head", "fusion"} <= model_overrides("pose_hrnet_w48")
+    r = load_recipe("pose_hrformer_t_256x192_coco", ["model.num_heads=[2, 2, 4, 8]", "model.mlp_ratio=[2, 2, 2, 2]",
+                                                     "model.drop_path_rate=0.1", "model.stage1_blocks=1"], profile="smoke")
+    assert r.model.build_kwargs()["num_heads"] == [2, 2, 4, 8] and r.model.build_kwargs()["drop_path_rate"] == 0.1
+    model = build_model(r.model.name, **r.model.build_kwargs())
+    assert model.cfg.num_heads == (2, 2, 4, 8) and model.cfg.mlp_ratio == (2, 2, 2, 2) and model.cfg.stage1_blocks == 1
+    with pytest.raises(ConfigError, match=r"^model\.name: unknown model 'pose_hrnet_w33'; known: .*hrformer_t"):
+        load_recipe(COCO_W32, ["model.name=pose_hrnet_w33"])
+    with pytest.raises(ConfigError, match=r"^model\.name: unknown model 'pose_hrnet_w33'"):
+        load_recipe(COCO_W32, ["model.name=pose_hrnet_w33"], profile="smoke")
+    with pytest.raises(ConfigError, match=r"^model\.widths: expected 4 positive values"):
+        load_recipe("pose_hrformer_t_256x192_coco", ["model.widths=[16, 32, 64]"])
+    with pytest.raises(ConfigError, match=r"^model\.drop_path_rate: must be in \[0, 1\)"):
+        load_recipe("pose_hrformer_t_256x192_coco", ["model.drop_path_rate=1.5"])
+
+
+def test_profile_families_and_datasets_are_checked(tmp_path):
+    def write(text):
+        path = tmp_path / "p.yaml"
+        path.write_text(text)
+        return str(path)
+
+    only_hrnet = write("families:\n  hrnet:\n    model: {width: 18}\n")
+    assert load_recipe(COCO_W32, profile=only_hrnet).model.width == 18
+    with pytest.raises(ConfigError, match=r"profile 'p' .*no section for the hrformer family of "
+                                          r"model\.name='hrformer_t'.*families: hrnet"):
+        load_recipe("pose_hrformer_t_256x192_coco", profile=only_hrnet)
+    with pytest.raises(ConfigError, match=r"unknown key families\.hrnet\.model\.widht "):
+        load_recipe(COCO_W32, profile=write("families:\n  hrnet:\n    model: {widht: 18}\n"))
+    with pytest.raises(ConfigError, match=r"unknown key families\.transformer .*hrnet, hrformer"):
+        load_recipe(COCO_W32, profile=write("families:\n  transformer: {}\n"))
+    with pytest.raises(ConfigError, match=r"^datasets: expected a non-empty list"):
+        load_recipe(COCO_W32, profile=write("datasets: [cityscapes]\n"))
+    # a profile without `families` / `datasets` is a plain recipe layer, as before
+    assert load_recipe("pose_hrnet_w32_256x256_mpii", profile=write("train: {epochs: 3}\n")).train.epochs == 3
+
+
 def test_overrides_dotted_nested_and_typed():
     r = load_recipe(COCO_W32, ["train.epochs=3", "model.stage_modules=[1, 1, 1]", "train.optimizer.lr=2e-3"])
     assert r.train.epochs == 3 and r.model.stage_modules == [1, 1, 1] and r.train.optimizer.lr == 2e-3

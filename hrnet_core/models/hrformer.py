@@ -73,6 +73,7 @@ __all__ = [
     "cls_hrformer_t",
     "cls_hrformer_s",
     "cls_hrformer_b",
+    "override_keys",
 ]
 
 BN_MOMENTUM = 0.1
@@ -652,6 +653,8 @@ class HRFormerClassifier(HRFormerBackbone):
 # ----------------------------------------------------------------------------------------------------------------------
 _PER_BRANCH = ("num_heads", "window_size", "mlp_ratio")
 _CONFIG_KEYS = tuple(f.name for f in fields(HRFormerConfig))
+_POSE_HEAD_KEYS = ("num_joints",)
+_CLS_HEAD_KEYS = ("num_classes",)
 
 
 def _broadcast(name: str, value: Any) -> tuple:
@@ -684,13 +687,13 @@ def _apply_overrides(base: HRFormerConfig, overrides: dict[str, Any], model_name
 
 def _pose(base: HRFormerConfig, name: str, drop_path_rate: float, overrides: dict[str, Any]) -> HRFormerPose:
     pose_base = replace(base, rel_pos_bias=False, fuse_upsample="bilinear", drop_path_rate=drop_path_rate)
-    cfg, head = _apply_overrides(pose_base, overrides, name, ("num_joints",))
+    cfg, head = _apply_overrides(pose_base, overrides, name, _POSE_HEAD_KEYS)
     return HRFormerPose(cfg, **head)
 
 
 def _cls(base: HRFormerConfig, name: str, drop_path_rate: float, overrides: dict[str, Any]) -> HRFormerClassifier:
     cls_base = replace(base, rel_pos_bias=True, fuse_upsample="nearest", drop_path_rate=drop_path_rate)
-    cfg, head = _apply_overrides(cls_base, overrides, name, ("num_classes",))
+    cfg, head = _apply_overrides(cls_base, overrides, name, _CLS_HEAD_KEYS)
     return HRFormerClassifier(cfg, **head)
 
 
@@ -731,6 +734,22 @@ def cls_hrformer_s(**overrides: Any) -> HRFormerClassifier:
 def cls_hrformer_b(**overrides: Any) -> HRFormerClassifier:
     """HRFormer-B ImageNet classifier (official ``hrt_base``: 50.3M params, top-1 82.8); drop path 0.2."""
     return _cls(HRFORMER_B, "cls_hrformer_b", 0.2, overrides)
+
+
+def override_keys(name: str) -> frozenset[str]:
+    """Keyword overrides the builder ``HRFORMER_MODELS[name]`` accepts: every :class:`HRFormerConfig` field plus the
+    head argument (``num_joints`` for the pose models, ``num_classes`` for the ``cls_*`` classifiers).
+
+    Any other key makes the builder raise ``TypeError``; recipes check against this set before building.
+
+    Raises:
+        KeyError: ``name`` is not an HRFormer model (message lists the known names).
+    """
+    if name not in HRFORMER_MODELS:
+        raise KeyError(f"unknown HRFormer model {name!r}; known: {', '.join(sorted(HRFORMER_MODELS))}")
+    head = _CLS_HEAD_KEYS if HRFORMER_MODELS[name] in (cls_hrformer_t, cls_hrformer_s, cls_hrformer_b) \
+        else _POSE_HEAD_KEYS
+    return frozenset(_CONFIG_KEYS) | frozenset(head)
 
 
 HRFORMER_MODELS: dict[str, Callable[..., nn.Module]] = {

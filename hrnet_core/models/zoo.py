@@ -19,6 +19,8 @@ SEG bilinear (``align_corners=False``, BN momentum 0.01); SEG-OCR bilinear with 
 (BN momentum 0.01); CLS and DET nearest, multi-scale, He init.
 
 HRFormer networks come from ``hrnet_core.models.hrformer.HRFORMER_MODELS`` (name -> builder) when that module exists.
+:func:`model_family` (``"hrnet"`` / ``"hrformer"``) and :func:`model_overrides` (the accepted override keys) let
+callers such as the recipe loader check overrides without building a network.
 """
 
 from __future__ import annotations
@@ -202,6 +204,43 @@ def build_model(name: str, **overrides: object) -> nn.Module:
     hrformer = hrformer_models()
     if name in hrformer:
         return hrformer[name](**overrides)
+    raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+
+
+MODEL_FAMILIES = ("hrnet", "hrformer")
+
+
+def model_family(name: str) -> str:
+    """``"hrnet"`` for the HRNet zoo entries (:data:`MODEL_SPECS`), ``"hrformer"`` for the HRFormer builders.
+
+    The families take different overrides (HRNet: ``width``, ``stage_blocks``, ...; HRFormer: ``widths``,
+    ``num_heads``, ``window_size``, ...); recipe profiles hold one model section per family.
+
+    Raises:
+        KeyError: unknown name (message lists the known names).
+    """
+    if name in MODEL_SPECS:
+        return "hrnet"
+    if name in hrformer_models():
+        return "hrformer"
+    raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+
+
+def model_overrides(name: str) -> frozenset[str]:
+    """The keyword overrides :func:`build_model` accepts for ``name``, without building anything.
+
+    HRNet entries: the :class:`HRNetConfig` fields plus the arguments of the task network's constructor (e.g.
+    ``num_joints``, ``head``, ``heatmap_branch`` for pose). HRFormer entries:
+    ``hrnet_core.models.hrformer.override_keys`` (the ``HRFormerConfig`` fields plus ``num_joints`` /
+    ``num_classes``). Any other key makes :func:`build_model` raise.
+
+    Raises:
+        KeyError: unknown name (message lists the known names).
+    """
+    if name in MODEL_SPECS:
+        return _BACKBONE_KEYS | frozenset(_head_keys(MODEL_SPECS[name].task))
+    if name in hrformer_models():
+        return frozenset(importlib.import_module(f"{__package__}.hrformer").override_keys(name))
     raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}")
 
 

@@ -7,7 +7,21 @@ and ``../shared/reference/FACTS.md`` (section 1 for top-down pose).
 
 Loading order (later wins): recipe YAML -> profile YAML (``profiles/<name>.yaml``, e.g. ``smoke``) -> overrides
 (dotted keys ``model.width=18`` or a nested mapping). Every key is checked against the dataclasses: an unknown key,
-a missing required key or a value of the wrong type raises :class:`ConfigError` naming the dotted key.
+a missing required key or a value of the wrong type raises :class:`ConfigError` naming the dotted key. The model
+section is also checked against the zoo: a set ``model.*`` key the recipe's model does not accept (e.g.
+``model.width`` on an HRFormer, whose channels are ``model.widths``) raises :class:`ConfigError` at load time,
+naming the key, the model and the keys it accepts, instead of failing later when the model is built.
+
+Profiles are recipe layers with two optional extra top-level keys (see ``profiles/smoke.yaml``):
+
+* ``families: {<family>: <recipe layer>}``: one layer per model family (``hrnet``, ``hrformer``; see
+  :func:`hrnet_core.models.zoo.model_family`), merged after the profile's shared keys for a recipe whose
+  ``model.name`` (after overrides) belongs to that family. A profile with ``families`` but no section for the recipe's
+  family is refused. This is how one ``smoke`` profile shrinks an HRNet (``width``, ``stage_blocks``, ...) and an
+  HRFormer (``widths``, ``num_heads``, ``window_size``, ...) alike.
+* ``datasets: [coco, ...]``: the ``data.dataset`` values the profile's ``data.root`` holds. Applying the profile to a
+  recipe of another dataset raises :class:`ConfigError` (naming recipe, dataset and profile) unless the overrides
+  give ``data.root`` themselves.
 
 Example::
 
@@ -60,12 +74,27 @@ class PaperRef:
 class ModelConfig:
     """Model zoo name plus the overrides accepted by ``hrnet_core.models.build_model``.
 
-    ``None`` means "zoo default". ``stage_modules`` / ``stage_blocks``: modules per stage 2-4 and BasicBlocks per
-    branch (standard ``[1, 4, 3]`` / ``[4, 4, 4]``); ``stage1_blocks`` / ``stage1_planes``: stage-1 Bottlenecks and
-    their width (standard 4 / 64). ``pretrained`` is an ImageNet classification checkpoint for the backbone
-    (path); ``None`` trains from scratch (the pose paper's 73.4 AP row). ``heatmap_branch``: the branch ``b`` the
-    heatmaps are regressed from (pose paper Sec. 4.1 / Figure 5; 0 = 1/4 resolution, the standard models, 1 = 1/8,
-    2 = 1/16); when set, ``data.heatmap_size`` must be ``data.input_size / (4 * 2**b)``.
+    ``None`` means "zoo default" and is not passed to the builder. Which keys a model accepts depends on its family
+    (:func:`hrnet_core.models.zoo.model_overrides`); a set key the model does not accept is a :class:`ConfigError`
+    at load time.
+
+    Both families: ``num_joints``; ``stage_modules``: modules in stages 2-4 (HRNet standard ``[1, 4, 3]``, HRFormer
+    ``[1, 3, 2]`` for T, ``[1, 4, 2]`` for S/B); ``stage1_blocks``: stage-1 Bottlenecks (HRNet 4, HRFormer 2).
+    ``pretrained`` is an ImageNet classification checkpoint for the backbone (path); ``None`` trains from scratch
+    (the pose paper's 73.4 AP row).
+
+    HRNet only (``pose_hrnet_*``): ``width`` (C of HRNet-WC); ``fusion``; ``head``; ``stage_blocks``: BasicBlocks
+    per branch in stages 2-4 (standard ``[4, 4, 4]``); ``stage1_planes``: stage-1 Bottleneck width (standard 64);
+    ``heatmap_branch``: the branch ``b`` the heatmaps are regressed from (pose paper Sec. 4.1 / Figure 5; 0 = 1/4
+    resolution, the standard models, 1 = 1/8, 2 = 1/16); when set, ``data.heatmap_size`` must be
+    ``data.input_size / (4 * 2**b)``.
+
+    HRFormer only (``hrformer_*``; HRFormer paper Tables 1-2, ``hrnet_core.models.hrformer.HRFormerConfig``), each
+    per-branch list with 4 values for the 1/4, 1/8, 1/16, 1/32 branches: ``widths`` (channels, T ``[18, 36, 72,
+    144]``), ``num_heads`` (attention heads, T ``[1, 2, 4, 8]``; each divides its width), ``window_size`` (local
+    window side in tokens, paper 7; maps are zero-padded to a multiple), ``mlp_ratio`` (FFN expansion, paper 4);
+    ``num_blocks``: transformer blocks per branch in every module (paper 2); ``drop_path_rate``: stochastic depth
+    of the last block (T 0, S 0.1, B 0.2).
     """
 
     name: str
@@ -79,12 +108,24 @@ class ModelConfig:
     stage1_planes: int | None = None
     pretrained: str | None = None
     heatmap_branch: int | None = None
+    widths: list[int] | None = None
+    num_heads: list[int] | None = None
+    num_blocks: int | None = None
+    window_size: list[int] | None = None
+    mlp_ratio: list[float] | None = None
+    drop_path_rate: float | None = None
 
     def build_kwargs(self) -> dict[str, Any]:
-        """Keyword overrides for ``build_model(self.name, **kwargs)`` (only the keys that are set)."""
-        keys = ("num_joints", "width", "fusion", "head", "stage_modules", "stage_blocks", "stage1_blocks",
-                "stage1_planes", "heatmap_branch")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        """Keyword overrides for ``build_model(self.name, **kwargs)``: every field but ``name`` and ``pretrained``
+        that is set (not ``None``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in _MODEL_NON_KWARGS and getattr(self, f.name) is not None}
+
+
+# ModelConfig fields that are not keyword overrides of the model builder
+_MODEL_NON_KWARGS = ("name", "pretrained")
+# ModelConfig fields holding one value per branch of an HRFormer (1/4 .. 1/32)
+_PER_BRANCH_MODEL_KEYS = ("widths", "num_heads", "window_size", "mlp_ratio")
 
 
 @dataclass
@@ -265,25 +306,44 @@ def load_recipe(
         name_or_path: a name from :func:`list_recipes` or a path to a YAML file.
         overrides: ``["train.epochs=2", "model.width=18"]`` (values parsed as YAML) or a mapping, either dotted
             (``{"train.epochs": 2}``) or nested (``{"train": {"epochs": 2}}``).
-        profile: a name from :func:`list_profiles` or a YAML path; merged before the overrides.
+        profile: a name from :func:`list_profiles` or a YAML path; merged before the overrides: its shared keys,
+            then its section for the family of the resolved ``model.name`` (module docstring).
 
     Raises:
-        ConfigError: unknown recipe/profile, unknown or missing key, wrong type, invalid value.
+        ConfigError: unknown recipe/profile, unknown or missing key, wrong type, invalid value, a model key the
+            recipe's model does not accept, a profile without a section for the model's family, or a profile whose
+            data does not fit the recipe's dataset.
     """
     path = _resolve_file(name_or_path, RECIPE_DIR, "recipe", list_recipes())
     data = _read_yaml(path)
     _check_keys(Recipe, data, "", str(path))
-    if profile:
-        ppath = _resolve_file(profile, PROFILE_DIR, "profile", list_profiles())
-        layer = _read_yaml(ppath)
-        _check_keys(Recipe, layer, "", str(ppath))
-        _deep_merge(data, layer, source=str(ppath))
-        data["profile"] = ppath.stem
     layer = parse_overrides(overrides)
     _check_keys(Recipe, layer, "", "overrides")
+    prof: _Profile | None = None
+    if profile:
+        prof = _read_profile(_resolve_file(profile, PROFILE_DIR, "profile", list_profiles()))
+        _deep_merge(data, prof.shared, source=str(prof.path))
+        if prof.families is not None:
+            model_name = _section(layer, "model").get("name", _section(data, "model").get("name"))
+            family = _family_of(model_name, f"{path} + profile {prof.name}")
+            if family is not None:
+                if family not in prof.families:
+                    raise ConfigError(
+                        f"profile {prof.name!r} ({prof.path}) has no section for the {family} family of model.name="
+                        f"{model_name!r} (recipe {data.get('name', path)}); it has families: "
+                        f"{', '.join(prof.families) or '(none)'}")
+                _deep_merge(data, prof.families[family], source=f"{prof.path} families.{family}")
+        data["profile"] = prof.name
     _deep_merge(data, layer, source="overrides")
     source = str(path) + (f" + profile {profile}" if profile else "") + (" + overrides" if layer else "")
     recipe = _build(Recipe, data, prefix="", source=source)
+    if prof is not None and prof.datasets is not None and recipe.data.dataset not in prof.datasets \
+            and "root" not in _section(layer, "data"):
+        raise ConfigError(
+            f"profile {prof.name!r} cannot be applied to recipe {recipe.name!r}: data.dataset is "
+            f"{recipe.data.dataset!r}, but the profile's data.root ({_section(prof.shared, 'data').get('root')}) "
+            f"holds {'/'.join(prof.datasets)}-format data ({prof.path}: datasets {prof.datasets}); give a prepared "
+            f"{recipe.data.dataset} dataset as an override (data.root=...) to use the profile on it")
     validate(recipe)
     return recipe
 
@@ -344,7 +404,15 @@ def validate(recipe: Recipe) -> None:
     hw, hh = recipe.data.heatmap_size
     need(iw * hh == ih * hw, "data.heatmap_size", f"{recipe.data.heatmap_size} has a different aspect than input {recipe.data.input_size}")
     need(recipe.data.sigma > 0, "data.sigma", "must be > 0")
-    need(recipe.model.num_joints > 0, "model.num_joints", "must be > 0")
+    _check_model_keys(recipe.model)
+    m = recipe.model
+    need(m.num_joints > 0, "model.num_joints", "must be > 0")
+    for key in _PER_BRANCH_MODEL_KEYS:
+        v = getattr(m, key)
+        need(v is None or (len(v) == STANDARD_NUM_BRANCHES and all(x > 0 for x in v)), f"model.{key}",
+             f"expected {STANDARD_NUM_BRANCHES} positive values (one per branch, 1/4 .. 1/32), got {v}")
+    need(m.num_blocks is None or m.num_blocks >= 1, "model.num_blocks", "must be >= 1")
+    need(m.drop_path_rate is None or 0.0 <= m.drop_path_rate < 1.0, "model.drop_path_rate", "must be in [0, 1)")
     b = recipe.model.heatmap_branch
     if b is not None:
         stages = recipe.model.stage_modules
@@ -374,6 +442,24 @@ def validate(recipe: Recipe) -> None:
     need(0.0 <= a.rotation_prob <= 1.0, "augment.rotation_prob", "must be in [0, 1]")
     need(0.0 <= a.half_body_prob <= 1.0, "augment.half_body_prob", "must be in [0, 1]")
     need(recipe.test.batch_size > 0, "test.batch_size", "must be > 0")
+
+
+def _check_model_keys(model: ModelConfig) -> None:
+    """``model.name`` must be a zoo model, and every set ``model.*`` key one of its overrides
+    (:func:`hrnet_core.models.zoo.model_overrides`); raises :class:`ConfigError` naming the keys and the valid ones."""
+    from hrnet_core.models.zoo import list_models, model_family, model_overrides
+
+    try:
+        accepted = model_overrides(model.name)
+    except KeyError:
+        raise ConfigError(f"model.name: unknown model {model.name!r}; known: {', '.join(list_models())}") from None
+    bad = [key for key in model.build_kwargs() if key not in accepted]
+    if bad:
+        valid = [f"model.{f.name}" for f in dataclasses.fields(ModelConfig)
+                 if f.name in _MODEL_NON_KWARGS or f.name in accepted]
+        raise ConfigError(
+            f"{', '.join(f'model.{k}' for k in bad)}: not accepted by model {model.name!r} "
+            f"({model_family(model.name)} family); valid model keys for it: {', '.join(valid)}")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -414,6 +500,64 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+@dataclass
+class _Profile:
+    """A profile file split into its shared recipe layer and its optional ``datasets`` / ``families`` keys."""
+
+    name: str
+    path: Path
+    shared: dict[str, Any]
+    datasets: list[str] | None = None
+    families: dict[str, dict[str, Any]] | None = None
+
+
+_PROFILE_KEYS = ("datasets", "families")
+
+
+def _read_profile(path: Path) -> _Profile:
+    from hrnet_core.models.zoo import MODEL_FAMILIES
+
+    shared = _read_yaml(path)
+    datasets = shared.pop("datasets", None)
+    families = shared.pop("families", None)
+    _check_keys(Recipe, shared, "", f"{path}; a profile also takes {', '.join(_PROFILE_KEYS)}")
+    if datasets is not None:
+        if not isinstance(datasets, list) or not datasets or any(d not in DATASETS for d in datasets):
+            raise ConfigError(f"datasets: expected a non-empty list of {DATASETS}, got {datasets!r} ({path})")
+    if families is not None:
+        if not isinstance(families, dict):
+            raise ConfigError(f"families: expected a mapping family -> recipe layer, got {families!r} ({path})")
+        for family, fam_layer in families.items():
+            if family not in MODEL_FAMILIES:
+                raise ConfigError(f"unknown key families.{family} ({path}); model families: "
+                                  f"{', '.join(MODEL_FAMILIES)}")
+            if fam_layer is None:
+                families[family] = {}
+            elif not isinstance(fam_layer, dict):
+                raise ConfigError(f"families.{family}: expected a mapping (a recipe layer), got {fam_layer!r} ({path})")
+            _check_keys(Recipe, families[family], f"families.{family}.", str(path))
+    return _Profile(name=path.stem, path=path, shared=shared, datasets=datasets, families=families)
+
+
+def _section(tree: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``tree[key]`` when it is a mapping, else ``{}`` (malformed values are reported later by :func:`_build`)."""
+    value = tree.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _family_of(model_name: Any, source: str) -> str | None:
+    """Model family of ``model_name`` (``None`` when unset: :func:`_build` reports the missing key)."""
+    from hrnet_core.models.zoo import list_models, model_family
+
+    if model_name is None:
+        return None
+    try:
+        return model_family(str(model_name))
+    except KeyError:
+        raise ConfigError(f"model.name: unknown model {model_name!r} ({source}); known: "
+                          f"{', '.join(list_models())}") from None
 
 
 def _deep_merge(base: dict[str, Any], update: Mapping[str, Any], source: str) -> None:
