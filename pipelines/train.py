@@ -356,6 +356,18 @@ def load_pretrained_backbone(model, path: str | Path) -> int:
     return len(needed)
 
 
+def ddp_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """``DistributedDataParallel`` options for ``model`` (passed to ``ray.train.torch.prepare_model``).
+
+    ``find_unused_parameters=True`` only when the model has parameters its forward never uses
+    (:func:`hrnet_core.models.hrformer.inert_parameters`: the HRFormer pose models' relative position bias tables).
+    Turning it on for every model would cost each DDP iteration a walk of the autograd graph.
+    """
+    from hrnet_core.models.hrformer import inert_parameters
+
+    return {"find_unused_parameters": True} if inert_parameters(model) else {}
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker function (see module docstring). ``config`` is built by :func:`train`."""
     import ray.train
@@ -382,7 +394,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         load_pretrained_backbone(model, recipe.model.pretrained)
     if use_gpu and recipe.train.sync_bn and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs(model))
     bare = model.module if hasattr(model, "module") else model
     optimizer = build_optimizer(recipe, model)
     amp_dtype = _amp_dtype(recipe.train.precision, use_gpu)

@@ -235,3 +235,31 @@ def test_ray_ingest_is_reproducible_per_epoch(ray_session, workdir):
     by_index = np.argsort(a["index"]), np.argsort(c["index"])
     assert not np.array_equal(a["image"][by_index[0]], c["image"][by_index[1]]), "and new augmentations"
     ray_session.kill(clock)
+
+
+def test_ddp_options_let_hrformer_pose_train(tmp_path):
+    """HRFormer pose keeps unused relative-position tables (official layout): plain DDP fails on the second
+    iteration, the options of `ddp_kwargs` train; HRNet gets plain DDP. Single-process gloo group, CPU."""
+    import torch
+    import torch.distributed as dist
+
+    from hrnet_core.recipes import load_recipe
+    from pipelines.evaluate import build_pose_model
+    from pipelines.train import ddp_kwargs
+
+    assert ddp_kwargs(build_pose_model(load_recipe("pose_hrnet_w32_256x192_coco", profile="smoke"))) == {}
+    model = build_pose_model(load_recipe("pose_hrformer_t_256x192_coco", profile="smoke"))
+    assert ddp_kwargs(model) == {"find_unused_parameters": True}
+    x = torch.randn(2, 3, 128, 96)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        plain = torch.nn.parallel.DistributedDataParallel(model)
+        plain(x).mean().backward()
+        with pytest.raises(RuntimeError, match="finished reduction"):
+            plain(x).mean().backward()
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            build_pose_model(load_recipe("pose_hrformer_t_256x192_coco", profile="smoke")), **ddp_kwargs(model))
+        for _ in range(3):
+            ddp(x).mean().backward()
+    finally:
+        dist.destroy_process_group()

@@ -52,6 +52,7 @@ from hrnet_core.models.blocks import Bottleneck, make_layer
 
 __all__ = [
     "HRFORMER_MODELS",
+    "inert_parameters",
     "HRFormerConfig",
     "HRFORMER_T",
     "HRFORMER_S",
@@ -750,6 +751,24 @@ def override_keys(name: str) -> frozenset[str]:
     head = _CLS_HEAD_KEYS if HRFORMER_MODELS[name] in (cls_hrformer_t, cls_hrformer_s, cls_hrformer_b) \
         else _POSE_HEAD_KEYS
     return frozenset(_CONFIG_KEYS) | frozenset(head)
+
+
+def inert_parameters(model: nn.Module) -> list[str]:
+    """Names of ``model``'s parameters that never take part in its forward pass.
+
+    These are the ``relative_position_bias_table`` of every :class:`WindowMultiheadAttention` built with
+    ``rel_pos_bias=False``: the official HRFormer pose layout keeps the tables, so that checkpoints load and the
+    parameter counts match the paper, but does not add them to the attention logits. Such parameters never receive
+    a gradient. ``DistributedDataParallel`` then needs ``find_unused_parameters=True``; otherwise the second iteration
+    fails with "Expected to have finished reduction in the prior iteration".
+
+    Returns:
+        Dotted parameter names as in ``model.named_parameters()``; ``[]`` for every HRNet model and for HRFormer
+        classifiers.
+    """
+    return [f"{name}.relative_position_bias_table" if name else "relative_position_bias_table"
+            for name, m in model.named_modules()
+            if isinstance(m, WindowMultiheadAttention) and not m.use_rel_pos_bias]
 
 
 HRFORMER_MODELS: dict[str, Callable[..., nn.Module]] = {
