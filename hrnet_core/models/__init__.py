@@ -6,13 +6,18 @@ Public API (see docs/INTERFACES.md):
   :mod:`.zoo` plus HRFormer networks from ``hrformer.HRFORMER_MODELS`` when that module exists;
 * :func:`load_checkpoint` ``(model, path_or_state_dict)`` — strict import of official checkpoints, raising
   :class:`CheckpointMismatchError`; :func:`load_pretrained_backbone` for ImageNet initialisation;
-* :func:`model_complexity` ``(model, input_shape) -> {"params", "gmacs"}`` and :func:`complexity_table` ``(names)``.
+* :func:`model_complexity` ``(model, input_shape) -> {"params", "gmacs"}`` and :func:`complexity_table` ``(names)``;
+* :func:`model_family` ``(name) -> "hrnet" | "hrformer"`` and :func:`model_overrides` ``(name)`` (the keyword overrides
+  :func:`build_model` accepts; recipes validate against them), :func:`inert_parameters` ``(model)`` (parameters
+  the forward never uses: DDP needs ``find_unused_parameters``).
 """
 
 from .checkpoint import CheckpointMismatchError, load_checkpoint, load_pretrained_backbone
 from .complexity import complexity_table, count_macs, count_params, model_complexity
 from .hrnet import HRNet, HRNetConfig
-from .zoo import MODEL_SPECS, ModelSpec, build_model, default_input_shape, get_spec, list_models
+from .hrformer import inert_parameters
+from .zoo import (MODEL_SPECS, ModelSpec, build_model, default_input_shape, get_spec, list_models, model_family,
+                  model_overrides)
 
 __all__ = [
     "build_model",
@@ -30,4 +35,7 @@ __all__ = [
     "HRNetConfig",
     "MODEL_SPECS",
     "ModelSpec",
+    "model_family",
+    "model_overrides",
+    "inert_parameters",
 ]
