@@ -184,19 +184,28 @@ class HRModule(nn.Module):
         x = [branch(t) for branch, t in zip(self.branches, x)]
         if self.fuse_layers is None:
             return x if self.multi_scale_output else x[:1]
-        out = []
-        for i, row in enumerate(self.fuse_layers):
-            size = x[i].shape[-2:]
-            y = x[0] if i == 0 else row[0](x[0])
-            for j in range(1, self.num_branches):
-                if j == i:
-                    y = y + x[j]
-                elif j > i:
-                    y = y + resize_to(row[j](x[j]), size, self.upsample, self.align_corners)
-                else:
-                    y = y + row[j](x[j])
-            out.append(F.relu(y))
-        return out
+        return [self.fuse_into(i, row, x) for i, row in enumerate(self.fuse_layers)]
+
+    def fuse_into(self, i: int, row: nn.ModuleList, x: list[torch.Tensor]) -> torch.Tensor:
+        """Exchange unit output of branch ``i``: ``ReLU(sum_j a(X_j, i))`` (pose paper Sec. 3).
+
+        Args:
+            i: output branch. row: ``fuse_layers[i]`` (``row[j]`` maps branch ``j`` to branch ``i``'s width).
+            x: the branch outputs ``[N, widths[j], H / 2**j, W / 2**j]``.
+
+        Returns:
+            ``[N, widths[i], H / 2**i, W / 2**i]``; higher branches are resized with ``upsample``.
+        """
+        size = x[i].shape[-2:]
+        y = x[0] if i == 0 else row[0](x[0])
+        for j in range(1, self.num_branches):
+            if j == i:
+                y = y + x[j]
+            elif j > i:
+                y = y + resize_to(row[j](x[j]), size, self.upsample, self.align_corners)
+            else:
+                y = y + row[j](x[j])
+        return F.relu(y)
 
 
 def make_transition(pre_widths: list[int], cur_widths: list[int], momentum: float = 0.1) -> nn.ModuleList:

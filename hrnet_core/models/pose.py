@@ -26,7 +26,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .hrnet import HRModule, HRNet, HRNetConfig, concat_branches, hrnetv2_channels, init_weights, resize_to
+from .hrnet import HRModule, HRNet, HRNetConfig, concat_branches, hrnetv2_channels, init_weights
 
 POSE_HEADS = ("v1", "v1h", "v2")
 
@@ -71,15 +71,7 @@ class BranchOutputHRModule(HRModule):
         x = [branch(t) for branch, t in zip(self.branches, x)]
         if self.fuse_layers is None:
             return [x[b]]
-        row = self.fuse_layers[str(b)]
-        size = x[b].shape[-2:]
-        y = x[b]
-        for j in range(self.num_branches):
-            if j > b:
-                y = y + resize_to(row[j](x[j]), size, self.upsample, self.align_corners)
-            elif j < b:
-                y = y + row[j](x[j])
-        return [torch.relu(y)]
+        return [self.fuse_into(b, self.fuse_layers[str(b)], x)]
 
 
 class PoseHRNet(HRNet):
