@@ -247,15 +247,36 @@ def _explicit_paper_source(key: PaperKey | Mapping[str, str] | None,
     return k, row, vals
 
 
+def _key_from_tags(tags: Mapping[str, str]) -> PaperKey | None:
+    """``(paper.id, paper.table, paper.row)`` of a run's tags; ``None`` when one of them is missing."""
+    parts = [tags.get(f"paper.{p}") for p in ("id", "table", "row")]
+    if not all(p and p not in ("None", "none", "null") for p in parts):
+        return None
+    return (parts[0], parts[1], parts[2])  # type: ignore[return-value]
+
+
 def _paper_source_from_tags(tags: Mapping[str, str], recipe_name: str) -> _PaperSource | None:
     """(key, row, values) from a run's ``paper.*`` tags; ``None`` when they do not describe this recipe's run."""
     if tags.get("recipe") not in (None, "", recipe_name):
         return None  # the caller evaluated another recipe into this run: its row decides
-    parts = [tags.get(f"paper.{p}") for p in ("id", "table", "row")]
-    if not all(p and p not in ("None", "none", "null") for p in parts):
+    key = _key_from_tags(tags)
+    if key is None:
         return None
-    key: PaperKey = (parts[0], parts[1], parts[2])  # type: ignore[assignment]
     return key, _find_row_or_none(key), _values_from_tag(tags.get(PAPER_VALUES_TAG))
+
+
+def paper_values_from_tags(tags: Mapping[str, str], quoted: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The paper's values for a run tagged ``paper.id`` / ``paper.table`` / ``paper.row`` (e.g. a sweep trial).
+
+    Every metric of the row the tags name (when ``hrnet_core.paper_tables`` has it), updated with ``quoted`` (else
+    with the run's ``paper.values`` tag). Empty when the tags name no row and quote nothing - never the values of a
+    recipe's default row. Percent, as printed in the paper.
+    """
+    key = _key_from_tags(tags)
+    row = _find_row_or_none(key) if key is not None else None
+    extra = _values_from_tag(tags.get(PAPER_VALUES_TAG)) if quoted is None else \
+        {str(k): float(v) for k, v in quoted.items()}
+    return {**(row.metrics if row is not None else {}), **extra}
 
 
 def _values_from_tag(text: str | None) -> dict[str, float]:

@@ -27,7 +27,7 @@ import json
 import logging
 from typing import Any, Iterable, Mapping
 
-from pipelines.report import PAPER_VALUES_TAG  # tag with a variant's quoted paper values (JSON)
+from pipelines.report import PAPER_VALUES_TAG, paper_values_from_tags
 
 from .spec import SweepPlan, TrialSpec
 
@@ -184,7 +184,7 @@ def record_trial(mlflow_uri: str, parent_run_id: str, trial_key: str, info: Mapp
 
     Args:
         info: the trial's static facts (``variant``, ``paper`` values, ``paper_tags``, ``complexity``); the paper
-            values logged (``paper/<m>``) are :func:`trial_paper_values` of ``paper_tags`` and ``paper``.
+            values logged (``paper/<m>``) are ``pipelines.report.paper_values_from_tags(paper_tags, paper)``.
         status: MLflow status to set (``RUNNING``, ``FINISHED``, ``FAILED``, ``KILLED``).
         tune_status: Tune's trial status, kept as tag ``sweep.status``.
         last_metrics: the last result Tune received, logged as ``sweep/<name>``.
@@ -210,7 +210,7 @@ def record_trial(mlflow_uri: str, parent_run_id: str, trial_key: str, info: Mapp
         client.set_tag(rid, "sweep.iterations", str(iterations))
     if error:
         client.set_tag(rid, "sweep.error", error[:4000])
-    for metric, value in trial_paper_values(info.get("paper_tags") or {}, info.get("paper") or {}).items():
+    for metric, value in paper_values_from_tags(info.get("paper_tags") or {}, info.get("paper") or {}).items():
         client.log_metric(rid, f"paper/{metric}", float(value))
     for k, v in (info.get("complexity") or {}).items():
         client.log_metric(rid, f"model/{k}", float(v))
@@ -231,25 +231,6 @@ def trial_paper_tags(plan: SweepPlan, trial: TrialSpec) -> dict[str, str]:
     if trial.paper:
         tags[PAPER_VALUES_TAG] = json.dumps({k: float(v) for k, v in trial.paper.items()})
     return tags
-
-
-def trial_paper_values(paper_tags: Mapping[str, str], quoted: Mapping[str, float] | None = None) -> dict[str, float]:
-    """The paper's values for a trial: every metric of the row its ``paper_tags`` name (when that row exists in
-    ``hrnet_core.paper_tables``), updated with the values the sweep file quotes (``quoted``, else the
-    ``paper.values`` tag). Empty for a variant that is no paper row and quotes nothing - never the base recipe's."""
-    from hrnet_core.paper_tables import find_row
-
-    values: dict[str, float] = {}
-    key = tuple(paper_tags.get(f"paper.{p}") for p in ("id", "table", "row"))
-    if all(key):
-        try:
-            values.update(find_row(*key).metrics)  # type: ignore[arg-type]
-        except KeyError:
-            pass  # a figure or a variant the paper has no row for
-    if quoted is None and paper_tags.get(PAPER_VALUES_TAG):
-        quoted = json.loads(paper_tags[PAPER_VALUES_TAG])
-    values.update({k: float(v) for k, v in (quoted or {}).items()})
-    return values
 
 
 def finish_parent(mlflow_uri: str, run_id: str, *, status: str, summary: Mapping[str, Any]) -> None:
