@@ -51,7 +51,7 @@ import dataclasses
 import functools
 import types
 import typing
-from typing import Any, Callable, Literal, Mapping, TypeVar, Union
+from typing import Any, Callable, Iterable, Literal, Mapping, TypeVar, Union
 
 __all__ = ["KEY", "ResolveType", "SchemaError", "build_dataclass", "check_keys", "coerce", "invalid", "mapping_key",
            "strip_optional"]
@@ -103,20 +103,23 @@ def mapping_key(f: dataclasses.Field) -> str:
 
 
 def check_keys(cls: type, data: Mapping[str, Any], *, source: str, prefix: str = "",
-               error: type[Exception] = SchemaError, resolve_type: ResolveType | None = None) -> None:
+               error: type[Exception] = SchemaError, resolve_type: ResolveType | None = None,
+               exclude: Iterable[str] = ()) -> None:
     """Check only the key names of ``data`` (a layer to be merged later) against dataclass ``cls``, recursively.
 
     Values are not checked, except that nested mappings (and lists of mappings) are descended into where the field's
-    type is a dataclass; missing keys are allowed.
+    type is a dataclass; missing keys are allowed. ``exclude``: fields of ``cls`` the caller sets itself (the
+    ``values`` of :func:`build_dataclass`), not allowed as keys.
 
     Raises:
         error: ``unknown key {prefix}{key} ({source}); allowed under {section}: ...`` for the first unknown key, in
             the order of ``data``.
     """
-    fields = _fields(cls)
+    exclude = tuple(exclude)
+    fields = {k: f for k, f in _fields(cls).items() if f.name not in exclude}
     for key, value in data.items():
         if key not in fields:
-            raise _unknown(cls, key, prefix, source, error, ())
+            raise _unknown(cls, key, prefix, source, error, exclude)
         tp, _ = strip_optional(_field_type(cls, fields[key], data, resolve_type))
         item_tp = typing.get_args(tp)[0] if typing.get_origin(tp) is list and typing.get_args(tp) else None
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):

@@ -169,6 +169,9 @@ def test_key_alias_and_caller_values():
     assert _msg({"id": "r1", "paper": "q"}, Row, values={"paper": "p"}) == (
         "unknown key paper (f.yaml); allowed under the top level: id, note")
     assert _msg({}, Row, values={"paper": "p"}) == "missing key id (f.yaml)"
+    check_keys(Row, {"note": "n"}, source="s", exclude=["paper"])
+    with pytest.raises(SchemaError, match=r"^unknown key d.paper \(s\); allowed under d: id, note$"):
+        check_keys(Row, {"paper": "q"}, source="s", prefix="d.", exclude=["paper"])
 
 
 @dataclass

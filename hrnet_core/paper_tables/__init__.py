@@ -19,9 +19,10 @@ NME, top-1 ...), the zoo model that reproduces the row's network (``model``), th
 text garbled. ``role`` separates the paper's own models (``proposed``), HRNet-family rows quoted from another paper
 (``hrnet_baseline``) and other methods kept as context (``competitor``).
 
-Validation (the schema) runs on load: an unknown key, a missing required key, a value of the wrong type, an unknown
+Validation (the schema) runs on load: the dataclasses below are the schema of the files (:mod:`hrnet_core.schema`),
+plus checks the types cannot express. An unknown key, a missing required key, a value of the wrong type, an unknown
 metric name, a percentage outside [0, 100], duplicate ids or a recipe mapped as primary by two rows raise
-:class:`PaperTableError` naming the file and the key path (e.g. ``hrnetv2_2019.yaml: tables[0].rows[5].metrics.mIoU``).
+:class:`PaperTableError` naming the key path and the file (e.g. ``tables[0].rows[5].metrics.mIoU: ... (hrnetv2_2019.yaml)``).
 
 Example::
 
@@ -35,15 +36,18 @@ This package is plain Python + PyYAML (no torch import); complexity counting liv
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+from hrnet_core.schema import KEY, build_dataclass, check_keys, invalid
 
 __all__ = [
     "GFLOPS_CONVENTIONS", "METRICS", "MetricInfo", "PARAMS_UNITS", "PAPER_FILES", "ROLES", "TASKS", "ModelRef",
@@ -170,7 +174,8 @@ def metric_info(name: str) -> MetricInfo:
 
 
 class PaperTableError(ValueError):
-    """A paper-table file breaks the schema; the message names the file and the key path."""
+    """A paper-table file breaks the schema; the message names the key path and the file (formats of
+    :mod:`hrnet_core.schema`)."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ class ModelRef:
 
     name: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    scope: str = "full"
+    scope: Literal["full", "backbone+neck"] = "full"
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,7 @@ class PaperRow:
 
     paper_id: str
     table: str
-    row: str
+    row: str = field(metadata={KEY: "id"})
     method: str
     role: str
     task: str
@@ -275,198 +280,156 @@ class Paper:
 
 
 # ----------------------------------------------------------------------------------------------------------- schema
+# The dataclasses above are the schema of the YAML files (hrnet_core.schema): a row's keys are the fields of
+# PaperRow (``id`` for ``row``; ``paper_id`` and ``table`` come from the file), a row's ``model`` those of ModelRef,
+# a file's ``paper`` those of Paper (its ``tables`` come from the file's ``tables``). What the types cannot say
+# (metric names, percent ranges, units, cross-field rules) is checked below.
 
-_PAPER_KEYS = {"id": str, "title": str, "venue": str, "text_file": str, "note": str}
-_PAPER_REQUIRED = ("id", "title", "venue", "text_file")
-_TABLE_KEYS = {"id": str, "caption": str, "task": str, "primary_metric": str, "columns": list, "defaults": dict,
-               "rows": list, "note": str}
-_TABLE_REQUIRED = ("id", "caption", "task", "columns", "rows")
-# row field -> accepted python types (after YAML parsing)
-_ROW_KEYS: dict[str, tuple[type, ...]] = {
-    "id": (str,), "method": (str,), "role": (str,), "task": (str,), "dataset": (str,), "split": (str,),
-    "metrics": (dict,), "sources": (list,), "backbone": (str,), "input_size": (str, int), "pretrain": (str,),
-    "train_data": (str,), "schedule": (str,), "test": (str,), "params": (int, float), "params_unit": (str,),
-    "gflops": (int, float), "gflops_convention": (str,), "complexity_input": (list,), "model": (dict,),
-    "model_status": (str,), "recipe": (str,), "recipe_status": (str,), "primary": (bool,), "architecture": (dict,),
-    "note": (str,),
-}
-_ROW_REQUIRED = ("id", "method", "role", "dataset", "split", "sources")
-_MODEL_KEYS = {"name": str, "overrides": dict, "scope": str}
+
+@dataclass(frozen=True)
+class _TableSpec:
+    """One table as written in a paper file; ``defaults`` are merged into every row (the row wins)."""
+
+    id: str
+    caption: str
+    task: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    primary_metric: str | None = None
+    defaults: dict[str, Any] | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class _PaperFile:
+    """The top level of a paper file."""
+
+    paper: dict[str, Any]
+    tables: list[_TableSpec]
+
+
 _INPUT_RE = re.compile(r"^\d+(x\d+)?$")
 
 
-def _fail(where: str, msg: str) -> PaperTableError:
-    return PaperTableError(f"{where}: {msg}")
+def _fail(source: str, key: str, reason: str) -> PaperTableError:
+    return invalid(key, reason, source=source, error=PaperTableError)  # type: ignore[return-value]
 
 
-def _check_keys(obj: Any, allowed: Mapping[str, Any], required: tuple[str, ...], where: str) -> None:
-    if not isinstance(obj, dict):
-        raise _fail(where, f"expected a mapping, got {type(obj).__name__}")
-    for key in obj:
-        if key not in allowed:
-            raise _fail(f"{where}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
-    for key in required:
-        if obj.get(key) in (None, ""):
-            raise _fail(f"{where}.{key}", "missing required key")
-
-
-def _row_from_mapping(paper_id: str, table: dict, raw: dict, where: str) -> PaperRow:
-    """Merge table defaults into ``raw``, validate every field and build the :class:`PaperRow`."""
-    defaults = table.get("defaults") or {}
-    _check_keys(defaults, _ROW_KEYS, (), f"{where.rsplit('.rows', 1)[0]}.defaults")
-    _check_keys(raw, _ROW_KEYS, (), where)
-    merged = {**defaults, **raw}
-    merged.setdefault("task", table["task"])
-    _check_keys(merged, _ROW_KEYS, _ROW_REQUIRED, where)
-    for key, value in merged.items():
-        if value is None:
-            continue
-        types_ = _ROW_KEYS[key]
-        if isinstance(value, bool) and bool not in types_:
-            raise _fail(f"{where}.{key}", f"expected {'/'.join(t.__name__ for t in types_)}, got bool")
-        if not isinstance(value, types_):
-            raise _fail(f"{where}.{key}", f"expected {'/'.join(t.__name__ for t in types_)}, "
-                                          f"got {type(value).__name__} ({value!r})")
-    if merged["role"] not in ROLES:
-        raise _fail(f"{where}.role", f"{merged['role']!r} is not one of {', '.join(ROLES)}")
-    if merged["task"] not in TASKS:
-        raise _fail(f"{where}.task", f"{merged['task']!r} is not one of {', '.join(TASKS)}")
-    if merged.get("input_size") is not None:
-        merged["input_size"] = str(merged["input_size"])
-        if not _INPUT_RE.match(merged["input_size"]):
-            raise _fail(f"{where}.input_size", f"{merged['input_size']!r} is not 'HxW' or a single side length")
-
+def _row_metrics(raw: Any, columns: list[str], key: str, source: str) -> dict[str, float]:
+    """A row's ``metrics``: known names, numbers (not numeric strings), percent within [0, 100], table columns."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise _fail(source, key, f"expected a mapping metric -> value, got {raw!r}")
     metrics: dict[str, float] = {}
-    for name, value in (merged.get("metrics") or {}).items():
+    for name, value in raw.items():
+        where = f"{key}.{name}"
         if name not in METRICS:
-            raise _fail(f"{where}.metrics.{name}", f"unknown metric (known: {', '.join(METRICS)})")
+            raise _fail(source, where, f"unknown metric (known: {', '.join(METRICS)})")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(f"{where}.metrics.{name}", f"expected a number, got {value!r}")
+            raise _fail(source, where, f"expected a number, got {value!r}")
         if METRICS[name].unit == "%" and not 0.0 <= float(value) <= 100.0:
-            raise _fail(f"{where}.metrics.{name}", f"{value} is outside [0, 100] (values are percent as printed)")
+            raise _fail(source, where, f"{value} is outside [0, 100] (values are percent as printed)")
+        if name not in columns:
+            raise _fail(source, where, f"not a column of the table (columns: {columns})")
         metrics[name] = float(value)
-    cols = table["columns"]
-    for name in metrics:
-        if name not in cols:
-            raise _fail(f"{where}.metrics.{name}", f"not a column of the table (columns: {cols})")
+    return metrics
 
-    sources = merged["sources"]
-    if not sources or not all(isinstance(s, str) and s for s in sources):
-        raise _fail(f"{where}.sources", "must be a non-empty list of strings")
 
-    for key in ("params", "gflops"):
-        v = merged.get(key)
-        if v is not None and not v > 0:
-            raise _fail(f"{where}.{key}", f"must be positive, got {v}")
-    if merged.get("params") is not None and merged.get("params_unit") not in PARAMS_UNITS:
-        raise _fail(f"{where}.params_unit", f"required with params; one of {', '.join(PARAMS_UNITS)}")
-    if merged.get("params_unit") is not None and merged["params_unit"] not in PARAMS_UNITS:
-        raise _fail(f"{where}.params_unit", f"{merged['params_unit']!r} is not one of {', '.join(PARAMS_UNITS)}")
-    if merged.get("gflops") is not None and merged.get("gflops_convention") not in GFLOPS_CONVENTIONS:
-        raise _fail(f"{where}.gflops_convention", f"required with gflops; one of {', '.join(GFLOPS_CONVENTIONS)}")
-    if merged.get("gflops_convention") is not None and merged["gflops_convention"] not in GFLOPS_CONVENTIONS:
-        raise _fail(f"{where}.gflops_convention",
-                    f"{merged['gflops_convention']!r} is not one of {', '.join(GFLOPS_CONVENTIONS)}")
+def _build_row(paper_id: str, table: _TableSpec, raw: Any, key: str, source: str) -> PaperRow:
+    """Merge the table's defaults into ``raw``, build the :class:`PaperRow` and check what the types cannot say."""
+    if not isinstance(raw, Mapping):
+        raise _fail(source, key, f"expected a mapping, got {raw!r}")
+    defaults = table.defaults or {}
+    given = {"paper_id": paper_id, "table": table.id}
+    check_keys(PaperRow, defaults, source=source, prefix=f"{key.rsplit('.rows', 1)[0]}.defaults.",
+               error=PaperTableError, exclude=given)
+    merged = {"task": table.task, **defaults, **raw}
+    merged["metrics"] = _row_metrics(merged.get("metrics"), table.columns, f"{key}.metrics", source)
+    row = build_dataclass(PaperRow, merged, source=source, prefix=f"{key}.", error=PaperTableError, values=given)
 
-    complexity_input = merged.get("complexity_input")
-    if complexity_input is not None:
-        if (len(complexity_input) != 4 or not all(isinstance(v, int) and v > 0 for v in complexity_input)
-                or complexity_input[1] != 3):
-            raise _fail(f"{where}.complexity_input", f"expected [N, 3, H, W] positive ints, got {complexity_input}")
-        complexity_input = tuple(complexity_input)
+    def need(cond: Any, field_key: str, reason: str) -> None:
+        if not cond:
+            raise _fail(source, f"{key}.{field_key}", reason)
 
-    model = None
-    if merged.get("model") is not None:
-        _check_keys(merged["model"], _MODEL_KEYS, ("name",), f"{where}.model")
-        scope = merged["model"].get("scope", "full")
-        if scope not in ("full", "backbone+neck"):
-            raise _fail(f"{where}.model.scope", f"{scope!r} is not 'full' or 'backbone+neck'")
-        model = ModelRef(name=merged["model"]["name"],
-                         overrides=MappingProxyType(dict(merged["model"].get("overrides") or {})), scope=scope)
-        if complexity_input is None:
-            raise _fail(f"{where}.complexity_input", "required when a model is given")
-    elif not merged.get("model_status") and (merged.get("params") is not None or merged.get("gflops") is not None) \
-            and merged["role"] != "competitor":
-        raise _fail(f"{where}.model_status", "an HRNet-family row with params/GFLOPs but no model must say why")
+    for field_key in ("id", "method", "dataset", "split"):
+        need(merged[field_key] != "", field_key, "must not be empty")
+    need(row.role in ROLES, "role", f"{row.role!r} is not one of {', '.join(ROLES)}")
+    need(row.task in TASKS, "task", f"{row.task!r} is not one of {', '.join(TASKS)}")
+    need(row.input_size is None or _INPUT_RE.match(row.input_size), "input_size",
+         f"{row.input_size!r} is not 'HxW' or a single side length")
+    need(row.sources and all(row.sources), "sources", "must be a non-empty list of strings")
+    for field_key in ("params", "gflops"):
+        value = getattr(row, field_key)
+        need(value is None or value > 0, field_key, f"must be positive, got {value}")
+    need(row.params is None or row.params_unit in PARAMS_UNITS, "params_unit",
+         f"required with params; one of {', '.join(PARAMS_UNITS)}")
+    need(row.params_unit is None or row.params_unit in PARAMS_UNITS, "params_unit",
+         f"{row.params_unit!r} is not one of {', '.join(PARAMS_UNITS)}")
+    need(row.gflops is None or row.gflops_convention in GFLOPS_CONVENTIONS, "gflops_convention",
+         f"required with gflops; one of {', '.join(GFLOPS_CONVENTIONS)}")
+    need(row.gflops_convention is None or row.gflops_convention in GFLOPS_CONVENTIONS, "gflops_convention",
+         f"{row.gflops_convention!r} is not one of {', '.join(GFLOPS_CONVENTIONS)}")
+    shape = row.complexity_input
+    need(shape is None or (all(v > 0 for v in shape) and shape[1] == 3), "complexity_input",
+         f"expected [N, 3, H, W] positive ints, got {list(shape or ())}")
+    need(row.model is None or shape is not None, "complexity_input", "required when a model is given")
+    need(row.model is not None or row.model_status or not row.has_complexity or not row.reproducible,
+         "model_status", "an HRNet-family row with params/GFLOPs but no model must say why")
+    need(row.recipe is not None or not row.reproducible or row.recipe_status, "recipe_status",
+         "an HRNet-family row without a recipe must say why (e.g. 'no recipe yet')")
+    need(not row.primary or row.recipe is not None, "primary", "primary is only meaningful with a recipe")
+    need(row.metrics or row.has_complexity or row.note or row.architecture is not None, "note",
+         "a row without metrics or complexity must carry a note saying why")
+    return dataclasses.replace(
+        row, metrics=MappingProxyType(row.metrics),
+        model=None if row.model is None else dataclasses.replace(row.model,
+                                                                 overrides=MappingProxyType(row.model.overrides)),
+        architecture=None if row.architecture is None else MappingProxyType(row.architecture))
 
-    recipe = merged.get("recipe")
-    if recipe is None and merged["role"] != "competitor" and not merged.get("recipe_status"):
-        raise _fail(f"{where}.recipe_status", "an HRNet-family row without a recipe must say why (e.g. 'no recipe yet')")
-    if merged.get("primary") and recipe is None:
-        raise _fail(f"{where}.primary", "primary is only meaningful with a recipe")
-    if not metrics and merged.get("params") is None and merged.get("gflops") is None and not merged.get("note") \
-            and merged.get("architecture") is None:
-        raise _fail(f"{where}.note", "a row without metrics or complexity must carry a note saying why")
 
-    return PaperRow(
-        paper_id=paper_id, table=str(table["id"]), row=merged["id"], method=merged["method"], role=merged["role"],
-        task=merged["task"], dataset=merged["dataset"], split=merged["split"], metrics=MappingProxyType(metrics),
-        sources=tuple(sources), backbone=merged.get("backbone"), input_size=merged.get("input_size"),
-        pretrain=merged.get("pretrain"), train_data=merged.get("train_data"), schedule=merged.get("schedule"),
-        test=merged.get("test"),
-        params=None if merged.get("params") is None else float(merged["params"]),
-        params_unit=merged.get("params_unit"),
-        gflops=None if merged.get("gflops") is None else float(merged["gflops"]),
-        gflops_convention=merged.get("gflops_convention"), complexity_input=complexity_input, model=model,
-        model_status=merged.get("model_status"), recipe=recipe, recipe_status=merged.get("recipe_status"),
-        primary=bool(merged.get("primary", False)),
-        architecture=None if merged.get("architecture") is None else MappingProxyType(dict(merged["architecture"])),
-        note=merged.get("note"),
-    )
+def _build_table(paper_id: str, table: _TableSpec, key: str, source: str) -> PaperTable:
+    """Check a table's task and metric columns and build it with its rows (row ids unique within the table)."""
+    if table.task not in TASKS:
+        raise _fail(source, f"{key}.task", f"{table.task!r} is not one of {', '.join(TASKS)}")
+    for col in table.columns:
+        if col not in METRICS:
+            raise _fail(source, f"{key}.columns", f"unknown metric {col!r}")
+    pm = table.primary_metric
+    if pm is not None and pm not in table.columns:
+        raise _fail(source, f"{key}.primary_metric", f"{pm!r} is not a column")
+    if pm is None and table.columns:
+        raise _fail(source, f"{key}.primary_metric", "required when the table has metric columns")
+    rows: dict[str, PaperRow] = {}
+    for ri, raw in enumerate(table.rows):
+        row = _build_row(paper_id, table, raw, f"{key}.rows[{ri}]", source)
+        if row.row in rows:
+            raise _fail(source, f"{key}.rows[{ri}].id", f"duplicate row id {row.row!r} in table {table.id}")
+        rows[row.row] = row
+    if not rows:
+        raise _fail(source, f"{key}.rows", "a table needs at least one row")
+    return PaperTable(paper_id=paper_id, table=table.id, caption=table.caption, task=table.task, primary_metric=pm,
+                      columns=tuple(table.columns), rows=tuple(rows.values()), note=table.note)
 
 
 def validate_paper_file(data: Any, name: str) -> Paper:
     """Validate the parsed YAML ``data`` of one paper file (``name`` is used in messages) and build the :class:`Paper`.
 
     Raises:
-        PaperTableError: the first schema violation, naming ``name`` and the key path.
+        PaperTableError: the first schema violation, naming the key path and ``name``
+            (``tables[0].rows[5].metrics.mIoU: ... (hrnetv2_2019.yaml)``; formats of :mod:`hrnet_core.schema`).
     """
-    if not isinstance(data, dict):
-        raise _fail(name, "expected a mapping with keys 'paper' and 'tables'")
-    for key in data:
-        if key not in ("paper", "tables"):
-            raise _fail(f"{name}: {key}", "unknown top-level key (allowed: paper, tables)")
-    paper = data.get("paper")
-    _check_keys(paper, _PAPER_KEYS, _PAPER_REQUIRED, f"{name}: paper")
-    tables_raw = data.get("tables")
-    if not isinstance(tables_raw, list):
-        raise _fail(f"{name}: tables", "expected a list (may be empty)")
-    if not tables_raw and not paper.get("note"):
-        raise _fail(f"{name}: paper.note", "a paper without tables must say why")
-    tables: list[PaperTable] = []
-    seen_tables: set[str] = set()
-    for ti, table in enumerate(tables_raw):
-        where_t = f"{name}: tables[{ti}]"
-        _check_keys(table, _TABLE_KEYS, _TABLE_REQUIRED, where_t)
-        table["id"] = str(table["id"])
-        if table["id"] in seen_tables:
-            raise _fail(f"{where_t}.id", f"duplicate table id {table['id']!r}")
-        seen_tables.add(table["id"])
-        if table["task"] not in TASKS:
-            raise _fail(f"{where_t}.task", f"{table['task']!r} is not one of {', '.join(TASKS)}")
-        for col in table["columns"]:
-            if col not in METRICS:
-                raise _fail(f"{where_t}.columns", f"unknown metric {col!r}")
-        pm = table.get("primary_metric")
-        if pm is not None and pm not in table["columns"]:
-            raise _fail(f"{where_t}.primary_metric", f"{pm!r} is not a column")
-        if pm is None and table["columns"]:
-            raise _fail(f"{where_t}.primary_metric", "required when the table has metric columns")
-        rows: list[PaperRow] = []
-        seen_rows: set[str] = set()
-        for ri, raw in enumerate(table["rows"]):
-            row = _row_from_mapping(str(paper["id"]), table, raw, f"{where_t}.rows[{ri}]")
-            if row.row in seen_rows:
-                raise _fail(f"{where_t}.rows[{ri}].id", f"duplicate row id {row.row!r} in table {table['id']}")
-            seen_rows.add(row.row)
-            rows.append(row)
-        if not rows:
-            raise _fail(f"{where_t}.rows", "a table needs at least one row")
-        tables.append(PaperTable(paper_id=str(paper["id"]), table=table["id"], caption=table["caption"],
-                                 task=table["task"], primary_metric=pm, columns=tuple(table["columns"]),
-                                 rows=tuple(rows), note=table.get("note")))
-    return Paper(id=paper["id"], title=paper["title"], venue=paper["venue"], text_file=paper["text_file"],
-                 tables=tuple(tables), note=paper.get("note"))
+    spec = build_dataclass(_PaperFile, data, source=name, error=PaperTableError)
+    paper = build_dataclass(Paper, spec.paper, source=name, prefix="paper.", error=PaperTableError,
+                            values={"tables": ()})
+    if not spec.tables and not paper.note:
+        raise _fail(name, "paper.note", "a paper without tables must say why")
+    tables: dict[str, PaperTable] = {}
+    for ti, table in enumerate(spec.tables):
+        if table.id in tables:
+            raise _fail(name, f"tables[{ti}].id", f"duplicate table id {table.id!r}")
+        tables[table.id] = _build_table(paper.id, table, f"tables[{ti}]", name)
+    return dataclasses.replace(paper, tables=tuple(tables.values()))
 
 
 def _check_recipes(papers: list[Paper]) -> None:
