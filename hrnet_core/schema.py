@@ -5,7 +5,7 @@ dataclass annotations are the schema:
 
 * ``bool`` (``true`` / ``false`` only), ``int`` (not a bool, not a float), ``float`` (an int, a float, or a string
   that parses as one: YAML 1.1, i.e. PyYAML, reads ``1e-3`` as a string), ``str`` (a string, or an int / float
-  written without quotes, converted), ``Any`` (taken as is);
+  written without quotes, converted), ``Any`` (taken as is, ``null`` included);
 * ``X | None`` (``Optional[X]``; a ``null`` is refused for every other type), ``Literal["a", "b"]``, unions of
   several types (the first that accepts the value wins);
 * ``list[X]``, ``tuple[X, ...]`` (a YAML list), ``tuple[X, Y]`` (a list of exactly that length),
@@ -159,7 +159,8 @@ def build_dataclass(cls: type[T], data: Mapping[str, Any], *, source: str, prefi
         resolve_type: optional per-instance field type (see the module docstring).
         values: fields the caller sets itself; they are passed to ``cls`` as given and are not keys of ``data``.
         problems: collect the errors into this list instead of raising the first one. Bad values are then left out
-            (the field keeps its default); the return value is ``None`` when a required field is missing or bad.
+            (a field keeps its default, a list or mapping loses the item); the return value is ``None`` when a
+            required field is missing or bad.
 
     Raises:
         error: ``unknown key ...`` (the first in sorted order), ``missing key ...``, or a value error of
@@ -206,8 +207,10 @@ def _unknown(cls: type, key: Any, prefix: str, source: str, error: type[Exceptio
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping of {', '.join(_fields(tp))}"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, "a mapping" if dataclasses.is_dataclass(tp) else getattr(tp, "__name__", str(tp)))
+        tp, getattr(tp, "__name__", str(tp)))
 
 
 class _Context:
@@ -248,10 +251,10 @@ class _Context:
 
     def coerce(self, tp: Any, value: Any, key: str) -> Any:
         tp, optional = strip_optional(tp)
-        if value is None:
-            return None if optional else self.fail(key, "must not be null")
         if tp is Any:
             return value
+        if value is None:
+            return None if optional else self.fail(key, "must not be null")
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
                 return self.fail(key, f"expected a mapping, got {value!r}")
@@ -280,7 +283,9 @@ class _Context:
             item_types = [args[0] if args else Any] * len(value)
         items = [self.coerce(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value))]
         if any(v is _INVALID for v in items):
-            return _INVALID
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                return _INVALID
+            items = [v for v in items if v is not _INVALID]  # collecting problems: drop the bad items
         return tuple(items) if origin is tuple else items
 
     def _mapping(self, args: tuple, value: Any, key: str) -> Any:
@@ -288,7 +293,7 @@ class _Context:
             return self.fail(key, f"expected a mapping, got {value!r}")
         key_tp, value_tp = args or (Any, Any)
         out = {self.coerce(key_tp, k, f"{key}.{k}"): self.coerce(value_tp, v, f"{key}.{k}") for k, v in value.items()}
-        return _INVALID if _INVALID in out or any(v is _INVALID for v in out.values()) else out
+        return {k: v for k, v in out.items() if k is not _INVALID and v is not _INVALID}  # collecting: drop bad items
 
     def _union(self, args: tuple, value: Any, key: str) -> Any:
         strict = _Context(self.source, self.error, self.resolve_type, None)

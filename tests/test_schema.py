@@ -119,8 +119,22 @@ def test_the_error_class_is_the_callers_and_carries_key_reason_and_source():
     assert isinstance(exc, MyError) and str(exc) == "a.b: must be > 0 (s)" and exc.key == "a.b"
 
 
+@dataclass(frozen=True)
+class Ref:
+    """A ``{table, row}`` mapping."""
+
+    table: str
+    row: str
+
+
 def test_coerce_one_value():
     assert coerce(list[float], [1, "2e-3"], key="k", source="s") == [1.0, 0.002]
+    assert coerce(Any, None, key="k", source="s") is None and coerce(dict[str, Any], {"a": None}, key="k",
+                                                                      source="s") == {"a": None}
+    assert coerce(str | Ref, {"table": 1, "row": "r"}, key="k", source="s") == Ref("1", "r")
+    assert coerce(str | Ref, "r", key="k", source="s") == "r"
+    with pytest.raises(SchemaError, match=r"^k: expected a string or a mapping of table, row, got \[1\] \(s\)$"):
+        coerce(str | Ref | None, [1], key="k", source="s")
     assert coerce(int | None, None, key="k", source="s") is None
     assert coerce(int | str, "x", key="k", source="s") == "x"
     with pytest.raises(MyError, match=r"^k\[0\]: expected an integer, got 'a' \(s\)$"):
@@ -150,6 +164,12 @@ def test_collecting_problems_lists_every_one():
     ]
     assert all(isinstance(p, MyError) for p in problems)
     assert out == Top(name="n", train=Train(epochs=1))  # bad values keep their defaults
+    problems.clear()
+    out = build_dataclass(Top, {"name": "n", "train": {"epochs": 1}, "items": [{"epochs": 1}, {"epochs": "x"}],
+                                "tags": {"a": 1, "b": "x"}}, source="f.yaml", problems=problems)
+    assert (out.items, out.tags) == ([Train(epochs=1)], {"a": 1.0})  # the bad items are dropped
+    assert [str(p) for p in problems] == ["tags.b: expected a number, got 'x' (f.yaml)",
+                                          "items[1].epochs: expected an integer, got 'x' (f.yaml)"]
     problems.clear()
     assert build_dataclass(Top, {"train": {"epochs": "x"}}, source="f.yaml", problems=problems) is None
     assert [p.key for p in problems] == ["name", "train.epochs"]  # in field order
