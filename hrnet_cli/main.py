@@ -2,12 +2,15 @@
 
 Commands::
 
-    hrnet data generate   make the synthetic COCO-format keypoint dataset (the offline default)
+    hrnet tasks list      the tasks, their datasets, recipes and metrics
+    hrnet data generate   write a task's synthetic default data (offline)
     hrnet data prepare    turn a dataset in its official layout (dir, URL or 'official') into a prepared split
+    hrnet data prepare-task   prepare every split of a task (its generated data, or the splits of a params file)
     hrnet recipes list|show
     hrnet models list|info
     hrnet train           train a recipe with Ray Train (MLflow run, checkpoints, final weights)
-    hrnet evaluate        evaluate weights on the recipe's val split (COCO AP / MPII PCKh), log to MLflow
+    hrnet evaluate        evaluate weights on the recipe's val split with the task's metrics, log to MLflow
+    hrnet report / sweep  paper report, Ray Tune sweeps
 
 Errors about inputs (missing data, bad recipe keys, missing checkpoints) print one line ``hrnet: error: ...`` and
 exit with status 2.
@@ -25,7 +28,8 @@ from typing import Sequence
 
 EXAMPLES = """\
 examples:
-  hrnet data generate --out data/raw/synthetic
+  hrnet tasks list
+  hrnet data generate pose_topdown --out data/raw/synthetic
   hrnet data prepare coco --source data/raw/synthetic --split train2017 --out data/prepared/synthetic
   hrnet train pose_hrnet_w32_256x192_coco --profile smoke --num-workers 2
   hrnet evaluate --checkpoint models/pose.pt
@@ -44,7 +48,9 @@ def _overrides_from(args: argparse.Namespace) -> list[str] | dict:
         if not p.is_file():
             raise ConfigError(f"params file {str(p)!r} not found")
         data = yaml.safe_load(p.read_text()) or {}
-        section = data.get(args.params_key)
+        section = data
+        for part in args.params_key.split("."):
+            section = section.get(part) if isinstance(section, dict) else None
         if section is None:
             raise ConfigError(f"params file {str(p)!r} has no {args.params_key!r} section")
         if not isinstance(section, dict):
@@ -81,43 +87,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    # ---------------------------------------------------------------- tasks
+    tk = sub.add_parser("tasks", help="list the tasks of the pipeline",
+                        description="Tasks (hrnet_core/tasks): their datasets, recipes, metrics and smoke profile.")
+    tsub = tk.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+    tsub.add_parser("list", help="tasks with their datasets, recipes and metrics")
+
     # ---------------------------------------------------------------- data
     data = sub.add_parser("data", help="generate or prepare datasets",
-                          description="Make the datasets the pipeline reads: `generate` writes the synthetic default, "
-                                      "`prepare` converts a dataset in its official layout into a prepared split "
-                                      "(Parquet manifests with checksums) under --out/<split>.")
+                          description="Make the datasets the pipeline reads: `generate` writes a task's synthetic "
+                                      "default, `prepare` converts a dataset in its official layout into a prepared "
+                                      "split (Parquet manifests with checksums) under --out/<split>.")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    gen = dsub.add_parser("generate", help="write the synthetic COCO-format keypoint dataset",
-                          description="Draw articulated figures with the 17 COCO keypoints (visibility flags, crowd "
-                                      "regions, simulated detector boxes) in the official COCO layout.")
-    gen.add_argument("--out", required=True, help="output folder (COCO layout: annotations/, train2017/, val2017/)")
-    gen.add_argument("--num-train", type=int, default=1500, help="training images (default %(default)s)")
-    gen.add_argument("--num-val", type=int, default=100, help="validation images (default %(default)s)")
+    gen = dsub.add_parser("generate", help="write a task's synthetic default dataset",
+                          description="Write the generated default data of TASK (deterministic for a seed) in the "
+                                      "official layout of one of the task's datasets.")
+    gen.add_argument("task", nargs="?", default="pose_topdown",
+                     help="task (see `hrnet tasks list`; default %(default)s)")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.add_argument("--num-train", type=int, default=None, help="training images (default: the task's)")
+    gen.add_argument("--num-val", type=int, default=None, help="validation images (default: the task's)")
     gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default %(default)s)")
 
     prep = dsub.add_parser("prepare", help="prepare a split of a dataset in its official layout",
-                           description="Read a dataset split (COCO keypoints json + images, or MPII HRNet json + "
-                                       "images), check and hash every image, and write manifest.json, "
-                                       "images.parquet, samples.parquet and copies of the annotation/detection files "
-                                       "to OUT/SPLIT.",
+                           description="Read a dataset split with its task's reader, decode and hash every image, and "
+                                       "write manifest.json, images.parquet, samples.parquet and copies of the "
+                                       "annotation files to OUT/SPLIT (nothing is written when anything fails).",
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog="examples:\n"
                                   "  hrnet data prepare coco --source ../shared/data/coco_mini --split train2017 "
                                   "--out data/prepared/coco_mini\n"
                                   "  hrnet data prepare coco --source ../shared/data/samples/coco --split val2017 "
-                                  "--ann-file test_coco.json --image-dir . --detections test_coco_det_AP_H_56.json "
+                                  "--annotations test_coco.json --images . --detections test_coco_det_AP_H_56.json "
                                   "--out data/prepared/coco_mini\n"
                                   "  hrnet data prepare coco --source official --split val2017 --out data/prepared/coco")
-    prep.add_argument("dataset", choices=["coco", "mpii"], help="annotation format")
+    prep.add_argument("dataset", help="dataset (see `hrnet tasks list`)")
+    prep.add_argument("--task", default=None, help="task, when several tasks read the dataset")
     prep.add_argument("--source", required=True,
                       help="folder in the official layout (or a local mirror), an archive URL, or 'official'")
     prep.add_argument("--split", required=True, help="split name, e.g. train2017 / val2017 (COCO), train / valid (MPII)")
     prep.add_argument("--out", required=True, help="prepared dataset root; the split is written to OUT/SPLIT")
-    prep.add_argument("--ann-file", help="annotation file relative to the source (default: official layout)")
-    prep.add_argument("--image-dir", help="image folder relative to the source (default: official layout)")
-    prep.add_argument("--detections", help="person detection results json relative to the source (evaluation boxes)")
-    prep.add_argument("--headboxes", help="MPII head boxes (annot/gt_valid.mat) relative to the source")
+    for key, text in _reader_inputs().items():
+        prep.add_argument(f"--{key}", dest=f"input_{key}", default=None, metavar="PATH",
+                          help=f"{text}, relative to the source (default: the official layout)")
+    prep.add_argument("--ann-file", dest="input_annotations", default=None, help=argparse.SUPPRESS)
+    prep.add_argument("--image-dir", dest="input_images", default=None, help=argparse.SUPPRESS)
     prep.add_argument("--cache-dir", default="data/raw/downloads", help="download cache (default %(default)s)")
+
+    pt = dsub.add_parser("prepare-task", help="prepare every split of a task",
+                         description="Prepare the train and val splits of TASK into OUT: from a params file section "
+                                     "({train: {dataset, source, split, <inputs>}, val: {...}}, DVC's params.yaml) or, "
+                                     "without --params, from the task's generated data in --source.")
+    pt.add_argument("task", help="task (see `hrnet tasks list`)")
+    pt.add_argument("--out", required=True, help="prepared dataset root")
+    pt.add_argument("--source", default=None, help="generated data folder (without --params)")
+    pt.add_argument("--params", default=None, metavar="FILE", help="YAML file holding the splits")
+    pt.add_argument("--params-key", default=None, help="dotted key of the splits section (default tasks.TASK.data)")
+    pt.add_argument("--cache-dir", default="data/raw/downloads", help="download cache (default %(default)s)")
 
     # ---------------------------------------------------------------- recipes / models
     rec = sub.add_parser("recipes", help="list or show training recipes",
@@ -194,9 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metrics-out", default=None, help="also write the metrics json here (DVC metrics)")
     ev.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     # ---------------------------------------------------------------- report / sweep (their own modules)
+    from pipelines.report import add_report_parser
     from sweeps.cli import add_sweep_parser
-
-    from .report import add_report_parser
 
     add_report_parser(sub)
     add_sweep_parser(sub)
@@ -226,23 +251,103 @@ def _version() -> str:
 # -------------------------------------------------------------------------------------------- commands
 
 
+def _reader_inputs() -> dict[str, str]:
+    """``{input key: help}`` over every reader of every landed task (the ``--<key>`` options of ``data prepare``)."""
+    from hrnet_core.tasks import get_task, landed_tasks
+
+    out: dict[str, str] = {}
+    for name in landed_tasks():
+        for reader in get_task(name).datasets.values():
+            for key, text in reader.inputs.items():
+                out.setdefault(key, text)
+    return out
+
+
+def _task_or_error(name: str):
+    from hrnet_core.recipes import ConfigError
+    from hrnet_core.tasks import UnknownTaskError, get_task
+
+    try:
+        return get_task(name)
+    except UnknownTaskError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from hrnet_core.recipes import list_recipes, load_recipe
+    from hrnet_core.tasks import TASK_NAMES, get_task, landed_tasks
+
+    recipes: dict[str, list[str]] = {}
+    for name in list_recipes():
+        recipes.setdefault(load_recipe(name).task, []).append(name)
+    for name in landed_tasks():
+        t = get_task(name)
+        m = t.metrics
+        print(f"{t.name}: {t.description}")
+        for d in t.datasets.values():
+            print(f"  dataset {d.name:10s} {d.description}")
+        print(f"  metrics  {', '.join(m.names)} (primary {m.primary}, {'higher' if m.higher_is_better else 'lower'} "
+              f"is better; {m.units})")
+        print(f"  recipes  {', '.join(recipes.get(name, [])) or '(none)'}")
+        print(f"  smoke    hrnet train {t.default_recipe} --profile {t.smoke_profile}")
+    planned = [n for n in TASK_NAMES if n not in landed_tasks()]
+    print(f"planned (not landed): {', '.join(planned)}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "generate":
         from tqdm import tqdm
 
-        from hrnet_core.data.synthetic import generate_dataset
-
-        with tqdm(total=args.num_train + args.num_val, desc="generate", unit="img") as bar:
-            summary = generate_dataset(args.out, args.num_train, args.num_val, args.seed, progress=bar.update)
+        task = _task_or_error(args.task)
+        syn = task.synthetic
+        n_train = syn.defaults["num_train"] if args.num_train is None else args.num_train
+        n_val = syn.defaults["num_val"] if args.num_val is None else args.num_val
+        with tqdm(total=n_train + n_val, desc=f"generate {task.name}", unit="img") as bar:
+            summary = syn.generate(args.out, n_train, n_val, args.seed, progress=bar.update)
         print(json.dumps(summary, indent=2))
         return 0
-    from .prepare import prepare_split
+    from pipelines.prepare import prepare_split
 
-    manifest = prepare_split(args.dataset, args.source, args.split, args.out, ann_file=args.ann_file,
-                             image_dir=args.image_dir, detections=args.detections, headboxes=args.headboxes,
+    if args.data_command == "prepare-task":
+        for spec in _task_splits(args):
+            manifest = prepare_split(spec.pop("dataset"), spec.pop("source"), spec.pop("split"), args.out,
+                                     spec, task=args.task, cache_dir=args.cache_dir)
+            print(json.dumps({k: manifest[k] for k in ("task", "dataset", "split", "num_images", "num_samples",
+                                                       "fingerprint")}))
+        return 0
+    inputs = {k[len("input_"):]: v for k, v in vars(args).items() if k.startswith("input_") and v is not None}
+    manifest = prepare_split(args.dataset, args.source, args.split, args.out, inputs, task=args.task,
                              cache_dir=args.cache_dir)
     print(json.dumps(manifest, indent=2))
     return 0
+
+
+def _task_splits(args: argparse.Namespace) -> list[dict]:
+    """The splits ``data prepare-task`` prepares: ``[{dataset, source, split, <inputs>...}]``, train first."""
+    import yaml
+
+    from hrnet_core.recipes import ConfigError
+
+    task = _task_or_error(args.task)
+    if args.params is None:
+        source = args.source or f"data/raw/{task.name}"
+        return [{"dataset": s.dataset, "source": source, "split": s.split, **s.inputs} for s in task.synthetic.splits]
+    p = Path(args.params)
+    if not p.is_file():
+        raise ConfigError(f"params file {str(p)!r} not found")
+    key = args.params_key or f"tasks.{args.task}.data"
+    section = yaml.safe_load(p.read_text()) or {}
+    for part in key.split("."):
+        section = section.get(part) if isinstance(section, dict) else None
+    if not isinstance(section, dict) or not section:
+        raise ConfigError(f"{p}: no splits under {key!r} (expected {{train: {{dataset, source, split, ...}}, val: ...}})")
+    out = []
+    for name, spec in section.items():
+        if not isinstance(spec, dict) or not {"dataset", "source", "split"} <= set(spec):
+            raise ConfigError(f"{p}: {key}.{name} needs dataset, source and split")
+        out.append({k: str(v) for k, v in spec.items() if v not in (None, "")})
+    return out
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -298,7 +403,7 @@ def _init_ray(address: str | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import default_run_name, train
+    from pipelines.train import default_run_name, train
 
     recipe = _load(args)
     run_name = args.run_name or default_run_name(recipe)
@@ -326,7 +431,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hrnet_core.recipes import ConfigError
 
-    from .evaluate import evaluate, evaluate_untrained
+    from pipelines.evaluate import evaluate, evaluate_untrained
 
     recipe = _load(args) if args.recipe else None
     if args.untrained:
@@ -376,7 +481,7 @@ def _write_json(path: str, data: dict) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import cmd_report as run_report
+    from pipelines.report import cmd_report as run_report
 
     return run_report(args)
 
@@ -385,22 +490,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return args.func(args)
 
 
-COMMANDS = {"data": cmd_data, "recipes": cmd_recipes, "models": cmd_models, "train": cmd_train,
+COMMANDS = {"tasks": cmd_tasks, "data": cmd_data, "recipes": cmd_recipes, "models": cmd_models, "train": cmd_train,
             "evaluate": cmd_evaluate, "report": cmd_report, "sweep": cmd_sweep}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "bad input": reported in one line, exit status 2."""
     from hrnet_core.data.io import AnnotationError, ImageReadError
+    from hrnet_core.data.prepared import DataError
     from hrnet_core.models import CheckpointMismatchError
     from hrnet_core.recipes import ConfigError
-
-    from .evaluate import CheckpointError
-    from .prepare import DataError
+    from hrnet_core.tasks import UnknownTaskError
+    from hrnet_core.weights import CheckpointError
     from sweeps.spec import SweepConfigError
 
-    return (ConfigError, DataError, SweepConfigError, CheckpointError, CheckpointMismatchError, AnnotationError, ImageReadError,
-            FileNotFoundError)
+    return (ConfigError, DataError, SweepConfigError, CheckpointError, CheckpointMismatchError, AnnotationError,
+            ImageReadError, UnknownTaskError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,23 +1,18 @@
 """Data preparation stage: a raw dataset in its official layout -> a prepared, versionable split.
 
-``hrnet data prepare coco --source <dir|url|official> --split val2017 --out data/prepared/coco`` writes::
+``hrnet data prepare <dataset> --source <dir|url|official> --split <split> --out <root>`` finds the task whose reader
+is called ``<dataset>`` (:func:`hrnet_core.tasks.tasks_for_dataset`), lets the reader turn the split into rows
+(:class:`hrnet_core.tasks.PreparedRows`), decodes and checksums every image in parallel (an undecodable image fails
+the preparation, naming each bad file), and writes the split (:mod:`hrnet_core.data.prepared`) into a temporary
+folder that is renamed to ``<root>/<split>`` only when everything succeeded.
 
-    <out>/<split>/manifest.json      format, dataset, split, source, counts, fingerprint, file names below
-    <out>/<split>/annotations.json   the annotation file, copied (ground truth for evaluation)
-    <out>/<split>/detections.json    person detection results, copied (optional; detector boxes for evaluation)
-    <out>/<split>/images.parquet     one row per image: image_id, file_name, width, height, bytes, sha256
-    <out>/<split>/samples.parquet    one row per training sample (person with labeled joints, crowd dropped):
-                                     image_id, ann_id, file_name, bbox [4] px (x, y, w, h), joints [K*3]
-                                     (x, y px in the original image, visibility weight 0/1)
-
-Images stay where they are (``image_root`` in the manifest, absolute); their checksums are in ``images.parquet``
-and the split's ``fingerprint`` (sha256 over annotations, detections and image checksums) changes whenever any
-input changes, so DVC tracks a few MB instead of the image folder. Crop geometry (center/scale) is not stored: it
-depends on the recipe's input aspect ratio and is computed at ingest.
+Images stay where they are (``image_root`` in the manifest, relative to the split folder); their checksums are in
+``images.parquet`` and the split's ``fingerprint`` (sha256 over the copied files and the image checksums) changes
+whenever any input changes, so DVC tracks a few MB instead of the image folder.
 
 Sources: a local directory in the official layout (also a local mirror such as ``../shared/data/coco_mini``), an
 ``http(s)://`` / ``file://`` URL of a zip/tar archive (downloaded into ``--cache-dir`` and extracted), or
-``official`` (the dataset's public download URLs, see :data:`OFFICIAL_SOURCES`).
+``official`` (the reader's public download URLs, :attr:`hrnet_core.tasks.DatasetReader.downloads`).
 """
 
 from __future__ import annotations
@@ -27,85 +22,68 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-import pandas as pd
 from tqdm import tqdm
 
-FORMAT = "hrnet-prepared/1"
+from hrnet_core.data.io import sha256_file
+from hrnet_core.data.prepared import FORMAT, DataError, PreparedSplit, dataset_fingerprint, open_split, relative_image_root
 
-# public download locations of the official layouts (what ``--source official`` fetches)
-OFFICIAL_SOURCES: dict[str, dict[str, list[str]]] = {
-    "coco": {
-        "train2017": ["http://images.cocodataset.org/zips/train2017.zip",
-                      "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"],
-        "val2017": ["http://images.cocodataset.org/zips/val2017.zip",
-                    "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"],
-    },
-    "mpii": {
-        # images from the MPII site; the HRNet json annotations (train/valid/gt_valid.mat) are distributed with the
-        # official HRNet code's data instructions
-        "train": ["https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1.tar.gz"],
-        "valid": ["https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1.tar.gz"],
-    },
-}
+__all__ = ["prepare_split", "resolve_source", "reader_for", "DataError", "PreparedSplit", "open_split",
+           "dataset_fingerprint", "sha256_file", "FORMAT"]
 
 
-class DataError(ValueError):
-    """A dataset source or prepared split is missing or malformed (the message names the path)."""
+def reader_for(dataset: str, task: str | None = None):
+    """``(task, reader)`` of dataset ``dataset`` (of ``task`` when given).
+
+    Raises:
+        DataError: unknown dataset or task (the message lists the valid choices), or a dataset several tasks read
+            without ``task``.
+    """
+    from hrnet_core.tasks import UnknownTaskError, get_task, tasks_for_dataset
+
+    try:
+        if task is not None:
+            t = get_task(task)
+            return t, t.dataset(dataset)
+        found = tasks_for_dataset(dataset)
+    except (UnknownTaskError, KeyError) as exc:
+        raise DataError(str(exc.args[0]) if exc.args else str(exc)) from None
+    if len(found) > 1:
+        raise DataError(f"dataset {dataset!r} is read by several tasks ({', '.join(t.name for t in found)}); "
+                        f"name one with --task")
+    return found[0], found[0].datasets[dataset]
 
 
-@dataclass(frozen=True)
-class SplitLayout:
-    """Where the files of one split live inside a source directory (paths relative to the source)."""
-
-    ann_file: str
-    image_dir: str
-    detections: str | None = None
-
-
-def default_layout(dataset: str, split: str) -> SplitLayout:
-    """The official layout: COCO ``annotations/person_keypoints_<split>.json`` + ``<split>/``; MPII
-    ``annot/<split>.json`` + ``images/``."""
-    if dataset == "coco":
-        return SplitLayout(f"annotations/person_keypoints_{split}.json", split)
-    if dataset == "mpii":
-        return SplitLayout(f"annot/{split}.json", "images")
-    raise DataError(f"unknown dataset {dataset!r}; known: coco, mpii")
-
-
-# ------------------------------------------------------------------------------------------------ sources
-
-
-def resolve_source(dataset: str, split: str, source: str, cache_dir: str | Path) -> Path:
+def resolve_source(reader, split: str, source: str, cache_dir: str | Path) -> Path:
     """A local directory for ``source``: the directory itself, or the extracted download of a URL / ``official``.
 
     Raises:
         DataError: a local path that does not exist, or a failed download.
     """
     if source == "official":
-        urls = OFFICIAL_SOURCES.get(dataset, {}).get(split)
+        urls = reader.downloads.get(split)
         if not urls:
-            raise DataError(f"no official download for dataset {dataset!r} split {split!r}")
-        root = Path(cache_dir) / dataset
+            raise DataError(f"no official download for dataset {reader.name!r} split {split!r}")
+        root = Path(cache_dir) / reader.name
         for url in urls:
             _fetch_and_extract(url, root, Path(cache_dir) / "archives")
         return root.resolve()
     parsed = urllib.parse.urlparse(source)
     if parsed.scheme in ("http", "https", "file"):
-        root = Path(cache_dir) / dataset / Path(parsed.path).name.split(".")[0]
+        root = Path(cache_dir) / reader.name / Path(parsed.path).name.split(".")[0]
         _fetch_and_extract(source, root, Path(cache_dir) / "archives")
         return root.resolve()
     path = Path(source).expanduser()
     if not path.is_dir():
-        raise DataError(f"data source {source!r} is not a directory (expected the official {dataset} layout, a URL "
-                        f"or 'official')")
+        raise DataError(f"data source {source!r} is not a directory (expected the official {reader.name} layout, a "
+                        f"URL or 'official')")
     return path.resolve()
 
 
@@ -145,26 +123,37 @@ def _fetch_and_extract(url: str, dest: Path, archive_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------------ prepare
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def _check_image(path: str) -> tuple[int, str, int, int]:
+    """(bytes, sha256, width, height) of an image, decoding it fully.
+
+    Raises:
+        hrnet_core.data.io.ImageReadError: missing, empty, truncated or undecodable (names the file).
+    """
+    from hrnet_core.data.io import read_image
+
+    data = Path(path).read_bytes() if os.path.isfile(path) else b""
+    image = read_image(path)
+    return len(data), hashlib.sha256(data).hexdigest(), int(image.shape[1]), int(image.shape[0])
 
 
-def _check_image(path: str) -> tuple[int, str]:
-    """(bytes, sha256) of an image; raises DataError when missing, empty or a truncated JPEG."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"image file {path!r} not found") from None
-    if not data:
-        raise DataError(f"image file {path!r} is empty")
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
-        raise DataError(f"image file {path!r} is a truncated JPEG")
-    return len(data), hashlib.sha256(data).hexdigest()
+def _check_images(paths: list[str], workers: int, progress: bool, desc: str) -> list[tuple[int, str, int, int]]:
+    """Decode every image in parallel (OpenCV releases the GIL); all bad files are named in one DataError."""
+    from hrnet_core.data.io import ImageReadError
+
+    def safe(p: str):
+        try:
+            return _check_image(p)
+        except ImageReadError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(tqdm(pool.map(safe, paths), total=len(paths), desc=desc, unit="img", disable=not progress))
+    bad = [r for r in results if isinstance(r, ImageReadError)]
+    if bad:
+        lines = "\n".join(f"  {e.path}: {e.reason}" for e in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise DataError(f"{len(bad)} image(s) cannot be decoded: {bad[0].path} ({bad[0].reason})\n{lines}{more}")
+    return results  # type: ignore[return-value]
 
 
 def prepare_split(
@@ -172,222 +161,107 @@ def prepare_split(
     source: str,
     split: str,
     out_dir: str | Path,
-    ann_file: str | None = None,
-    image_dir: str | None = None,
-    detections: str | None = None,
-    headboxes: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    *,
+    task: str | None = None,
     cache_dir: str | Path = "data/raw/downloads",
     workers: int = 4,
     progress: bool = True,
+    **named_inputs: str | None,
 ) -> dict[str, Any]:
     """Prepare one split (see module docstring) and return its manifest.
 
     Args:
-        dataset: ``coco`` (also CrowdPose-style COCO json) or ``mpii``.
+        dataset: reader name (``hrnet tasks list``), e.g. ``coco`` or ``mpii``.
         source: directory (official layout or local mirror), archive URL, or ``official``.
         split: split name (``train2017``, ``val2017``, ``train``, ``valid``); also the output sub-folder.
         out_dir: prepared dataset root; the split goes to ``<out_dir>/<split>``.
-        ann_file, image_dir, detections: paths relative to the source (or absolute) when the source does not use the
-            official layout (e.g. ``--ann-file test_coco.json --image-dir .``).
-        headboxes: MPII head boxes for PCKh (official ``annot/gt_valid.mat`` or a json list), relative to the source.
+        inputs: reader inputs relative to the source (or absolute) where the source does not use the official layout,
+            e.g. ``{"annotations": "test_coco.json", "images": ".", "detections": "dets.json"}``.
+        task: the task, when several read ``dataset``.
         cache_dir: where downloads are kept.
-        workers: threads hashing images.
+        workers: threads decoding images.
+        named_inputs: the same as ``inputs`` as keywords (``detections=...``); ``ann_file`` and ``image_dir`` are
+            accepted for ``annotations`` and ``images``. ``None`` values are ignored.
 
     Raises:
-        DataError: missing source / annotation / image files, malformed annotations.
+        DataError: unknown dataset/input, missing source / annotation / image files, malformed annotations,
+            undecodable images (all named). Nothing is written then.
     """
     from hrnet_core.data.io import AnnotationError, ImageReadError
 
-    root = resolve_source(dataset, split, source, cache_dir)
-    layout = default_layout(dataset, split)
-    ann_path = _within(root, ann_file or layout.ann_file)
-    img_root = _within(root, image_dir if image_dir is not None else layout.image_dir)
-    det_path = _within(root, detections) if detections else None
-    hb_path = _within(root, headboxes) if headboxes else None
-    if hb_path is not None and dataset != "mpii":
-        raise DataError("--headboxes only applies to MPII")
-    if hb_path is not None and not hb_path.is_file():
-        raise DataError(f"head box file {str(hb_path)!r} not found")
-    if not ann_path.is_file():
-        raise DataError(f"annotation file {str(ann_path)!r} not found (source {str(root)!r}; pass --ann-file if the "
-                        f"layout differs)")
-    if not img_root.is_dir():
-        raise DataError(f"image folder {str(img_root)!r} not found (source {str(root)!r}; pass --image-dir)")
-    if det_path is not None and not det_path.is_file():
-        raise DataError(f"detection file {str(det_path)!r} not found")
+    t, reader = reader_for(dataset, task)
+    given = dict(inputs or {})
+    aliases = {"ann_file": "annotations", "image_dir": "images"}
+    for key, value in named_inputs.items():
+        if value is not None:
+            given[aliases.get(key, key)] = value
+    unknown = sorted(set(given) - set(reader.inputs))
+    if unknown:
+        raise DataError(f"dataset {dataset!r} takes no input {unknown[0]!r}; its inputs: {', '.join(reader.inputs)}")
+    root = resolve_source(reader, split, source, cache_dir)
+    layout = {**reader.default_layout(split), **given}
+    files = {key: _within(root, rel) for key, rel in layout.items()}
+    for key, path in files.items():
+        if not path.exists():
+            hint = f"pass --{key} if the layout differs" if key in reader.required else "check the path"
+            raise DataError(f"{reader.inputs[key]} {str(path)!r} not found (source {str(root)!r}; {hint})")
+    from hrnet_core.tasks import SourceFiles
 
     try:
-        reader = _open_reader(dataset, ann_path, img_root, hb_path)
+        rows = reader.read(SourceFiles(root=root, split=split, files=files))
     except (AnnotationError, ImageReadError) as exc:
         raise DataError(str(exc)) from None
-    images = _image_table(dataset, ann_path, reader, img_root)
 
-    split_dir = Path(out_dir) / split
-    if split_dir.exists():
-        shutil.rmtree(split_dir)
-    split_dir.mkdir(parents=True)
+    images = rows.images.copy()
+    paths = [str(rows.image_root / f) for f in images["file_name"]]
+    checked = _check_images(paths, workers, progress, f"decode {split}")
+    images["bytes"] = [r[0] for r in checked]
+    images["sha256"] = [r[1] for r in checked]
+    if "width" in images:
+        images["width"] = [w if int(w0) == 0 else int(w0) for w0, (_, _, w, _) in zip(images["width"], checked)]
+        images["height"] = [h if int(h0) == 0 else int(h0) for h0, (_, _, _, h) in zip(images["height"], checked)]
 
-    # checksums (progress bar: this is the slow part on real data)
-    paths = [str(img_root / f) for f in images["file_name"]]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(tqdm(pool.map(_check_image, paths), total=len(paths), desc=f"checksum {split}",
-                            unit="img", disable=not progress))
-    images["bytes"] = [r[0] for r in results]
-    images["sha256"] = [r[1] for r in results]
-    images.to_parquet(split_dir / "images.parquet", index=False)
-
-    samples = _samples_table(reader, img_root)
-    samples.to_parquet(split_dir / "samples.parquet", index=False)
-
-    shutil.copyfile(ann_path, split_dir / "annotations.json")
-    det_sha = None
-    if det_path is not None:
-        shutil.copyfile(det_path, split_dir / "detections.json")
-        det_sha = sha256_file(det_path)
-    if hb_path is not None:
-        shutil.copyfile(hb_path, split_dir / f"headboxes{hb_path.suffix}")
-        det_sha = (det_sha or "") + sha256_file(hb_path)
-
-    h = hashlib.sha256()
-    h.update(sha256_file(ann_path).encode())
-    h.update((det_sha or "").encode())
-    for name, digest in sorted(zip(images["file_name"], images["sha256"])):
-        h.update(f"{name}:{digest}\n".encode())
-    manifest = {
-        "format": FORMAT,
-        "dataset": dataset,
-        "split": split,
-        "source": source,
-        "image_root": str(img_root),
-        "ann_file": "annotations.json",
-        "detections": "detections.json" if det_path is not None else None,
-        "headboxes": f"headboxes{hb_path.suffix}" if hb_path is not None else None,
-        "num_images": int(len(images)),
-        "num_samples": int(len(samples)),
-        "num_joints": int(reader.num_joints),
-        "fingerprint": h.hexdigest(),
-    }
-    (split_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    split_dir = out / split
+    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=out))
+    try:
+        images.to_parquet(tmp / "images.parquet", index=False)
+        rows.samples.to_parquet(tmp / "samples.parquet", index=False)
+        stored = {}
+        h = hashlib.sha256()
+        for key in sorted(rows.files):
+            src = Path(rows.files[key])
+            name = f"{key}{src.suffix}"
+            shutil.copyfile(src, tmp / name)
+            stored[key] = name
+            h.update(f"{key}:{sha256_file(src)}\n".encode())
+        for name, digest in sorted(zip(images["file_name"], images["sha256"])):
+            h.update(f"{name}:{digest}\n".encode())
+        manifest = {
+            "format": FORMAT,
+            "task": t.name,
+            "dataset": reader.name,
+            "split": split,
+            "source": source,
+            "image_root": relative_image_root(rows.image_root, split_dir),
+            "files": stored,
+            "num_images": int(len(images)),
+            "num_samples": int(len(rows.samples)),
+            **rows.meta,
+            "fingerprint": h.hexdigest(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if split_dir.exists():
+            shutil.rmtree(split_dir)
+        tmp.rename(split_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return manifest
 
 
 def _within(root: Path, p: str) -> Path:
     q = Path(p).expanduser()
     return (q if q.is_absolute() else root / q).resolve()
-
-
-def _open_reader(dataset: str, ann_path: Path, img_root: Path, headboxes: Path | None = None):
-    if dataset == "coco":
-        from hrnet_core.data.coco import CocoKeypoints
-
-        return CocoKeypoints(ann_path, img_root, use_gt_boxes=True, check_files=True)
-    if dataset == "mpii":
-        from hrnet_core.data.mpii import MpiiKeypoints
-
-        return MpiiKeypoints(ann_path, img_root, headbox_file=headboxes)
-    raise DataError(f"unknown dataset {dataset!r}; known: coco, mpii")
-
-
-def _image_table(dataset: str, ann_path: Path, reader, img_root: Path) -> pd.DataFrame:
-    if dataset == "coco":
-        imgs = reader.coco.dataset["images"]
-        rows = [{"image_id": int(i["id"]), "file_name": str(i["file_name"]), "width": int(i.get("width", 0)),
-                 "height": int(i.get("height", 0))} for i in imgs]
-    else:  # MPII json has no image table: one row per referenced file (sizes unknown without decoding: 0)
-        files = {os.path.relpath(r["image_file"], img_root): int(r["image_id"]) for r in reader.records}
-        rows = [{"image_id": i, "file_name": f, "width": 0, "height": 0} for f, i in sorted(files.items())]
-    return pd.DataFrame(rows, columns=["image_id", "file_name", "width", "height"])
-
-
-def _samples_table(reader, img_root: Path) -> pd.DataFrame:
-    rows = []
-    for r in reader.records:
-        if float(r["joints"][:, 2].max(initial=0.0)) <= 0:
-            continue
-        bbox = r.get("bbox")
-        fixed_crop = bbox is None
-        if fixed_crop:  # MPII: the provided person center/scale define the crop; bbox for reference only
-            c, s = r["center"], r["scale"]
-            w, h = float(s[0]) * 200.0, float(s[1]) * 200.0
-            bbox = [float(c[0]) - w / 2, float(c[1]) - h / 2, w, h]
-        row = {
-            "image_id": int(r["image_id"]),
-            "ann_id": int(r.get("ann_id", -1)),
-            "file_name": os.path.relpath(r["image_file"], img_root),
-            "bbox": [float(v) for v in bbox],
-            "joints": [float(v) for v in r["joints"].reshape(-1)],
-        }
-        if fixed_crop:
-            row["center"] = [float(v) for v in r["center"]]
-            row["scale"] = [float(v) for v in r["scale"]]
-        if r.get("headbox") is not None:
-            row["headbox"] = [float(v) for v in r["headbox"].reshape(-1)]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------------------------------ reading
-
-
-@dataclass(frozen=True)
-class PreparedSplit:
-    """A prepared split on disk (see module docstring); all paths absolute."""
-
-    dir: Path
-    manifest: dict[str, Any]
-
-    @property
-    def ann_file(self) -> Path:
-        return self.dir / self.manifest["ann_file"]
-
-    @property
-    def detections(self) -> Path | None:
-        d = self.manifest.get("detections")
-        return None if d is None else self.dir / d
-
-    @property
-    def headboxes(self) -> Path | None:
-        h = self.manifest.get("headboxes")
-        return None if h is None else self.dir / h
-
-    @property
-    def image_root(self) -> Path:
-        return Path(self.manifest["image_root"])
-
-    @property
-    def samples_file(self) -> Path:
-        return self.dir / "samples.parquet"
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.manifest["fingerprint"])
-
-
-def open_split(root: str | Path, split: str) -> PreparedSplit:
-    """Open ``<root>/<split>`` written by :func:`prepare_split`.
-
-    Raises:
-        DataError: the split is missing (the message says how to prepare it) or its manifest is unreadable.
-    """
-    d = Path(root).expanduser().resolve() / split
-    mpath = d / "manifest.json"
-    if not mpath.is_file():
-        raise DataError(f"prepared split {str(d)!r} not found (no manifest.json); run `hrnet data generate` and "
-                        f"`hrnet data prepare` first (see README)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{mpath}: invalid json ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{mpath}: unknown format {manifest.get('format')!r} (expected {FORMAT!r})")
-    if not Path(manifest["image_root"]).is_dir():
-        raise DataError(f"{mpath}: image folder {manifest['image_root']!r} no longer exists; prepare the split again")
-    return PreparedSplit(d, manifest)
-
-
-def dataset_fingerprint(*splits: PreparedSplit) -> str:
-    """Short combined fingerprint of prepared splits (first 16 hex digits of a sha256)."""
-    h = hashlib.sha256()
-    for s in splits:
-        h.update(f"{s.manifest['split']}:{s.fingerprint}\n".encode())
-    return h.hexdigest()[:16]

@@ -1,23 +1,31 @@
-"""Training: the driver (``train``) and the per-worker loop of a Ray Train V2 ``TorchTrainer``.
+"""Training, generic over tasks: the driver (``train``) and the per-worker loop of a Ray Train V2 ``TorchTrainer``.
+
+The recipe's task (:mod:`hrnet_core.tasks`, ``recipe.task``) supplies the network, the loss, the per-sample
+transform, the collate function and the evaluator; this module knows none of them.
 
 Driver (:func:`train`), in the process that calls it:
 
 1. opens the prepared train/val splits (fails early, naming what is missing) and resolves every path to an
    absolute one (Ray workers run in another working directory);
 2. creates the MLflow run once -- or, when ``<storage_path>/<run_name>`` already holds Ray checkpoints, finds the
-   run of that name again -- and logs the resolved recipe as params plus tags (recipe, paper row, git commit,
+   run of that name again -- and logs the resolved recipe as params plus tags (recipe, task, paper row, git commit,
    dataset fingerprint, Ray cluster size);
-3. builds the Ray Data ingest (:mod:`pipelines.ingest`) and a ``TorchTrainer`` with ``ScalingConfig(num_workers,
-   use_gpu, resources_per_worker)``, ``RunConfig(name=run_name, storage_path, FailureConfig(max_failures),
-   CheckpointConfig(num_to_keep), callbacks)``, then ``fit()``. Ray Train restores the run's latest checkpoint
-   automatically when ``run_name`` is reused (after a crash, or a worker failure within ``max_failures``);
-4. exports the final weights (:func:`pipelines.evaluate.save_weights`), the per-epoch history and final metrics.
+3. puts the training split's sample table in the object store once and starts a ``TorchTrainer`` with
+   ``ScalingConfig(num_workers, use_gpu, resources_per_worker)``, ``RunConfig(name=run_name, storage_path,
+   FailureConfig(max_failures), CheckpointConfig(num_to_keep), callbacks)``, then ``fit()``. Ray Train restores the
+   run's latest checkpoint automatically when ``run_name`` is reused (after a crash, or a worker failure within
+   ``max_failures``);
+4. exports the final weights (:func:`hrnet_core.weights.save_weights` format), the per-epoch history and final
+   metrics.
 
-Worker loop (:func:`train_loop_per_worker`): model from the zoo (+ optional ImageNet backbone), SyncBatchNorm on
-multi-GPU, DDP via ``ray.train.torch.prepare_model``, Adam/AdamW/SGD with the recipe's schedule (per epoch, linear
-warm-up per step), gradient accumulation to reach ``train.global_batch_size`` on fewer devices, bf16 (or fp16 with
-loss scaling) autocast on GPU, JointsMSE loss, optional in-training validation on rank 0, and every epoch
-``ray.train.report(metrics, checkpoint)`` with model + optimiser + scaler + history; rank 0 logs to MLflow.
+Worker loop (:func:`train_loop_per_worker`): ``task.build_model`` (+ ImageNet backbone), SyncBatchNorm on multi-GPU,
+DDP via ``ray.train.torch.prepare_model``, Adam/AdamW/SGD with the recipe's schedule (per epoch, or per iteration for
+``poly``; linear warm-up per step), gradient accumulation to reach ``train.global_batch_size`` on fewer devices, bf16
+(or fp16 with loss scaling) autocast on GPU. Each epoch the worker builds its own deterministic shard of the epoch
+(:func:`pipelines.ingest.build_train_dataset`) and iterates it with the task's ``collate_fn``; the task's
+``train_step`` returns the loss dict (``{"loss": total, ...parts}``). Validation runs on every rank's contiguous
+share of the eval items, gathered to rank 0 for scoring. Every epoch ``ray.train.report(metrics, checkpoint)`` with
+model + optimiser + scaler + history; rank 0 logs to MLflow.
 """
 
 from __future__ import annotations
@@ -36,12 +44,10 @@ from typing import Any
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
+from hrnet_core.data.prepared import DataError, PreparedSplit, dataset_fingerprint, open_split  # noqa: E402
 from hrnet_core.recipes import ConfigError, Recipe, recipe_from_dict  # noqa: E402
 
 from . import tracking  # noqa: E402
-from .prepare import DataError, PreparedSplit, dataset_fingerprint, open_split  # noqa: E402
-
-HEAD_PREFIXES = ("final_layer.", "head_conv.")
 
 
 @dataclass
@@ -132,14 +138,14 @@ def train(
         tags: extra MLflow tags.
         callbacks: ``ray.train.UserCallback`` instances for ``RunConfig(callbacks=...)`` (e.g. a Tune report callback).
         cpus_per_worker: CPUs reserved per worker (default :func:`default_cpus_per_worker`).
-        export_weights: also write the final weights here (:func:`pipelines.evaluate.save_weights`).
+        export_weights: also write the final weights here (:func:`hrnet_core.weights.save_weights` format).
         history_out: also write the per-epoch history here (CSV).
 
     Returns:
         :class:`TrainResult`.
 
     Raises:
-        pipelines.prepare.DataError: prepared data missing. hrnet_core.recipes.ConfigError: batch geometry that
+        hrnet_core.data.prepared.DataError: prepared data missing. hrnet_core.recipes.ConfigError: batch geometry that
         cannot reach the global batch. FileNotFoundError: ``model.pretrained`` missing.
         ray.train.TrainingFailedError: training failed more than ``train.max_failures`` times.
     """
@@ -147,14 +153,18 @@ def train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from .ingest import build_train_dataset, epoch_clock
+    from hrnet_core.tasks import get_task
+
+    from .ingest import samples_table
 
     t0 = time.time()
     shown = recipe
     recipe = absolutize(recipe)
+    task = get_task(recipe.task)
     accum = recipe.accumulation_steps(num_workers)
     train_split = open_split(recipe.data.root, recipe.data.train_split)
     val_split = open_split(recipe.data.root, recipe.data.val_split)
+    table = samples_table(train_split)
     if recipe.model.pretrained and not Path(recipe.model.pretrained).is_file():
         raise FileNotFoundError(f"pretrained backbone weights {recipe.model.pretrained!r} not found (model.pretrained);"
                                 f" download the ImageNet checkpoint or set model.pretrained=null")
@@ -199,9 +209,8 @@ def train(
         cfg_file.write_text(yaml.safe_dump(shown.to_dict(), sort_keys=False))
         tracking.log_artifacts(uri, run_id, [cfg_file], artifact_path="config")
 
-    clock = epoch_clock()  # the workers set it each epoch; the ingest seeds augmentation from (seed, epoch, index)
     loop_config = {
-        "epoch_clock": clock,
+        "samples": ray.put(table),  # read once here; every worker cuts its shard of each epoch from it
         "recipe": recipe.to_dict(),
         "recipe_shown": shown.to_dict(),
         "mlflow_uri": uri,
@@ -209,9 +218,12 @@ def train(
         "accumulation_steps": accum,
         "use_gpu": bool(use_gpu),
         "threads": max(1, int(round(cpus))),
+        "train_root": str(train_split.dir.parent),
+        "train_split": train_split.name,
         "val_root": str(val_split.dir.parent),
-        "val_split": val_split.manifest["split"],
+        "val_split": val_split.name,
     }
+    del task
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -226,7 +238,6 @@ def train(
             # V2 API in the workers too; no print patching, so pycocotools' summary stays quiet
             worker_runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
-        datasets={"train": build_train_dataset(recipe, train_split, epoch=clock)},
     )
     try:
         result = trainer.fit()
@@ -247,14 +258,13 @@ def train(
         metrics = dict(history[-1]) if history else {}
     metrics["train_time_s"] = time.time() - t0
     if export_weights is not None and ckpt_dir is not None:
-        from .evaluate import load_weights
+        from hrnet_core.weights import load_weights
 
-        payload = load_weights(ckpt_dir)
+        load_weights(ckpt_dir)  # a weights file of ours, read safely
         weights_path = str(Path(export_weights).resolve())
         Path(weights_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(ckpt_dir) / "model.pt", weights_path)
         tracking.log_artifacts(uri, run_id, [weights_path], artifact_path="weights")
-        del payload
     if history_out is not None:
         write_history_csv(history, history_out)
     tracking.log_metrics(uri, run_id, {"train_time_s": metrics["train_time_s"]}, step=len(history))
@@ -285,11 +295,15 @@ def write_history_csv(history: list[dict[str, float]], path: str | Path) -> Path
 # ------------------------------------------------------------------------------------------------ worker side
 
 
-def lr_at(recipe: Recipe, epoch: int, step: int) -> float:
+def lr_at(recipe: Recipe, epoch: int, step: int, total_steps: int | None = None) -> float:
     """Learning rate at ``epoch`` (0-based) and optimiser ``step`` (global, 0-based).
 
     ``multistep``: ``lr * gamma^(#milestones <= epoch)``; ``cosine``: ``0.5 * lr * (1 + cos(pi * epoch / epochs))``;
-    ``constant``. A linear warm-up from ``warmup_ratio * lr`` over ``warmup_iters`` steps multiplies the result.
+    ``constant``; ``poly`` (per iteration, HRNetV2 segmentation): ``lr * (1 - step / total_steps) ** power``.
+    A linear warm-up from ``warmup_ratio * lr`` over ``warmup_iters`` steps multiplies the result.
+
+    Raises:
+        ValueError: ``poly`` without ``total_steps``.
     """
     t, s = recipe.train, recipe.train.schedule
     base = t.optimizer.lr
@@ -297,11 +311,22 @@ def lr_at(recipe: Recipe, epoch: int, step: int) -> float:
         lr = base * s.gamma ** sum(1 for m in s.milestones if epoch >= m)
     elif s.name == "cosine":
         lr = 0.5 * base * (1.0 + math.cos(math.pi * epoch / t.epochs))
+    elif s.name == "poly":
+        if not total_steps:
+            raise ValueError("the poly schedule needs total_steps")
+        lr = base * max(0.0, 1.0 - min(step, total_steps) / total_steps) ** s.power
     else:
         lr = base
     if s.warmup_iters > 0 and step < s.warmup_iters:
         lr *= s.warmup_ratio + (1.0 - s.warmup_ratio) * step / s.warmup_iters
     return lr
+
+
+def steps_per_epoch(num_samples: int, world_size: int, batch_size: int, accumulation: int) -> int:
+    """Optimiser steps of one epoch: each rank's ``num_samples // world_size`` samples in full batches, grouped by
+    ``accumulation`` (an incomplete last group still steps)."""
+    micro = (int(num_samples) // max(1, int(world_size))) // int(batch_size)
+    return math.ceil(micro / max(1, int(accumulation)))
 
 
 def build_optimizer(recipe: Recipe, model):
@@ -327,35 +352,6 @@ def build_optimizer(recipe: Recipe, model):
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
 
 
-def load_pretrained_backbone(model, path: str | Path) -> int:
-    """Load ImageNet classification weights into the backbone of a pose model; the head stays initialised.
-
-    Every model tensor outside the head (``final_layer``, ``head_conv``) must be present with the same shape in
-    the file; classification-only tensors of the file are ignored. Returns the number of tensors loaded.
-
-    Raises:
-        FileNotFoundError: missing file. ValueError: a backbone tensor missing or of another shape (named).
-    """
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"pretrained backbone weights {str(p)!r} not found")
-    sd = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    own = model.state_dict()
-    needed = [k for k in own if not k.startswith(HEAD_PREFIXES) and not k.endswith("num_batches_tracked")]
-    bad = [k for k in needed if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape)]
-    if bad:
-        raise ValueError(f"{p}: {len(bad)} backbone tensors missing or of another shape, first {bad[0]!r}")
-    with torch.no_grad():
-        for k in needed:
-            own[k].copy_(sd[k])
-    return len(needed)
-
-
 def ddp_kwargs(model: torch.nn.Module) -> dict[str, Any]:
     """``DistributedDataParallel`` options for ``model`` (passed to ``ray.train.torch.prepare_model``).
 
@@ -370,18 +366,20 @@ def ddp_kwargs(model: torch.nn.Module) -> dict[str, Any]:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker function (see module docstring). ``config`` is built by :func:`train`."""
+    import ray
     import ray.train
     import ray.train.torch
     import torch
     import torch.distributed as dist
 
-    from hrnet_core.losses.joints_mse import JointsMSELoss
-    from hrnet_core.models import build_model
+    from hrnet_core.tasks import get_task
+    from hrnet_core.weights import safe_load, save_weights
 
-    from .ingest import set_epoch
+    from .ingest import build_train_dataset, move_to, preserve_order, task_collate
 
     recipe = recipe_from_dict(config["recipe"])
     shown = recipe_from_dict(config.get("recipe_shown", config["recipe"]))
+    task = get_task(recipe.task)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(int(config["threads"]))
@@ -389,9 +387,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     use_gpu = bool(config["use_gpu"])
     device = ray.train.torch.get_device()
 
-    model = build_model(recipe.model.name, **recipe.model.build_kwargs())
-    if recipe.model.pretrained:
-        load_pretrained_backbone(model, recipe.model.pretrained)
+    model = task.build_model(recipe)
     if use_gpu and recipe.train.sync_bn and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs(model))
@@ -399,35 +395,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = build_optimizer(recipe, model)
     amp_dtype = _amp_dtype(recipe.train.precision, use_gpu)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    loss_fn = JointsMSELoss(recipe.train.loss.use_target_weight, recipe.train.loss.ohkm_topk)
+    loss_fn = task.build_loss(recipe)
     accum = int(config["accumulation_steps"])
 
     start_epoch, step, history = 0, 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            weights = torch.load(Path(d) / "model.pt", map_location="cpu", weights_only=False)
-            state = torch.load(Path(d) / "train_state.pt", map_location="cpu", weights_only=False)
+            weights = safe_load(Path(d) / "model.pt")
+            state = safe_load(Path(d) / "train_state.pt")
             bare.load_state_dict(weights["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             start_epoch, step = int(state["epoch"]), int(state["step"])
             history = json.loads((Path(d) / "history.json").read_text())
 
-    val_split = open_split(config["val_root"], config["val_split"]) if rank == 0 else None
-    shard = ray.train.get_dataset_shard("train")
+    train_split = open_split(config["train_root"], config["train_split"])
+    val_split = open_split(config["val_root"], config["val_split"])
+    table = ray.get(config["samples"])
     bs = recipe.train.batch_size_per_device
+    total_steps = recipe.train.epochs * steps_per_epoch(table.num_rows, world, bs, accum)
+    preserve_order()
     for epoch in range(start_epoch, recipe.train.epochs):
-        if config.get("epoch_clock") is not None:  # before iterating: this epoch's ingest reads it
-            set_epoch(config["epoch_clock"], epoch)
         model.train()
         t_epoch = time.time()
-        loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # sum of losses, number of batches
+        sums: dict[str, Any] = {}  # per loss part: sum over batches
+        batches = 0
         seen = 0
         micro = 0
         optimizer.zero_grad(set_to_none=True)
-        for batch in shard.iter_torch_batches(batch_size=bs, drop_last=True, device=device, prefetch_batches=2):
-            lr = lr_at(recipe, epoch, step)
+        shard = build_train_dataset(task, recipe, train_split, epoch=epoch, rank=rank, world_size=world, table=table)
+        for batch in shard.iter_torch_batches(batch_size=bs, drop_last=True, collate_fn=task_collate(task.collate_fn),
+                                              prefetch_batches=2):
+            batch = move_to(batch, device)
+            lr = lr_at(recipe, epoch, step, total_steps)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             micro += 1
@@ -435,44 +436,46 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ctx_sync = nullcontext() if sync or not hasattr(model, "no_sync") else model.no_sync()
             with ctx_sync:
                 with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = model(batch["image"])
-                loss = loss_fn(out.float(), batch["target"], batch["target_weight"])
+                    losses = task.train_step(model, batch, loss_fn)
+                loss = losses["loss"]
                 scaler.scale(loss / accum).backward()
             if sync:
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-            loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=device)
-            seen += len(batch["image"])
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach().item())
+            batches += 1
+            seen += task.batch_size(batch)
         if micro % accum:  # an incomplete accumulation group ends the epoch: step on what it has
             _sync_leftover_grads(model, micro % accum, accum)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-        stats = torch.tensor([float(seen)], dtype=torch.float64, device=device)
+        names = sorted(sums)
+        stats = torch.tensor([sums[n] for n in names] + [float(batches), float(seen)], dtype=torch.float64,
+                             device=device)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(loss_sum)
             dist.all_reduce(stats)
         elapsed = time.time() - t_epoch
+        n_batches = max(float(stats[-2]), 1.0)
         metrics: dict[str, float] = {
             "epoch": float(epoch + 1),
-            "loss": float(loss_sum[0] / max(loss_sum[1], 1.0)),
-            "lr": float(lr_at(recipe, epoch, step)),
+            **{name: float(stats[k] / n_batches) for k, name in enumerate(names)},
+            "lr": float(lr_at(recipe, epoch, step, total_steps)),
             "epoch_time_s": elapsed,
-            "samples_per_s": float(stats[0]) / max(elapsed, 1e-9),
+            "samples_per_s": float(stats[-1]) / max(elapsed, 1e-9),
             "optimizer_steps": float(step),
         }
         last = epoch + 1 == recipe.train.epochs
-        if rank == 0 and recipe.train.val_every and ((epoch + 1) % recipe.train.val_every == 0 or last):
-            metrics.update({f"{k}": v for k, v in _validate(bare, recipe, val_split, device).items()})
+        if recipe.train.val_every and ((epoch + 1) % recipe.train.val_every == 0 or last):
+            metrics.update(validate_sharded(bare, task, recipe, val_split, device, rank, world))
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                from .evaluate import save_weights
-
                 save_weights(Path(tmp) / "model.pt", bare.state_dict(), shown,
                              {"epoch": epoch + 1, "mlflow_run_id": config["run_id"], "metrics": metrics})
                 torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
@@ -481,6 +484,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 tracking.log_metrics(config["mlflow_uri"], config["run_id"], metrics, step=epoch + 1)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def validate_sharded(model, task, recipe: Recipe, split: PreparedSplit, device, rank: int, world: int) -> dict[str, float]:
+    """Validation on every rank: rank ``r`` predicts the ``r``-th contiguous share of the task's eval items, rank 0
+    gathers the predictions (in item order) and scores them. Returns the metrics on rank 0, ``{}`` elsewhere.
+
+    Every rank's predictions are those a single process would make for the same items (the model is in eval mode), so
+    the metrics do not depend on the number of ranks.
+    """
+    import numpy as np
+    import torch.distributed as dist
+
+    t0 = time.time()
+    items = task.eval_items(recipe, split)
+    bounds = np.linspace(0, len(items), world + 1).round().astype(int)
+    mine = items[bounds[rank]:bounds[rank + 1]]
+    preds = task.predict(model, mine, recipe, split, device=device, progress=False)
+    parts = [preds]
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        parts = [None] * world
+        dist.all_gather_object(parts, preds)
+    if rank != 0:
+        return {}
+    metrics = task.score(items, task.concat(parts), recipe, split, None)
+    metrics["eval_time_s"] = time.time() - t0
+    return {k: v for k, v in metrics.items() if not k.startswith("eval_items")}
 
 
 def _sync_leftover_grads(model, n_micro: int, accum: int) -> None:
@@ -513,12 +542,5 @@ def _amp_dtype(precision: str, use_gpu: bool):
     return torch.float16
 
 
-def _validate(model, recipe: Recipe, split: PreparedSplit, device) -> dict[str, float]:
-    from .evaluate import run_evaluation
-
-    metrics = run_evaluation(model, recipe, split, device=device, out_dir=None, progress=False, num_vis=0)
-    return {k: v for k, v in metrics.items() if k not in ("eval_persons",)}
-
-
 __all__ = ["TrainResult", "train", "train_loop_per_worker", "default_run_name", "config_hash", "lr_at",
-           "build_optimizer", "load_pretrained_backbone", "write_history_csv", "DataError"]
+           "steps_per_epoch", "build_optimizer", "validate_sharded", "write_history_csv", "DataError"]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.cli import main
+from hrnet_cli import main
 from tests.official import DATA_DIR, requires_shared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_help_is_available_for_every_command(capsys, argv):
 
 def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
-    assert 'hrnet = "pipelines.cli:main"' in text
+    assert 'hrnet = "hrnet_cli:main"' in text
 
 
 def test_prepared_split_layout_and_checksums(prepared):

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-__all__ = ["ImageReadError", "AnnotationError", "read_image", "load_json", "check_files_exist"]
+__all__ = ["ImageReadError", "AnnotationError", "read_image", "load_json", "check_files_exist", "sha256_file"]
 
 # JPEG "end of image" marker; a file cut short (interrupted download / copy) lacks it, and OpenCV would otherwise
 # decode such a file with only a warning on stderr and grey pixels below the cut.
@@ -87,3 +87,14 @@ def check_files_exist(paths: Iterable[str], source: str | os.PathLike) -> None:
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise AnnotationError(f"{str(source)!r} refers to missing image file {missing[0]!r}{more}")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (identifies data and checkpoints across renames and moves)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

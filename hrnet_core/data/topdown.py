@@ -1,8 +1,8 @@
 """Top-down sample dataset: records (COCO / MPII) -> decoded image -> :class:`TopDownTransform` sample.
 
-Each sample's randomness comes from ``numpy.random.default_rng([seed, epoch, index])``, so a sample is reproducible
-from ``(seed, epoch, index)`` whatever the number of workers or their order. :func:`epoch_permutation` gives the
-matching reproducible sample order of an epoch (used by the Ray Data ingest, :mod:`pipelines.ingest`).
+Each sample's randomness comes from ``numpy.random.default_rng([seed, epoch, index])``
+(:mod:`hrnet_core.data.seeding`), so a sample is reproducible from ``(seed, epoch, index)`` whatever the number of
+workers or their order.
 """
 
 from __future__ import annotations
@@ -13,36 +13,10 @@ import numpy as np
 import torch.utils.data
 
 from .io import read_image
+from .seeding import epoch_permutation, sample_rng
 from .transforms import TopDownTransform
 
 __all__ = ["TopDownDataset", "epoch_permutation", "sample_rng"]
-
-
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The augmentation generator of one sample: ``numpy.random.default_rng([seed, epoch, index])``.
-
-    Args:
-        seed: base seed (recipe ``train.seed``), >= 0.
-        epoch: 0-based training epoch, >= 0.
-        index: position of the sample in its split (row of ``samples.parquet`` / of the reader's records), >= 0.
-
-    Raises:
-        ValueError: a negative argument (numpy seeds are non-negative).
-    """
-    return np.random.default_rng([int(seed), int(epoch), int(index)])
-
-
-def epoch_permutation(seed: int, epoch: int, num_samples: int) -> np.ndarray:
-    """The sample order of one epoch: a permutation of ``range(num_samples)`` fixed by ``(seed, epoch)``.
-
-    Drawn from its own stream (``SeedSequence([seed, epoch], spawn_key=(1,))``), independent of the per-sample
-    augmentation generators of :func:`sample_rng`.
-
-    Returns:
-        int64 ``[num_samples]``: ``perm[k]`` is the index of the sample seen k-th in the epoch.
-    """
-    ss = np.random.SeedSequence([int(seed), int(epoch)], spawn_key=(1,))
-    return np.random.default_rng(ss).permutation(int(num_samples)).astype(np.int64, copy=False)
 
 
 class TopDownDataset(torch.utils.data.Dataset):

@@ -1,4 +1,7 @@
-"""Drawn skeletons for a few evaluation images (OpenCV): predictions in colour, optional ground truth in white."""
+"""Drawn skeletons for a few evaluation images (OpenCV): predictions in colour, optional ground truth in white.
+
+Used by the top-down pose task (:mod:`hrnet_core.tasks.pose_topdown`) for the MLflow drawings of an evaluation.
+"""
 
 from __future__ import annotations
 

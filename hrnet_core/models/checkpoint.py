@@ -54,8 +54,11 @@ class CheckpointMismatchError(ValueError):
             more = f"\n    ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
             return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(shown) + more
 
+        first = [f"{k} {list(c)} in the checkpoint vs {list(m)} in the model" for k, c, m in mismatched[:3]]
+        first += [f"{k} missing" for k in missing[:max(0, 3 - len(first))]]
+        first += [f"{k} unexpected" for k in unexpected[:max(0, 3 - len(first))]]
         text = (f"checkpoint {source} does not match {model_name}: {len(missing)} missing, {len(unexpected)} "
-                f"unexpected, {len(mismatched)} with a wrong shape")
+                f"unexpected, {len(mismatched)} with a wrong shape" + (f"; first: {'; '.join(first)}" if first else ""))
         text += listing("missing keys", missing)
         text += listing("unexpected keys", unexpected)
         text += listing("shape mismatches (key: checkpoint vs model)",

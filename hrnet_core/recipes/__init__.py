@@ -4,17 +4,15 @@ See :mod:`hrnet_core.recipes.config` for the schema and loading rules.
 """
 
 from .config import (
-    AugmentConfig,
     ConfigError,
     DataConfig,
-    LossConfig,
     ModelConfig,
     OptimizerConfig,
     PaperRef,
     Recipe,
     ScheduleConfig,
-    TestConfig,
     TrainConfig,
+    check_zoo_model,
     flatten,
     list_profiles,
     list_recipes,
@@ -24,7 +22,7 @@ from .config import (
 )
 
 __all__ = [
-    "AugmentConfig", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimizerConfig", "PaperRef",
-    "Recipe", "ScheduleConfig", "TestConfig", "TrainConfig", "flatten", "list_profiles", "list_recipes",
+    "ConfigError", "DataConfig", "ModelConfig", "OptimizerConfig", "PaperRef",
+    "Recipe", "ScheduleConfig", "TrainConfig", "check_zoo_model", "flatten", "list_profiles", "list_recipes",
     "load_recipe", "parse_overrides", "recipe_from_dict",
 ]

@@ -45,10 +45,8 @@ import yaml
 RECIPE_DIR = Path(__file__).resolve().parent
 PROFILE_DIR = RECIPE_DIR / "profiles"
 
-TASKS = ("pose_topdown",)
-DATASETS = ("coco", "mpii")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("multistep", "cosine", "constant")
+SCHEDULES = ("multistep", "cosine", "constant", "poly")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # branches of an HRNet / HRFormer backbone with the standard three multi-resolution stages (every pose zoo entry)
 STANDARD_NUM_BRANCHES = 4
@@ -98,7 +96,7 @@ class ModelConfig:
     """
 
     name: str
-    num_joints: int = 17
+    num_joints: int | None = None
     width: int | None = None
     fusion: str | None = None
     head: str | None = None
@@ -130,11 +128,12 @@ _PER_BRANCH_MODEL_KEYS = ("widths", "num_heads", "window_size", "mlp_ratio")
 
 @dataclass
 class DataConfig:
-    """Dataset and target geometry.
+    """Dataset section shared by every task; a task's :attr:`~hrnet_core.tasks.RecipeSections.data` subclasses it
+    with its target geometry (top-down pose: ``heatmap_size``, ``sigma``).
 
-    ``root`` is a prepared dataset (``hrnet data prepare``) holding one folder per split; relative paths resolve
-    against the working directory of the command. ``input_size`` and ``heatmap_size`` are ``[W, H]`` in pixels
-    (heatmap = input / 4 for HRNet); ``sigma`` is the Gaussian std in heatmap cells.
+    ``dataset`` names a reader of the recipe's task (``hrnet tasks list``); ``root`` is a prepared dataset
+    (``hrnet data prepare``) holding one folder per split, relative paths resolve against the working directory of the
+    command. ``input_size`` is the network input ``[W, H]`` in pixels.
     """
 
     dataset: str
@@ -142,24 +141,6 @@ class DataConfig:
     train_split: str
     val_split: str
     input_size: list[int]
-    heatmap_size: list[int]
-    sigma: float
-
-
-@dataclass
-class AugmentConfig:
-    """Training augmentation of the top-down pipeline (FACTS.md section 1).
-
-    ``scale_factor``: scale ~ clip(N(0,1) * f + 1, 1 - f, 1 + f); ``rotation_factor`` in degrees, applied with
-    ``rotation_prob``; half body when more than ``half_body_min_joints`` joints are visible, with ``half_body_prob``.
-    """
-
-    flip: bool = True
-    scale_factor: float = 0.35
-    rotation_factor: float = 45.0
-    rotation_prob: float = 0.6
-    half_body_prob: float = 0.3
-    half_body_min_joints: int = 8
 
 
 @dataclass
@@ -181,21 +162,18 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Learning-rate schedule stepped per epoch, plus an optional linear warm-up in iterations."""
+    """Learning-rate schedule plus an optional linear warm-up in optimiser steps.
+
+    ``multistep`` (x ``gamma`` at each epoch in ``milestones``), ``cosine`` and ``constant`` change per epoch;
+    ``poly`` changes per optimiser step: ``lr * (1 - step / total_steps) ** power`` (HRNetV2 segmentation).
+    """
 
     name: str = "multistep"
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     warmup_iters: int = 0
     warmup_ratio: float = 0.001
-
-
-@dataclass
-class LossConfig:
-    """Joints MSE (mean over joints of 0.5 * MSE(pred * w, gt * w)); ``ohkm_topk`` enables OHKM."""
-
-    use_target_weight: bool = True
-    ohkm_topk: int | None = None
+    power: float = 0.9
 
 
 @dataclass
@@ -214,7 +192,7 @@ class TrainConfig:
     batch_size_per_device: int
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: Any = None  # the task's loss section (hrnet_core.tasks.RecipeSections.loss)
     precision: str = "auto"
     sync_bn: bool = True
     seed: int = 0
@@ -224,28 +202,12 @@ class TrainConfig:
 
 
 @dataclass
-class TestConfig:
-    """Test-time settings (FACTS.md section 1).
-
-    ``use_gt_boxes=False`` uses the prepared split's person detection file (the paper's numbers);
-    ``det_score_thr`` drops weaker detections; ``joint_score_thr`` (in_vis_thre) selects joints for the person
-    score; ``oks_nms_thr`` is the OKS-NMS threshold; ``flip`` averages with the flipped image, whose heatmap is
-    shifted one heatmap cell right when ``shift_heatmap``.
-    """
-
-    flip: bool = True
-    shift_heatmap: bool = True
-    use_gt_boxes: bool = False
-    det_score_thr: float = 0.0
-    joint_score_thr: float = 0.2
-    oks_nms_thr: float = 0.9
-    batch_size: int = 64
-    num_vis_images: int = 6
-
-
-@dataclass
 class Recipe:
-    """A full, resolved training recipe (see module docstring)."""
+    """A full, resolved training recipe (see module docstring).
+
+    ``data``, ``augment``, ``test`` and ``train.loss`` are instances of the dataclasses of the recipe's task
+    (:attr:`hrnet_core.tasks.Task.sections`); the other sections are the same for every task.
+    """
 
     name: str
     task: str
@@ -254,8 +216,8 @@ class Recipe:
     data: DataConfig
     train: TrainConfig
     paper: PaperRef | None = None
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    test: TestConfig = field(default_factory=TestConfig)
+    augment: Any = None  # the task's augmentation section (hrnet_core.tasks.RecipeSections.augment)
+    test: Any = None  # the task's test section (hrnet_core.tasks.RecipeSections.test)
     profile: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,12 +278,14 @@ def load_recipe(
     """
     path = _resolve_file(name_or_path, RECIPE_DIR, "recipe", list_recipes())
     data = _read_yaml(path)
-    _check_keys(Recipe, data, "", str(path))
     layer = parse_overrides(overrides)
-    _check_keys(Recipe, layer, "", "overrides")
+    task_name = layer.get("task", data.get("task"))
+    types = section_types(task_name, f"{path}" + (" + overrides" if "task" in layer else ""))
+    _check_keys(Recipe, data, "", str(path), types)
+    _check_keys(Recipe, layer, "", "overrides", types)
     prof: _Profile | None = None
     if profile:
-        prof = _read_profile(_resolve_file(profile, PROFILE_DIR, "profile", list_profiles()))
+        prof = _read_profile(_resolve_file(profile, PROFILE_DIR, "profile", list_profiles()), types, task_name)
         _deep_merge(data, prof.shared, source=str(prof.path))
         if prof.families is not None:
             model_name = _section(layer, "model").get("name", _section(data, "model").get("name"))
@@ -336,7 +300,7 @@ def load_recipe(
         data["profile"] = prof.name
     _deep_merge(data, layer, source="overrides")
     source = str(path) + (f" + profile {profile}" if profile else "") + (" + overrides" if layer else "")
-    recipe = _build(Recipe, data, prefix="", source=source)
+    recipe = _build(Recipe, _with_sections(data), prefix="", source=source, types=types)
     if prof is not None and prof.datasets is not None and recipe.data.dataset not in prof.datasets \
             and "root" not in _section(layer, "data"):
         raise ConfigError(
@@ -350,7 +314,9 @@ def load_recipe(
 
 def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
     """Rebuild a validated :class:`Recipe` from :meth:`Recipe.to_dict` output (e.g. stored in a checkpoint)."""
-    recipe = _build(Recipe, copy.deepcopy(dict(data)), prefix="", source="<dict>")
+    tree = copy.deepcopy(dict(data))
+    types = section_types(tree.get("task"), "<dict>")
+    recipe = _build(Recipe, _with_sections(tree), prefix="", source="<dict>", types=types)
     validate(recipe)
     return recipe
 
@@ -395,37 +361,11 @@ def validate(recipe: Recipe) -> None:
         if not cond:
             raise ConfigError(f"{key}: {msg}")
 
-    need(recipe.task in TASKS, "task", f"{recipe.task!r} is not one of {TASKS}")
-    need(recipe.data.dataset in DATASETS, "data.dataset", f"{recipe.data.dataset!r} is not one of {DATASETS}")
-    for key in ("input_size", "heatmap_size"):
-        v = getattr(recipe.data, key)
-        need(len(v) == 2 and all(x > 0 for x in v), f"data.{key}", f"expected [W, H] of positive ints, got {v}")
-    iw, ih = recipe.data.input_size
-    hw, hh = recipe.data.heatmap_size
-    need(iw * hh == ih * hw, "data.heatmap_size", f"{recipe.data.heatmap_size} has a different aspect than input {recipe.data.input_size}")
-    need(recipe.data.sigma > 0, "data.sigma", "must be > 0")
-    _check_model_keys(recipe.model)
-    m = recipe.model
-    need(m.num_joints > 0, "model.num_joints", "must be > 0")
-    for key in _PER_BRANCH_MODEL_KEYS:
-        v = getattr(m, key)
-        need(v is None or (len(v) == STANDARD_NUM_BRANCHES and all(x > 0 for x in v)), f"model.{key}",
-             f"expected {STANDARD_NUM_BRANCHES} positive values (one per branch, 1/4 .. 1/32), got {v}")
-    need(m.num_blocks is None or m.num_blocks >= 1, "model.num_blocks", "must be >= 1")
-    need(m.drop_path_rate is None or 0.0 <= m.drop_path_rate < 1.0, "model.drop_path_rate", "must be in [0, 1)")
-    b = recipe.model.heatmap_branch
-    if b is not None:
-        stages = recipe.model.stage_modules
-        num_branches = len(stages) + 1 if stages is not None else STANDARD_NUM_BRANCHES
-        need(0 <= b < num_branches, "model.heatmap_branch",
-             f"{b} is not a branch of the backbone (0 .. {num_branches - 1})")
-        stride = 4 * 2**b
-        expected = [iw / stride, ih / stride]
-        need([hw, hh] == expected, "data.heatmap_size",
-             f"{recipe.data.heatmap_size} does not match model.heatmap_branch={b}: the heatmaps of branch {b} have "
-             f"stride {stride}, so data.input_size {recipe.data.input_size} needs data.heatmap_size "
-             f"[{expected[0]:g}, {expected[1]:g}]" + ("" if all(v.is_integer() for v in expected) else
-                                                       f" (input size not divisible by {stride})"))
+    task = _task(recipe.task, "task")
+    need(recipe.data.dataset in task.datasets, "data.dataset",
+         f"{recipe.data.dataset!r} is not a dataset of task {recipe.task!r}; valid: {', '.join(task.datasets)}")
+    v = recipe.data.input_size
+    need(len(v) == 2 and all(x > 0 for x in v), "data.input_size", f"expected [W, H] of positive ints, got {v}")
     t = recipe.train
     need(t.epochs > 0, "train.epochs", "must be > 0")
     need(t.batch_size_per_device > 0, "train.batch_size_per_device", "must be > 0")
@@ -438,10 +378,29 @@ def validate(recipe: Recipe) -> None:
     need(t.precision in PRECISIONS, "train.precision", f"{t.precision!r} is not one of {PRECISIONS}")
     need(t.val_every >= 0, "train.val_every", "must be >= 0")
     need(t.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", "must be >= 1")
-    a = recipe.augment
-    need(0.0 <= a.rotation_prob <= 1.0, "augment.rotation_prob", "must be in [0, 1]")
-    need(0.0 <= a.half_body_prob <= 1.0, "augment.half_body_prob", "must be in [0, 1]")
-    need(recipe.test.batch_size > 0, "test.batch_size", "must be > 0")
+    need(t.schedule.name != "poly" or t.schedule.power > 0, "train.schedule.power", "must be > 0")
+    task.validate(recipe)
+
+
+def check_zoo_model(model: ModelConfig) -> None:
+    """Checks of a zoo-built ``model`` section (every task whose network comes from ``hrnet_core.models``).
+
+    ``model.name`` must be a zoo model and every set ``model.*`` key one of its overrides
+    (:func:`hrnet_core.models.zoo.model_overrides`); per-branch HRFormer keys need 4 positive values.
+
+    Raises:
+        ConfigError: naming the key, the model and the valid keys.
+    """
+    _check_model_keys(model)
+    for key in _PER_BRANCH_MODEL_KEYS:
+        v = getattr(model, key)
+        if not (v is None or (len(v) == STANDARD_NUM_BRANCHES and all(x > 0 for x in v))):
+            raise ConfigError(f"model.{key}: expected {STANDARD_NUM_BRANCHES} positive values (one per branch, "
+                              f"1/4 .. 1/32), got {v}")
+    if model.num_blocks is not None and model.num_blocks < 1:
+        raise ConfigError("model.num_blocks: must be >= 1")
+    if model.drop_path_rate is not None and not 0.0 <= model.drop_path_rate < 1.0:
+        raise ConfigError("model.drop_path_rate: must be in [0, 1)")
 
 
 def _check_model_keys(model: ModelConfig) -> None:
@@ -516,16 +475,18 @@ class _Profile:
 _PROFILE_KEYS = ("datasets", "families")
 
 
-def _read_profile(path: Path) -> _Profile:
+def _read_profile(path: Path, types: Mapping[str, type], task_name: str) -> _Profile:
     from hrnet_core.models.zoo import MODEL_FAMILIES
 
     shared = _read_yaml(path)
     datasets = shared.pop("datasets", None)
     families = shared.pop("families", None)
-    _check_keys(Recipe, shared, "", f"{path}; a profile also takes {', '.join(_PROFILE_KEYS)}")
+    _check_keys(Recipe, shared, "", f"{path}; a profile also takes {', '.join(_PROFILE_KEYS)}", types)
     if datasets is not None:
-        if not isinstance(datasets, list) or not datasets or any(d not in DATASETS for d in datasets):
-            raise ConfigError(f"datasets: expected a non-empty list of {DATASETS}, got {datasets!r} ({path})")
+        valid = tuple(_task(task_name, "task").datasets)
+        if not isinstance(datasets, list) or not datasets or any(d not in valid for d in datasets):
+            raise ConfigError(f"datasets: expected a non-empty list of {valid} (datasets of task {task_name!r}), "
+                              f"got {datasets!r} ({path})")
     if families is not None:
         if not isinstance(families, dict):
             raise ConfigError(f"families: expected a mapping family -> recipe layer, got {families!r} ({path})")
@@ -537,7 +498,7 @@ def _read_profile(path: Path) -> _Profile:
                 families[family] = {}
             elif not isinstance(fam_layer, dict):
                 raise ConfigError(f"families.{family}: expected a mapping (a recipe layer), got {fam_layer!r} ({path})")
-            _check_keys(Recipe, families[family], f"families.{family}.", str(path))
+            _check_keys(Recipe, families[family], f"families.{family}.", str(path), types)
     return _Profile(name=path.stem, path=path, shared=shared, datasets=datasets, families=families)
 
 
@@ -568,17 +529,23 @@ def _deep_merge(base: dict[str, Any], update: Mapping[str, Any], source: str) ->
             base[key] = copy.deepcopy(value)
 
 
-def _check_keys(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> None:
-    """Raise :class:`ConfigError` for the first key of ``data`` that is not a field of the dataclass tree."""
+def _check_keys(cls: type, data: Mapping[str, Any], prefix: str, source: str,
+                types: Mapping[str, type] | None = None) -> None:
+    """Raise :class:`ConfigError` for the first key of ``data`` that is not a field of the dataclass tree.
+
+    ``types`` maps dotted section keys (``"augment"``, ``"train.loss"``) to the dataclass that replaces the declared
+    field type there (the task's sections); sections typed ``Any`` without an entry are not checked.
+    """
+    types = types or {}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(f"unknown key {prefix}{key} ({source}); allowed under "
                               f"{prefix[:-1] or 'the top level'}: {', '.join(fields)}")
-        tp, _ = _strip_optional(hints[key])
+        tp = types.get(f"{prefix}{key}") or _strip_optional(hints[key])[0]
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
-            _check_keys(tp, value, f"{prefix}{key}.", source)
+            _check_keys(tp, value, f"{prefix}{key}.", source, types)
 
 
 def _strip_optional(tp: Any) -> tuple[Any, bool]:
@@ -590,7 +557,9 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+def _coerce(tp: Any, value: Any, key: str, source: str, types: Mapping[str, type] | None = None) -> Any:
+    if types and key in types:
+        tp = types[key]
     tp, optional = _strip_optional(tp)
     if value is None:
         if optional:
@@ -599,7 +568,7 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r} ({source})")
-        return _build(tp, dict(value), prefix=key + ".", source=source)
+        return _build(tp, dict(value), prefix=key + ".", source=source, types=types)
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -632,7 +601,7 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {tp} ({source})")  # pragma: no cover - programming error
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
+def _build(cls: type, data: dict[str, Any], prefix: str, source: str, types: Mapping[str, type] | None = None) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -642,7 +611,48 @@ def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _coerce(hints[name], data[name], prefix + name, source)
+            kwargs[name] = _coerce(hints[name], data[name], prefix + name, source, types)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             raise ConfigError(f"missing key {prefix}{name} ({source})")
     return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# task sections
+
+# recipe sections whose dataclass the task decides (hrnet_core.tasks.RecipeSections), by dotted key
+_TASK_SECTIONS = {"data": "data", "augment": "augment", "test": "test", "train.loss": "loss"}
+
+
+def _task(name: Any, key: str):
+    """The :class:`~hrnet_core.tasks.Task` called ``name``; :class:`ConfigError` naming ``key`` and the valid tasks."""
+    from hrnet_core.tasks import UnknownTaskError, get_task
+
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}: expected a task name, got {name!r}")
+    try:
+        return get_task(name)
+    except UnknownTaskError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def section_types(task_name: Any, source: str) -> dict[str, type]:
+    """``{dotted section key: dataclass}`` of the task-defined recipe sections of ``task_name``.
+
+    Raises:
+        ConfigError: missing or unknown task (lists the valid ones).
+    """
+    if task_name is None:
+        raise ConfigError(f"missing key task ({source})")
+    sections = _task(task_name, f"task ({source})").sections
+    return {key: getattr(sections, attr) for key, attr in _TASK_SECTIONS.items()}
+
+
+def _with_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with empty mappings for absent task sections, so that they get the task's defaults."""
+    data.setdefault("augment", {})
+    data.setdefault("test", {})
+    train = data.get("train")
+    if isinstance(train, dict):
+        train.setdefault("loss", {})
+    return data

@@ -1,0 +1,7 @@
+"""``python -m hrnet_cli``: the same as the ``hrnet`` console script."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,632 @@
+"""Top-down human pose (HRNet pose paper, CVPR 2019; FACTS.md section 1): the ``pose_topdown`` task.
+
+One training sample is one person: the crop around the person box (COCO: ground-truth box; MPII: provided
+center/scale) is warped to ``data.input_size``, augmented (scale, rotation, flip with the dataset's flip pairs,
+half body) and encoded as Gaussian heatmaps of ``data.heatmap_size`` with std ``data.sigma`` heatmap cells.
+
+Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
+
+- readers ``coco`` (``person_keypoints_*.json`` + images, optional person detection results) and ``mpii`` (the HRNet
+  json of MPII + images, optional ``gt_valid.mat`` head boxes); ``samples.parquet`` columns: ``image_id``,
+  ``ann_id``, ``file_name``, ``bbox`` [4] px (x, y, w, h), ``joints`` [K*3] (x, y px of the original image,
+  visibility 0/1), MPII also ``center`` [2] px, ``scale`` [2] (x 200 px) and ``headbox`` [4];
+- batch: ``image`` float32 ``[B, 3, H, W]`` (normalised crops), ``target`` float32 ``[B, K, h, w]`` (heatmaps),
+  ``target_weight`` float32 ``[B, K, 1]``, ``index`` int64 ``[B]``;
+- loss: joints MSE with target weights (+ optional OHKM), ``{"loss": total}``;
+- test procedure: detector (COCO, ``test.use_gt_boxes: false``) or ground-truth boxes, flip test with the flipped
+  heatmap shifted one cell, argmax + quarter offset, inverse affine to image pixels; COCO: rescoring, OKS-NMS and
+  ``COCOeval`` (AP, AP50, ... in percent); MPII: PCKh@0.5 ("Mean") and @0.1, per joint group;
+- drawings: predicted skeletons (colour) over ground truth (white);
+- synthetic default: articulated figures in the COCO layout (:mod:`hrnet_core.data.synthetic`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
+
+from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
+                   SyntheticData, Task)
+
+# ------------------------------------------------------------------------------------------------ recipe sections
+
+
+@dataclass
+class TopDownData(DataConfig):
+    """``data:`` of a top-down pose recipe: the shared keys plus the heatmap geometry.
+
+    ``heatmap_size`` is ``[W, H]`` in heatmap cells (input / 4 for HRNet); ``sigma`` the Gaussian std in heatmap
+    cells.
+    """
+
+    heatmap_size: list[int]
+    sigma: float
+
+
+@dataclass
+class TopDownAugment:
+    """``augment:``: training augmentation of the top-down pipeline (FACTS.md section 1).
+
+    ``scale_factor``: scale ~ clip(N(0,1) * f + 1, 1 - f, 1 + f); ``rotation_factor`` in degrees, applied with
+    ``rotation_prob``; half body when more than ``half_body_min_joints`` joints are visible, with ``half_body_prob``.
+    """
+
+    flip: bool = True
+    scale_factor: float = 0.35
+    rotation_factor: float = 45.0
+    rotation_prob: float = 0.6
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 8
+
+
+@dataclass
+class TopDownTest:
+    """``test:``: the test procedure (FACTS.md section 1).
+
+    ``use_gt_boxes=False`` uses the prepared split's person detection file (the paper's numbers);
+    ``det_score_thr`` drops weaker detections; ``joint_score_thr`` (in_vis_thre) selects joints for the person
+    score; ``oks_nms_thr`` is the OKS-NMS threshold; ``flip`` averages with the flipped image, whose heatmap is
+    shifted one heatmap cell right when ``shift_heatmap``.
+    """
+
+    flip: bool = True
+    shift_heatmap: bool = True
+    use_gt_boxes: bool = False
+    det_score_thr: float = 0.0
+    joint_score_thr: float = 0.2
+    oks_nms_thr: float = 0.9
+    batch_size: int = 64
+    num_vis_images: int = 6
+
+
+@dataclass
+class JointsMSELossConfig:
+    """``train.loss:``: joints MSE (mean over joints of 0.5 * MSE(pred * w, gt * w)); ``ohkm_topk`` enables OHKM."""
+
+    use_target_weight: bool = True
+    ohkm_topk: int | None = None
+
+
+# branches of an HRNet / HRFormer backbone with the standard three multi-resolution stages (every pose zoo entry)
+STANDARD_NUM_BRANCHES = 4
+
+
+def validate(recipe) -> None:
+    """Cross-field checks of a top-down recipe (heatmap geometry, heatmap branch, probabilities, zoo model keys).
+
+    Raises:
+        ConfigError: naming the key.
+    """
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    d = recipe.data
+    v = d.heatmap_size
+    need(len(v) == 2 and all(x > 0 for x in v), "data.heatmap_size", f"expected [W, H] of positive ints, got {v}")
+    iw, ih = d.input_size
+    hw, hh = d.heatmap_size
+    need(iw * hh == ih * hw, "data.heatmap_size", f"{d.heatmap_size} has a different aspect than input {d.input_size}")
+    need(d.sigma > 0, "data.sigma", "must be > 0")
+    check_zoo_model(recipe.model)
+    m = recipe.model
+    need(m.num_joints is None or m.num_joints > 0, "model.num_joints", "must be > 0")
+    b = m.heatmap_branch
+    if b is not None:
+        num_branches = len(m.stage_modules) + 1 if m.stage_modules is not None else STANDARD_NUM_BRANCHES
+        need(0 <= b < num_branches, "model.heatmap_branch", f"{b} is not a branch of the backbone (0 .. {num_branches - 1})")
+        stride = 4 * 2**b
+        expected = [iw / stride, ih / stride]
+        need([hw, hh] == expected, "data.heatmap_size",
+             f"{d.heatmap_size} does not match model.heatmap_branch={b}: the heatmaps of branch {b} have "
+             f"stride {stride}, so data.input_size {d.input_size} needs data.heatmap_size "
+             f"[{expected[0]:g}, {expected[1]:g}]" + ("" if all(x.is_integer() for x in expected) else
+                                                       f" (input size not divisible by {stride})"))
+    a = recipe.augment
+    need(0.0 <= a.rotation_prob <= 1.0, "augment.rotation_prob", "must be in [0, 1]")
+    need(0.0 <= a.half_body_prob <= 1.0, "augment.half_body_prob", "must be in [0, 1]")
+    need(recipe.test.batch_size > 0, "test.batch_size", "must be > 0")
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+
+def _coco_layout(split: str) -> dict[str, str]:
+    return {"annotations": f"annotations/person_keypoints_{split}.json", "images": split}
+
+
+def _mpii_layout(split: str) -> dict[str, str]:
+    return {"annotations": f"annot/{split}.json", "images": "images"}
+
+
+def _read_coco(src: SourceFiles) -> PreparedRows:
+    """COCO keypoints split -> rows (one per person with labelled joints; crowd regions dropped)."""
+    from hrnet_core.data.coco import CocoKeypoints
+
+    img_root = src.files["images"]
+    reader = CocoKeypoints(src.files["annotations"], img_root, use_gt_boxes=True, check_files=True)
+    imgs = reader.coco.dataset["images"]
+    import pandas as pd
+
+    images = pd.DataFrame([{"image_id": int(i["id"]), "file_name": str(i["file_name"]),
+                            "width": int(i.get("width", 0)), "height": int(i.get("height", 0))} for i in imgs],
+                          columns=["image_id", "file_name", "width", "height"])
+    files = {"annotations": src.files["annotations"]}
+    if "detections" in src.files:
+        files["detections"] = src.files["detections"]
+    return PreparedRows(images=images, samples=_samples_table(reader, img_root), image_root=img_root, files=files,
+                        meta={"num_joints": int(reader.num_joints)})
+
+
+def _read_mpii(src: SourceFiles) -> PreparedRows:
+    """MPII (HRNet json) split -> rows (one per person with labelled joints, provided center/scale)."""
+    from hrnet_core.data.mpii import MpiiKeypoints
+
+    import pandas as pd
+
+    img_root = src.files["images"]
+    reader = MpiiKeypoints(src.files["annotations"], img_root, headbox_file=src.files.get("headboxes"))
+    # the MPII json has no image table: one row per referenced file (sizes unknown without decoding: 0)
+    names = {os.path.relpath(r["image_file"], img_root): int(r["image_id"]) for r in reader.records}
+    images = pd.DataFrame([{"image_id": i, "file_name": f, "width": 0, "height": 0} for f, i in sorted(names.items())],
+                          columns=["image_id", "file_name", "width", "height"])
+    files = {"annotations": src.files["annotations"]}
+    if "headboxes" in src.files:
+        files["headboxes"] = src.files["headboxes"]
+    return PreparedRows(images=images, samples=_samples_table(reader, img_root), image_root=img_root, files=files,
+                        meta={"num_joints": int(reader.num_joints)})
+
+
+def _samples_table(reader, img_root: Path):
+    import pandas as pd
+
+    rows = []
+    for r in reader.records:
+        if float(r["joints"][:, 2].max(initial=0.0)) <= 0:
+            continue
+        bbox = r.get("bbox")
+        fixed_crop = bbox is None
+        if fixed_crop:  # MPII: the provided person center/scale define the crop; bbox for reference only
+            c, s = r["center"], r["scale"]
+            w, h = float(s[0]) * 200.0, float(s[1]) * 200.0
+            bbox = [float(c[0]) - w / 2, float(c[1]) - h / 2, w, h]
+        row = {
+            "image_id": int(r["image_id"]),
+            "ann_id": int(r.get("ann_id", -1)),
+            "file_name": os.path.relpath(r["image_file"], img_root),
+            "bbox": [float(v) for v in bbox],
+            "joints": [float(v) for v in r["joints"].reshape(-1)],
+        }
+        if fixed_crop:
+            row["center"] = [float(v) for v in r["center"]]
+            row["scale"] = [float(v) for v in r["scale"]]
+        if r.get("headbox") is not None:
+            row["headbox"] = [float(v) for v in r["headbox"].reshape(-1)]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+_KEYPOINT_INPUTS = {"annotations": "annotation file", "images": "image folder"}
+
+DATASETS: dict[str, DatasetReader] = {
+    "coco": DatasetReader(
+        name="coco", description="COCO person keypoints (person_keypoints_<split>.json + <split>/; CrowdPose-style json too)",
+        inputs={**_KEYPOINT_INPUTS, "detections": "person detection results json (evaluation boxes)"},
+        required=("annotations", "images"), default_layout=_coco_layout, read=_read_coco,
+        downloads={"train2017": ("http://images.cocodataset.org/zips/train2017.zip",
+                                 "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"),
+                   "val2017": ("http://images.cocodataset.org/zips/val2017.zip",
+                               "http://images.cocodataset.org/annotations/annotations_trainval2017.zip")}),
+    "mpii": DatasetReader(
+        name="mpii", description="MPII human pose, HRNet json (annot/<split>.json + images/)",
+        inputs={**_KEYPOINT_INPUTS, "headboxes": "head boxes for PCKh (annot/gt_valid.mat or json)"},
+        required=("annotations", "images"), default_layout=_mpii_layout, read=_read_mpii,
+        # images from the MPII site; the HRNet json annotations (train/valid/gt_valid.mat) come with the official
+        # HRNet code's data instructions
+        downloads={s: ("https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1.tar.gz",)
+                   for s in ("train", "valid")}),
+}
+
+
+def keypoint_spec(dataset: str, num_joints: int):
+    """The :class:`~hrnet_core.data.keypoints.KeypointSpec` of a dataset (COCO / CrowdPose by joint count, MPII).
+
+    Raises:
+        ValueError: no known layout has ``num_joints`` joints.
+    """
+    from hrnet_core.data.keypoints import COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS, MPII_KEYPOINTS
+
+    if dataset == "mpii":
+        return MPII_KEYPOINTS
+    for spec in (COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS):
+        if spec.num_joints == num_joints:
+            return spec
+    raise ValueError(f"no keypoint layout with {num_joints} joints for dataset {dataset!r}")
+
+
+# ------------------------------------------------------------------------------------------------ samples
+
+
+@dataclass(frozen=True)
+class TopDownSample:
+    """The per-sample function of a recipe and split (picklable; builds its ``TopDownTransform`` lazily).
+
+    ``__call__(row, rng)``: a ``samples.parquet`` row -> ``image`` float32 ``[3, H, W]``, ``target`` float32
+    ``[K, h, w]``, ``target_weight`` float32 ``[K, 1]``. ``rng`` draws the augmentation (training).
+
+    Raises (on call):
+        hrnet_core.data.io.ImageReadError: the image is missing or corrupt (names the file).
+    """
+
+    image_root: str
+    dataset: str
+    num_joints: int
+    input_size: tuple[int, int]
+    heatmap_size: tuple[int, int]
+    sigma: float
+    flip: bool
+    scale_factor: float
+    rotation_factor: float
+    rotation_prob: float
+    half_body_prob: float
+    half_body_min_joints: int
+    train: bool = True
+
+    def transform(self):
+        return _transform(self)
+
+    def record(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A row -> a reader-style record (absolute ``image_file``, center/scale for the crop).
+
+        COCO rows carry the person box: center/scale are computed for the recipe's input aspect ratio (pixel_std
+        200, padding 1.25, FACTS.md section 1). MPII rows carry the provided center/scale, used as they are.
+        """
+        from hrnet_core.data.transforms import box_to_center_scale
+
+        joints = np.asarray(row["joints"], dtype=np.float64).reshape(self.num_joints, 3)
+        center = row.get("center")
+        if center is not None and not (isinstance(center, float) and center != center):
+            center = np.asarray(center, dtype=np.float64)
+            scale = np.asarray(row["scale"], dtype=np.float64)
+        else:
+            center, scale = box_to_center_scale(np.asarray(row["bbox"], dtype=np.float64),
+                                                self.input_size[0] / self.input_size[1])
+        return {"image_file": str(Path(self.image_root) / str(row["file_name"])), "image_id": int(row["image_id"]),
+                "center": center, "scale": scale, "joints": joints, "score": 1.0}
+
+    def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        from hrnet_core.data.io import read_image
+
+        record = self.record(row)
+        s = self.transform()(record, read_image(record["image_file"]), rng)
+        return {"image": s["image"].astype(np.float32, copy=False), "target": s["target"].astype(np.float32, copy=False),
+                "target_weight": s["target_weight"].astype(np.float32, copy=False)}
+
+
+_TRANSFORMS: dict[TopDownSample, Any] = {}
+
+
+def _transform(cfg: TopDownSample):
+    from hrnet_core.data.transforms import TopDownTransform
+
+    if cfg not in _TRANSFORMS:
+        spec = keypoint_spec(cfg.dataset, cfg.num_joints)
+        _TRANSFORMS[cfg] = TopDownTransform(
+            input_size=cfg.input_size, heatmap_size=cfg.heatmap_size, sigma=cfg.sigma, flip_pairs=spec.flip_pairs,
+            train=cfg.train, scale_factor=cfg.scale_factor, rotation_factor=cfg.rotation_factor,
+            rotation_prob=cfg.rotation_prob, flip=cfg.flip, half_body_prob=cfg.half_body_prob,
+            num_joints_half_body=cfg.half_body_min_joints, upper_body_ids=spec.upper_body_ids)
+    return _TRANSFORMS[cfg]
+
+
+def sample_transform(recipe, split, train: bool = True) -> TopDownSample:
+    """The per-sample function of ``recipe`` on ``split`` (data geometry and augmentation of the recipe)."""
+    a, d = recipe.augment, recipe.data
+    return TopDownSample(
+        image_root=str(split.image_root), dataset=d.dataset, num_joints=int(split.manifest["num_joints"]),
+        input_size=(int(d.input_size[0]), int(d.input_size[1])),
+        heatmap_size=(int(d.heatmap_size[0]), int(d.heatmap_size[1])), sigma=float(d.sigma), flip=a.flip,
+        scale_factor=a.scale_factor, rotation_factor=a.rotation_factor, rotation_prob=a.rotation_prob,
+        half_body_prob=a.half_body_prob, half_body_min_joints=a.half_body_min_joints, train=train)
+
+
+BATCH_LAYOUT = {
+    "image": "float32 [B, 3, H, W] normalised crops (H, W = data.input_size)",
+    "target": "float32 [B, K, h, w] Gaussian heatmaps (h, w = data.heatmap_size; std data.sigma cells)",
+    "target_weight": "float32 [B, K, 1] 1 for labelled joints inside the heatmap, else 0",
+    "index": "int64 [B] sample index (row of samples.parquet)",
+}
+
+
+def collate_fn(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Numpy batch -> tensors (fixed-size arrays; see :data:`BATCH_LAYOUT`)."""
+    import torch
+
+    return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+def batch_size(batch: Mapping[str, Any]) -> int:
+    return int(len(batch["image"]))
+
+
+# ------------------------------------------------------------------------------------------------ model + loss
+
+
+def build_model(recipe):
+    """The recipe's zoo network; ``model.pretrained`` (ImageNet classification weights) initialises its backbone.
+
+    Raises:
+        FileNotFoundError: ``model.pretrained`` missing. hrnet_core.models.CheckpointMismatchError: a backbone
+        tensor missing from the file or of another shape (named).
+    """
+    from hrnet_core.models import build_model as zoo_build, load_pretrained_backbone
+
+    model = zoo_build(recipe.model.name, **recipe.model.build_kwargs())
+    if recipe.model.pretrained:
+        load_pretrained_backbone(model, recipe.model.pretrained)
+    return model
+
+
+class JointsLoss:
+    """Joints MSE of :mod:`hrnet_core.losses.joints_mse` in the loss-dict contract: ``(heatmaps, batch) ->
+    {"loss": total}`` with heatmaps float ``[B, K, h, w]`` (the batch's ``target``, ``target_weight``)."""
+
+    def __init__(self, cfg: JointsMSELossConfig) -> None:
+        from hrnet_core.losses.joints_mse import JointsMSELoss
+
+        self.mse = JointsMSELoss(cfg.use_target_weight, cfg.ohkm_topk)
+
+    def __call__(self, outputs, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return {"loss": self.mse(outputs.float(), batch["target"], batch["target_weight"])}
+
+
+def build_loss(recipe) -> JointsLoss:
+    return JointsLoss(recipe.train.loss)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def eval_reader(recipe, split):
+    """The reader with the people to predict, per the recipe's test settings.
+
+    COCO: :class:`~hrnet_core.data.coco.CocoKeypoints` on the split's annotations, with the split's detection file
+    unless ``test.use_gt_boxes``; MPII: :class:`~hrnet_core.data.mpii.MpiiKeypoints` with head boxes.
+
+    Raises:
+        hrnet_core.data.prepared.DataError: detector boxes requested but the split has no detection file; MPII
+        records without head boxes.
+    """
+    from hrnet_core.data.prepared import DataError
+
+    aspect = recipe.data.input_size[0] / recipe.data.input_size[1]
+    if recipe.data.dataset == "coco":
+        from hrnet_core.data.coco import CocoKeypoints
+
+        if recipe.test.use_gt_boxes:
+            return CocoKeypoints(split.ann_file, split.image_root, use_gt_boxes=True, aspect_ratio=aspect)
+        if split.detections is None:
+            raise DataError(f"recipe {recipe.name} evaluates with detector boxes (test.use_gt_boxes=false) but "
+                            f"{str(split.dir)!r} has no detections.json; prepare it with --detections or set "
+                            f"test.use_gt_boxes=true")
+        return CocoKeypoints(split.ann_file, split.image_root, detections=split.detections,
+                             det_score_thr=recipe.test.det_score_thr, use_gt_boxes=False, aspect_ratio=aspect)
+    from hrnet_core.data.mpii import MpiiKeypoints
+
+    reader = MpiiKeypoints(split.ann_file, split.image_root, headbox_file=split.headboxes)
+    missing = sum(1 for r in reader.records if r.get("headbox") is None)
+    if missing:
+        raise DataError(f"{missing} of {len(reader.records)} MPII records in {str(split.dir)!r} have no head box "
+                        f"(PCKh needs them); prepare the split with --headboxes annot/gt_valid.mat")
+    return reader
+
+
+def eval_items(recipe, split) -> list[dict[str, Any]]:
+    """People to predict (records with ``image_file``, ``center``, ``scale``, ``score``, ...), see :func:`eval_reader`."""
+    return list(eval_reader(recipe, split).records)
+
+
+def _batches(records: Sequence[dict[str, Any]], transform, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Preprocessed batches (a background thread decodes and warps the next batch while the model runs)."""
+    from hrnet_core.data.io import read_image
+
+    cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def image(path: str) -> np.ndarray:
+        if path in cache:
+            cache.move_to_end(path)
+            return cache[path]
+        img = read_image(path)
+        cache[path] = img
+        if len(cache) > 16:
+            cache.popitem(last=False)
+        return img
+
+    def make(start: int) -> dict[str, np.ndarray]:
+        samples = [transform(r, image(r["image_file"])) for r in records[start:start + batch_size]]
+        return {"image": np.stack([s["image"] for s in samples]), "center": np.stack([s["center"] for s in samples]),
+                "scale": np.stack([s["scale"] for s in samples])}
+
+    starts = list(range(0, len(records), batch_size))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(make, starts[0]) if starts else None
+        for i in range(len(starts)):
+            batch = pending.result()
+            pending = pool.submit(make, starts[i + 1]) if i + 1 < len(starts) else None
+            yield batch
+
+
+def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
+    """Keypoints ``[N, K, 3]`` (x, y original-image px, heatmap maximum) of the items, in item order.
+
+    The model runs in eval mode without gradients (restored afterwards); fp32 inference.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from hrnet_core.codecs.heatmap import HeatmapCodec, flip_test
+    from hrnet_core.data.transforms import TopDownTransform
+
+    d = recipe.data
+    k = int(split.manifest["num_joints"])
+    flip_pairs = keypoint_spec(d.dataset, k).flip_pairs
+    transform = TopDownTransform(d.input_size, d.heatmap_size, d.sigma, flip_pairs, train=False)
+    codec = HeatmapCodec(d.input_size, d.heatmap_size, d.sigma)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            bar = tqdm(total=len(items), desc="evaluate", unit="person", disable=not progress)
+            for batch in _batches(items, transform, recipe.test.batch_size):
+                x = torch.from_numpy(batch["image"]).to(device)
+                hm = flip_test(model, x, flip_pairs, shift=recipe.test.shift_heatmap) if recipe.test.flip else model(x)
+                coords, maxvals = codec.decode_to_image(hm.float().cpu().numpy(), batch["center"], batch["scale"])
+                out.append(np.concatenate([coords, maxvals], axis=2))
+                bar.update(len(x))
+            bar.close()
+    finally:
+        model.train(was_training)
+    return Predictions(np.concatenate(out) if out else np.zeros((0, k, 3), np.float32))
+
+
+def concat(parts: Sequence[Predictions]) -> Predictions:
+    arrays = [p.values for p in parts]
+    return Predictions(np.concatenate(arrays) if arrays else np.zeros((0, 0, 3), np.float32))
+
+
+def _coco_results(items, preds: np.ndarray, recipe, num_joints: int, sigmas):
+    from hrnet_core.evaluation.coco_keypoints import coco_keypoint_results
+
+    return coco_keypoint_results(
+        preds, [r["image_id"] for r in items], [r["score"] for r in items], [r["area"] for r in items],
+        centers=np.stack([r["center"] for r in items]) if len(items) else None,
+        scales=np.stack([r["scale"] for r in items]) if len(items) else None,
+        in_vis_thr=recipe.test.joint_score_thr, oks_thr=recipe.test.oks_nms_thr,
+        sigmas=None if num_joints == 17 else sigmas)
+
+
+def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split,
+          out_dir: str | Path | None = None) -> dict[str, float]:
+    """Metrics of the predictions; with ``out_dir`` also ``predictions.json`` (COCO results format; MPII: per-record
+    joints).
+
+    Returns:
+        COCO: ``AP, AP50, AP75, APM, APL, AR, AR50, AR75, ARM, ARL`` in percent (areas without ground truth
+        omitted); MPII: ``PCKh`` (Mean@0.5), ``PCKh_0.1`` (Mean@0.1; MLflow names allow no "@") and per-joint-group
+        ``PCKh/<group>``; plus ``eval_items`` (people scored).
+    """
+    preds = predictions.values
+    metrics: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        pred_dir = Path(out_dir) if out_dir is not None else Path(tmp)
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        if recipe.data.dataset == "coco":
+            from hrnet_core.evaluation.coco_keypoints import evaluate_coco_keypoints, write_coco_results
+            from pycocotools.coco import COCO
+            import contextlib
+            import io
+
+            k = int(split.manifest["num_joints"])
+            sigmas = None if k == 17 else keypoint_spec("coco", k).sigmas
+            results = _coco_results(items, preds, recipe, k, sigmas)
+            pred_file = write_coco_results(results, pred_dir / "predictions.json")
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt = COCO(str(split.ann_file))
+            stats = evaluate_coco_keypoints(gt, pred_file, sigmas=sigmas)
+            metrics.update({key: 100.0 * v for key, v in stats.items() if v >= 0})
+        else:
+            from hrnet_core.evaluation.pckh import evaluate_mpii
+
+            res = evaluate_mpii(preds, items)
+            metrics["PCKh"] = float(res["PCKh"])
+            metrics["PCKh_0.1"] = float(res["PCKh@0.1"])
+            for group, value in res["table"].items():
+                if isinstance(value, (int, float)) and group not in ("Mean", "threshold"):
+                    metrics[f"PCKh/{group}"] = float(value)
+            (pred_dir / "predictions.json").write_text(json.dumps(
+                [{"image": r.get("image_name", r["image_file"]), "image_id": int(r["image_id"]),
+                  "keypoints": p.reshape(-1).round(3).tolist()} for r, p in zip(items, preds)]))
+    metrics["eval_items"] = float(len(items))
+    return metrics
+
+
+def draw(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split, out_dir: str | Path,
+         num_images: int) -> list[Path]:
+    """Predicted skeletons (colour, after rescoring and OKS-NMS for COCO) over ground truth (white) for the first
+    ``num_images`` images, as ``<out_dir>/<image_id>.jpg``."""
+    from hrnet_core.evaluation.pose_drawing import save_visualisations
+
+    preds = predictions.values
+    image_files = {int(r["image_id"]): r["image_file"] for r in items}
+    gt_by_image: dict[int, list[np.ndarray]] = {}
+    if recipe.data.dataset == "coco":
+        from hrnet_core.data.io import load_json
+
+        k = int(split.manifest["num_joints"])
+        results = _coco_results(items, preds, recipe, k, None if k == 17 else keypoint_spec("coco", k).sigmas)
+        for a in load_json(split.ann_file)["annotations"]:
+            if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0:
+                gt_by_image.setdefault(int(a["image_id"]), []).append(np.asarray(a["keypoints"], float).reshape(-1, 3))
+    else:
+        results = [{"image_id": int(r["image_id"]), "keypoints": p, "score": 1.0} for r, p in zip(items, preds)]
+        for r in items:
+            gt_by_image.setdefault(int(r["image_id"]), []).append(
+                np.concatenate([r["joints"][:, :2], r["joints"][:, 2:] * 2], axis=1))
+    return save_visualisations(results, image_files, out_dir, num_images=num_images, ground_truth=gt_by_image,
+                               joint_thr=recipe.test.joint_score_thr)
+
+
+# ------------------------------------------------------------------------------------------------ synthetic data
+
+
+def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progress=None) -> dict[str, Any]:
+    """Synthetic COCO-format person keypoints (:func:`hrnet_core.data.synthetic.generate_dataset`)."""
+    from hrnet_core.data.synthetic import generate_dataset
+
+    return generate_dataset(out_dir, num_train, num_val, seed, progress=progress)
+
+
+SYNTHETIC = SyntheticData(
+    generate=generate,
+    splits=(SplitPrep("coco", "train2017"),
+            SplitPrep("coco", "val2017", {"detections": "person_detection_results/synthetic_val2017_detections_person.json"})),
+    defaults={"num_train": 1500, "num_val": 100},
+)
+
+TASK = Task(
+    name="pose_topdown",
+    description="top-down human pose: person crops -> heatmaps (HRNet pose paper; COCO AP, MPII PCKh)",
+    datasets=DATASETS,
+    sections=RecipeSections(data=TopDownData, augment=TopDownAugment, test=TopDownTest, loss=JointsMSELossConfig),
+    metrics=MetricSpec(primary="AP", higher_is_better=True,
+                       names=("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL", "PCKh",
+                              "PCKh_0.1"),
+                       units="percent (COCO AP/AR from COCOeval; MPII PCKh)", by_dataset={"mpii": "PCKh"}),
+    smoke_profile="smoke",
+    default_recipe="pose_hrnet_w32_256x192_coco",
+    synthetic=SYNTHETIC,
+    validate=validate,
+    sample_transform=sample_transform,
+    collate_fn=collate_fn,
+    batch_layout=BATCH_LAYOUT,
+    batch_size=batch_size,
+    build_model=build_model,
+    build_loss=build_loss,
+    eval_items=eval_items,
+    predict=predict,
+    concat=concat,
+    score=score,
+    draw=draw,
+)
