@@ -209,15 +209,36 @@ def recipe_tags(recipe) -> dict[str, Any]:
 
 
 def log_paper_comparison(run_id: str, recipe_name: str, metrics: Mapping[str, float],
-                         tracking_uri: str | None = None) -> dict[str, float]:
-    """Log the paper's value next to ours: ``paper/<m>`` for every metric of the recipe's paper-table row,
-    ``delta/<m>`` (ours - paper) for every metric we measured, and the tags ``paper.id``, ``paper.table``,
-    ``paper.row``, ``paper.metric``, ``paper.status`` (``reproduced`` / ``below``).
+                         tracking_uri: str | None = None,
+                         paper_key: tuple[str, str, str] | Mapping[str, str] | None = None,
+                         paper_values: Mapping[str, float] | None = None,
+                         tolerances: Mapping[str, float] | None = None, *,
+                         paper_ref: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Log the paper's values next to ours in MLflow run ``run_id``: ``paper/<m>`` for every paper value,
+    ``delta/<m>`` (ours - paper) for every one of them measured in ``metrics``, and the tags ``paper.id``,
+    ``paper.table``, ``paper.row``, ``paper.metric``, ``paper.status`` (``reproduced`` / ``below``).
 
-    Implemented by :func:`pipelines.report.log_paper_comparison` (issue 5); the row is the recipe's primary row of
-    ``hrnet_core.paper_tables`` (or the recipe's own ``paper`` block). Returns the logged metrics (``{}`` when no
-    row maps to the recipe).
+    The numbers are :func:`pipelines.report.compare.paper_comparison` of the run's tags: the explicit ``paper_key``
+    (or its older spelling ``paper_ref``) / ``paper_values``, else the row or values the run's own ``paper.*`` tags
+    name (a sweep trial), else the recipe's row (its ``paper`` block, else its primary row in
+    ``hrnet_core.paper_tables``). ``tolerances``: per-metric overrides for ``paper.status``.
+
+    Returns:
+        The logged metrics (``{}`` when there are no paper values for the run: nothing is logged then).
+
+    Raises:
+        KeyError: an explicit ``paper_key`` names an unknown row and no ``paper_values`` are given.
     """
-    from .report import log_paper_comparison as _log_paper_comparison
+    # The comparison logic is pure and imports nothing from pipelines; imported here so that training workers that
+    # never compare do not load the report package.
+    from .report.compare import paper_comparison
 
-    return _log_paper_comparison(run_id, recipe_name, metrics, tracking_uri=tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri)
+    out, tags = paper_comparison(recipe_name, metrics, run_tags=client(uri).get_run(run_id).data.tags,
+                                 paper_key=paper_key if paper_key is not None else paper_ref,
+                                 paper_values=paper_values, tolerances=tolerances)
+    if out:
+        log_metrics(uri, run_id, out)
+    if tags:
+        set_tags(uri, run_id, tags)
+    return out
