@@ -22,7 +22,8 @@ text garbled. ``role`` separates the paper's own models (``proposed``), HRNet-fa
 Validation (the schema) runs on load: the dataclasses below are the schema of the files (:mod:`hrnet_core.schema`),
 plus checks the types cannot express. An unknown key, a missing required key, a value of the wrong type, an unknown
 metric name, a percentage outside [0, 100], duplicate ids or a recipe mapped as primary by two rows raise
-:class:`PaperTableError` naming the key path and the file (e.g. ``tables[0].rows[5].metrics.mIoU: ... (hrnetv2_2019.yaml)``).
+:class:`PaperTableError` naming the key path and the file
+(e.g. ``tables[0].rows[5].metrics.mIoU: ... (hrnetv2_2019.yaml)``).
 
 Example::
 
