@@ -64,14 +64,16 @@ def test_console_script_is_declared():
 def test_prepared_split_layout_and_checksums(prepared):
     split = prepared / "prepared" / "train2017"
     manifest = json.loads((split / "manifest.json").read_text())
-    assert manifest["format"] == "hrnet-prepared/1" and manifest["num_images"] == 12 and manifest["num_joints"] == 17
+    assert manifest["format"] == "hrnet-prepared/2" and manifest["num_images"] == 12 and manifest["num_joints"] == 17
+    assert manifest["task"] == "pose_topdown" and not Path(manifest["image_root"]).is_absolute(), \
+        "paths relative to the split: the manifest (and its DVC hash) does not depend on the checkout location"
     images = pd.read_parquet(split / "images.parquet")
     samples = pd.read_parquet(split / "samples.parquet")
     assert len(images) == 12 and images["sha256"].str.len().eq(64).all()
     assert len(samples) == manifest["num_samples"] > 0
     assert len(samples["joints"].iloc[0]) == 51 and len(samples["bbox"].iloc[0]) == 4
     val = json.loads((prepared / "prepared" / "val2017" / "manifest.json").read_text())
-    assert val["detections"] == "detections.json" and (prepared / "prepared" / "val2017" / "detections.json").is_file()
+    assert val["files"]["detections"] == "detections.json" and (prepared / "prepared" / "val2017" / "detections.json").is_file()
 
 
 def test_fingerprint_changes_with_an_image(prepared, tmp_path, capsys):
@@ -161,7 +163,7 @@ def test_prepare_real_coco_mirrors(tmp_path, capsys):
                      "test_coco_det_AP_H_56.json", "--out", str(tmp_path))
     assert code == 0
     m = json.loads((tmp_path / "val2017/manifest.json").read_text())
-    assert m["num_images"] == 4 and m["detections"] == "detections.json"
+    assert m["num_images"] == 4 and m["files"]["detections"] == "detections.json"
 
 
 def test_dvc_pipeline_parses():
@@ -274,7 +276,7 @@ def test_evaluate_mpii_logs_pckh_to_mlflow(tmp_path, capsys):
                          "--out-dir", str(tmp_path / "eval"))
     assert code == 0, err
     metrics = json.loads(out)
-    assert {"PCKh", "PCKh_0.1", "PCKh/Head", "eval_persons"} <= set(metrics)
+    assert {"PCKh", "PCKh_0.1", "PCKh/Head", "eval_items"} <= set(metrics)
     logged = tracking.client(uri).search_runs([tracking.experiment_id(uri, "hrnet")])[0].data.metrics
     assert logged["PCKh"] == pytest.approx(metrics["PCKh"]) and logged["PCKh_0.1"] == pytest.approx(metrics["PCKh_0.1"])
     assert logged["paper/PCKh"] == 90.3 and logged["delta/PCKh"] == pytest.approx(metrics["PCKh"] - 90.3)
@@ -286,7 +288,7 @@ def test_open_checkpoint_tells_our_weights_from_official_ones(tmp_path):
     import torch
 
     from hrnet_core.recipes import load_recipe
-    from pipelines.evaluate import CheckpointError, build_pose_model, open_checkpoint, save_weights
+    from hrnet_core.weights import CheckpointError, build_network as build_pose_model, open_checkpoint, save_weights
 
     recipe = load_recipe(RECIPE, profile="smoke")
     state = build_pose_model(recipe).state_dict()

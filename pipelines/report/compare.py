@@ -130,7 +130,7 @@ def paper_comparison(recipe_name: str, metrics: Mapping[str, float], *, run_tags
        or ``paper_values`` alone (a key that names no row is then kept as the run's ``paper.*`` tags).
     2. The run's own tags ``run_tags``, when its ``recipe`` tag is ``recipe_name`` (or absent) and it carries
        ``paper.id`` / ``paper.table`` / ``paper.row``: the row they name, else the values of tag ``paper.values`` (a
-       sweep variant that quotes a figure), else **nothing**. This is how a sweep trial - a W48 or 2x-heatmap variant
+       sweep variant that quotes a figure), else **nothing**. This is how a sweep trial - a W48 or 2x-resolution variant
        of a W32 recipe, tagged by ``sweeps.tracking.trial_paper_tags`` - is compared with its own row, and a variant
        that is no paper row gets no ``paper/`` numbers instead of the base recipe's.
     3. The recipe's row (:func:`resolve_row`): its own ``paper`` block, else the primary row of ``row_for_recipe``.
