@@ -161,7 +161,8 @@ def test_cli_evaluate_refuses_a_malicious_pickle(prepared_root, tmp_path, capsys
     assert str(bad) in line and "refused" in line
     assert not marker.exists()
     # without a recipe too
-    code, _, err = _run(capsys, "evaluate", "--no-mlflow", "--out-dir", str(tmp_path / "eval"), "--checkpoint", str(bad))
+    code, _, err = _run(capsys, "evaluate", "--no-mlflow", "--out-dir", str(tmp_path / "eval"),
+                        "--checkpoint", str(bad))
     assert code == 2 and str(bad) in _error_line(err)
     assert not marker.exists()
 
