@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping
 
 import yaml
+
+from hrnet_core import schema
 
 RECIPE_DIR = Path(__file__).resolve().parent
 PROFILE_DIR = RECIPE_DIR / "profiles"
@@ -536,85 +536,29 @@ def _check_keys(cls: type, data: Mapping[str, Any], prefix: str, source: str,
     ``types`` maps dotted section keys (``"augment"``, ``"train.loss"``) to the dataclass that replaces the declared
     field type there (the task's sections); sections typed ``Any`` without an entry are not checked.
     """
-    types = types or {}
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"unknown key {prefix}{key} ({source}); allowed under "
-                              f"{prefix[:-1] or 'the top level'}: {', '.join(fields)}")
-        tp = types.get(f"{prefix}{key}") or _strip_optional(hints[key])[0]
-        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
-            _check_keys(tp, value, f"{prefix}{key}.", source, types)
-
-
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
-def _coerce(tp: Any, value: Any, key: str, source: str, types: Mapping[str, type] | None = None) -> Any:
-    if types and key in types:
-        tp = types[key]
-    tp, optional = _strip_optional(tp)
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}: must not be null ({source})")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r} ({source})")
-        return _build(tp, dict(value), prefix=key + ".", source=source, types=types)
-    origin = typing.get_origin(tp)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r} ({source})")
-        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
-        return [_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r} ({source})")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r} ({source})")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r} ({source})")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r} ({source})")
-    if tp is Any:
-        return value
-    raise ConfigError(f"{key}: unsupported field type {tp} ({source})")  # pragma: no cover - programming error
+    schema.check_keys(cls, data, source=source, prefix=prefix, error=ConfigError,
+                      resolve_type=_section_resolver(types, prefix))
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str, source: str, types: Mapping[str, type] | None = None) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} ({source}); allowed under "
-                          f"{prefix[:-1] or 'the top level'}: {', '.join(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _coerce(hints[name], data[name], prefix + name, source, types)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            raise ConfigError(f"missing key {prefix}{name} ({source})")
-    return cls(**kwargs)
+    """``cls`` built from ``data`` (:func:`hrnet_core.schema.build_dataclass`), with the task's section dataclasses
+    ``types`` (as in :func:`_check_keys`); raises :class:`ConfigError` naming the dotted key."""
+    return schema.build_dataclass(cls, data, source=source, prefix=prefix, error=ConfigError,
+                                  resolve_type=_section_resolver(types, prefix))
+
+
+def _section_resolver(types: Mapping[str, type] | None, prefix: str) -> schema.ResolveType | None:
+    """The ``resolve_type`` hook of :mod:`hrnet_core.schema` for the dotted section keys of ``types``, for a mapping
+    checked under the dotted key ``prefix`` (a ``Recipe`` mapping): field ``name`` of ``Recipe`` is the dotted key
+    ``{prefix}{name}``, of ``TrainConfig`` ``{prefix}train.{name}``; any other key keeps its annotation."""
+    if not types:
+        return None
+
+    def resolve(cls: type, name: str, data: Mapping[str, Any]) -> Any:
+        parent = _SECTION_PARENTS.get(cls)
+        return None if parent is None else types.get(f"{prefix}{parent}{name}")
+
+    return resolve
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -622,6 +566,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str, source: str, types: Map
 
 # recipe sections whose dataclass the task decides (hrnet_core.tasks.RecipeSections), by dotted key
 _TASK_SECTIONS = {"data": "data", "augment": "augment", "test": "test", "train.loss": "loss"}
+# dotted key (relative to a recipe mapping) of the dataclasses holding those sections
+_SECTION_PARENTS: dict[type, str] = {Recipe: "", TrainConfig: "train."}
 
 
 def _task(name: Any, key: str):
