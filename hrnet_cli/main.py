@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -179,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--cpus-per-worker", type=float, default=None,
                     help="CPUs reserved per worker (default: leave one CPU of the cluster to data loading)")
     tr.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
-    tr.add_argument("--run-name", default=None, help="Ray/MLflow run name (default: RECIPE-PROFILE-CONFIGHASH)")
+    tr.add_argument("--run-name", default=None,
+                    help="Ray/MLflow run name (default: RECIPE-PROFILE-HASH of the recipe, the data fingerprint and the "
+                         "backbone); an existing run of the same data resumes, a finished one is reported as "
+                         "'already complete'")
     tr.add_argument("--storage-path", default="ray_results", help="Ray Train storage (default %(default)s)")
     tr.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or "
                                                       "sqlite:///mlflow.db)")
@@ -209,13 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--baseline", action="store_true",
                     help="also evaluate a freshly initialised model of the same recipe and report its metrics as "
                          "untrained/<metric> (shows how much training gained)")
-    ev.add_argument("--out-dir", default="outputs/evaluation", help="predictions, metrics, vis (default %(default)s)")
+    ev.add_argument("--out-dir", default=None,
+                    help="predictions, metrics, vis (default outputs/evaluations/<checkpoint name>; the DVC stage "
+                         "writes outputs/<task>/evaluation)")
     ev.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI")
     ev.add_argument("--run-id", default=None,
-                    help="MLflow run to log into (default: the training run stored in our weights file; a new run "
-                         "for an official checkpoint)")
-    ev.add_argument("--experiment", default="hrnet", help="MLflow experiment of a new official-checkpoint run "
-                                                          "(default %(default)s)")
+                    help="MLflow run to log into (default: a new run, tagged source=evaluation and "
+                         "eval.training_run_id for our weights, source=official-checkpoint for an official file)")
+    ev.add_argument("--into-training-run", action="store_true",
+                    help="log into the training run stored in our weights file (the DVC evaluate stage)")
+    ev.add_argument("--experiment", default="hrnet", help="MLflow experiment of a new run (default %(default)s)")
     ev.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ev.add_argument("--metrics-out", default=None, help="also write the metrics json here (DVC metrics)")
     ev.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
@@ -390,35 +395,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _init_ray(address: str | None) -> None:
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipelines.train import default_run_name, train
+    from pipelines.train import root_cause, train
 
     recipe = _load(args)
-    run_name = args.run_name or default_run_name(recipe)
-    _init_ray(args.address)
-    from ray.train import TrainingFailedError
-
     try:
-        result = train(recipe, num_workers=args.num_workers, use_gpu=args.use_gpu, run_name=run_name,
+        from ray.train import TrainingFailedError
+    except ImportError:  # pragma: no cover
+        TrainingFailedError = RuntimeError  # noqa: N806
+    try:
+        result = train(recipe, num_workers=args.num_workers, use_gpu=args.use_gpu, run_name=args.run_name,
                        storage_path=args.storage_path, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
                        cpus_per_worker=args.cpus_per_worker, export_weights=args.weights_out,
-                       history_out=args.history_out)
-    except TrainingFailedError as exc:  # Ray has printed the workers' tracebacks; summarise the cause in one line
+                       history_out=args.history_out, address=args.address)
+    except TrainingFailedError as exc:  # Ray has printed the workers' tracebacks; the cause, once, last
         cause = root_cause(exc)
         text = str(cause).strip().splitlines()
-        print(f"hrnet: error: training failed ({type(cause).__name__}): {text[-1] if text else ''}", file=sys.stderr)
+        kind = getattr(cause, "kind", type(cause).__name__)
+        print(f"hrnet: error: training failed: {kind}: {text[-1] if text else ''}", file=sys.stderr)
         return 1
     summary = {"run_id": result.run_id, "run_name": result.run_name, "checkpoint": result.checkpoint_path,
                "weights": result.weights_path, **result.metrics}
@@ -433,18 +427,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from pipelines.evaluate import evaluate, evaluate_untrained
 
+    if not args.recipe and (args.set or args.profile or args.params):
+        raise ConfigError("--set/--profile/--params change a recipe: name the RECIPE too (the weights file's own recipe "
+                          "is used as stored)")
     recipe = _load(args) if args.recipe else None
+    out_dir = args.out_dir or (f"outputs/evaluations/{Path(args.checkpoint).stem}" if args.checkpoint else
+                               "outputs/evaluations/untrained")
     if args.untrained:
         if recipe is None:
             raise ConfigError("--untrained needs a RECIPE")
-        metrics = evaluate_untrained(recipe, out_dir=args.out_dir, device=args.device)
+        metrics = evaluate_untrained(recipe, out_dir=out_dir, device=args.device)
     else:
         if not args.checkpoint:
             raise ConfigError("hrnet evaluate needs --checkpoint FILE (or --untrained with a RECIPE)")
         run_id = "" if args.no_mlflow else args.run_id
         t = time.time()
-        metrics = evaluate(recipe, args.checkpoint, mlflow_uri=args.mlflow_uri, run_id=run_id, out_dir=args.out_dir,
-                           device=args.device, baseline=args.baseline, experiment=args.experiment)
+        metrics = evaluate(recipe, args.checkpoint, mlflow_uri=args.mlflow_uri, run_id=run_id, out_dir=out_dir,
+                           device=args.device, baseline=args.baseline, experiment=args.experiment,
+                           into_training_run=args.into_training_run)
         metrics.setdefault("eval_time_s", time.time() - t)
     if args.metrics_out:
         _write_json(args.metrics_out, metrics)
@@ -453,25 +453,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception behind a Ray Train / Ray task failure (worker failures, task error causes)."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        failures = getattr(exc, "worker_failures", None)
-        if failures:
-            exc = next(iter(failures.values()))
-            continue
-        for attr in ("controller_failure", "cause"):
-            inner = getattr(exc, attr, None)
-            if isinstance(inner, BaseException):
-                exc = inner
-                break
-        else:
-            if exc.__cause__ is not None:
-                exc = exc.__cause__
-                continue
-            break
-    return exc
+    """The exception to show for a failed training (:func:`pipelines.train.root_cause`)."""
+    from pipelines.train import root_cause as cause
+
+    return cause(exc)
 
 
 def _write_json(path: str, data: dict) -> None:

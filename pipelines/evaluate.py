@@ -73,7 +73,7 @@ def evaluate_untrained(recipe: Recipe, *, out_dir: str | Path | None = None, dev
 
 def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, run_id: str | None,
              out_dir: str | Path, device: str | None = None, progress: bool = True,
-             baseline: bool = False, experiment: str = "hrnet") -> dict[str, float]:
+             baseline: bool = False, experiment: str = "hrnet", into_training_run: bool = False) -> dict[str, float]:
     """Evaluate a checkpoint on the recipe's val split and log the results to MLflow.
 
     Args:
@@ -82,14 +82,16 @@ def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, 
         checkpoint: weights file of :func:`save_weights`, a Ray Train checkpoint directory, or an official ``.pth``
             (:func:`open_checkpoint`).
         mlflow_uri: tracking URI (``None``: default ``sqlite:///mlflow.db``).
-        run_id: MLflow run to log into. ``None``: our weights log into the training run recorded in the file;
-            an official checkpoint gets a new run in ``experiment`` tagged ``source=official-checkpoint``. ``""``
-            skips MLflow.
+        run_id: MLflow run to log into. ``None``: a new run in ``experiment`` -- for our weights tagged
+            ``source=evaluation`` and ``eval.training_run_id`` (the training run recorded in the file), for an official
+            checkpoint ``source=official-checkpoint``. ``""`` skips MLflow.
         out_dir: where ``predictions.json``, ``metrics.json`` and ``vis/`` go.
         device: ``cuda`` / ``cpu``; default CUDA when available.
         baseline: also score a freshly initialised model (:func:`evaluate_untrained`), reported as
             ``untrained/<metric>``.
-        experiment: MLflow experiment of a new official-checkpoint run.
+        experiment: MLflow experiment of a new run.
+        into_training_run: log our weights' evaluation into their training run instead (the pipeline's evaluate
+            stage: the final metrics of the run that trained them).
 
     Returns:
         The metrics of :func:`run_evaluation` (plus ``untrained/*`` with ``baseline``).
@@ -111,10 +113,10 @@ def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, 
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     if run_id == "":
         return metrics
-    if run_id is None and loaded.source == SOURCE_TRAINING:
+    if run_id is None and loaded.source == SOURCE_TRAINING and into_training_run:
         run_id = loaded.meta.get("mlflow_run_id")
-    if loaded.source == SOURCE_TRAINING and not run_id:
-        return metrics
+        if not run_id:
+            return metrics
     log_evaluation(loaded, split, metrics, out, mlflow_uri=mlflow_uri, run_id=run_id, experiment=experiment)
     return metrics
 
@@ -134,9 +136,13 @@ def log_evaluation(loaded: LoadedCheckpoint, split: PreparedSplit, metrics: dict
     uri = tracking.resolve_tracking_uri(mlflow_uri)
     created = run_id is None
     if created:
-        tags = {**tracking.recipe_tags(recipe), "source": loaded.source, "git_commit": tracking.git_commit(),
-                "dataset_fingerprint": split.fingerprint, "checkpoint.sha256": loaded.meta.get("sha256")}
-        run_id = tracking.create_run(uri, experiment, f"{loaded.source}-{recipe.name}-{loaded.path.stem}", tags)
+        # an ad-hoc evaluation of our weights is its own run, linked to the training run; the paper report counts
+        # only training and official-checkpoint runs
+        source = "evaluation" if loaded.source == SOURCE_TRAINING else loaded.source
+        tags = {**tracking.recipe_tags(recipe), "source": source, "git_commit": tracking.git_commit(),
+                "dataset_fingerprint": split.fingerprint, "checkpoint.sha256": loaded.meta.get("sha256"),
+                "eval.training_run_id": loaded.meta.get("mlflow_run_id")}
+        run_id = tracking.create_run(uri, experiment, f"{source}-{recipe.name}-{loaded.path.stem}", tags)
         tracking.log_params(uri, run_id, recipe.flat(), on_change="tag")
     step = int(loaded.meta.get("epoch", 0))
     tracking.log_metrics(uri, run_id, metrics, step=step)

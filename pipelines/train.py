@@ -34,7 +34,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -71,16 +73,66 @@ class TrainResult:
     weights_path: str | None = None
 
 
-def config_hash(recipe: Recipe) -> str:
-    """8 hex digits identifying a resolved recipe (same recipe -> same default run name -> automatic resume)."""
-    blob = json.dumps(recipe.to_dict(), sort_keys=True, default=str).encode()
+RUN_IDENTITY = "hrnet_run.json"
+
+
+def config_hash(recipe: Recipe, dataset_fingerprint: str | None = None, pretrained_sha256: str | None = None) -> str:
+    """8 hex digits identifying a training run: the resolved recipe, the data it reads and the backbone it starts from.
+
+    File locations do not count (``data.root``, ``model.pretrained`` are replaced by the contents they point to:
+    the prepared splits' ``dataset_fingerprint`` and the backbone file's sha256), so the same run is found again from
+    another checkout, and other data or another backbone never resumes (or re-reports) a run of the old ones.
+    """
+    d = recipe.to_dict()
+    d["data"] = {k: v for k, v in d["data"].items() if k != "root"}
+    d["model"] = {k: v for k, v in d["model"].items() if k != "pretrained"}
+    blob = json.dumps({"recipe": d, "data": dataset_fingerprint, "pretrained": pretrained_sha256 or d.get("pretrained")},
+                      sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def default_run_name(recipe: Recipe) -> str:
-    """``<recipe>[-<profile>]-<config hash>``."""
-    parts = [recipe.name] + ([recipe.profile] if recipe.profile else []) + [config_hash(recipe)]
-    return "-".join(parts)
+def default_run_name(recipe: Recipe, dataset_fingerprint: str | None = None, pretrained_sha256: str | None = None) -> str:
+    """``<recipe>[-<profile>]-<config hash>`` (:func:`config_hash`)."""
+    parts = [recipe.name] + ([recipe.profile] if recipe.profile else [])
+    return "-".join(parts + [config_hash(recipe, dataset_fingerprint, pretrained_sha256)])
+
+
+def run_identity(recipe: Recipe) -> dict[str, Any]:
+    """What identifies a run of ``recipe`` (absolute paths): ``{"dataset_fingerprint", "pretrained_sha256",
+    "run_name"}``, read from the prepared splits and the backbone file.
+
+    Raises:
+        DataError: prepared splits missing. FileNotFoundError: ``model.pretrained`` missing.
+    """
+    from hrnet_core.data.io import sha256_file
+
+    train_split = open_split(recipe.data.root, recipe.data.train_split)
+    val_split = open_split(recipe.data.root, recipe.data.val_split)
+    if recipe.model.pretrained and not Path(recipe.model.pretrained).is_file():
+        raise FileNotFoundError(f"pretrained backbone weights {recipe.model.pretrained!r} not found (model.pretrained);"
+                                f" download the ImageNet checkpoint or set model.pretrained=null")
+    fingerprint = dataset_fingerprint(train_split, val_split)
+    pre = sha256_file(recipe.model.pretrained) if recipe.model.pretrained else None
+    return {"dataset_fingerprint": fingerprint, "pretrained_sha256": pre,
+            "run_name": default_run_name(recipe, fingerprint, pre)}
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The Ray Train checkpoint folder of ``run_dir`` with the longest ``history.json`` (None when there is none)."""
+    best, best_len = None, -1
+    d = Path(run_dir)
+    if not d.is_dir():
+        return None
+    for c in d.iterdir():
+        h = c / "history.json"
+        if c.is_dir() and c.name.startswith("checkpoint") and h.is_file():
+            try:
+                n = len(json.loads(h.read_text()))
+            except (OSError, ValueError):
+                continue
+            if n > best_len:
+                best, best_len = c, n
+    return best
 
 
 def absolutize(recipe: Recipe, base: str | Path | None = None) -> Recipe:
@@ -113,7 +165,7 @@ def train(
     *,
     num_workers: int,
     use_gpu: bool,
-    run_name: str,
+    run_name: str | None,
     storage_path: str,
     mlflow_uri: str,
     experiment: str = "hrnet",
@@ -123,6 +175,7 @@ def train(
     cpus_per_worker: float | None = None,
     export_weights: str | Path | None = None,
     history_out: str | Path | None = None,
+    address: str | None = None,
 ) -> TrainResult:
     """Train ``recipe`` with Ray Train and log the job as one MLflow run (see module docstring).
 
@@ -130,7 +183,9 @@ def train(
         recipe: resolved recipe (:func:`hrnet_core.recipes.load_recipe`).
         num_workers: training workers (one per GPU with ``use_gpu``).
         use_gpu: one GPU per worker; enables SyncBatchNorm (``train.sync_bn``) and autocast (``train.precision``).
-        run_name: Ray Train run name; reusing it resumes from its latest checkpoint.
+        run_name: Ray Train run name; reusing it resumes from its latest checkpoint, but only a run of the same data
+            (dataset fingerprint). ``None``: :func:`default_run_name` of the recipe, data and backbone. A run that
+            has finished all its epochs is reported as ``already complete`` without starting Ray.
         storage_path: Ray Train storage (checkpoints); made absolute. Keep it outside DVC outputs.
         mlflow_uri: tracking URI (relative sqlite paths are made absolute).
         experiment: MLflow experiment name.
@@ -140,13 +195,15 @@ def train(
         cpus_per_worker: CPUs reserved per worker (default :func:`default_cpus_per_worker`).
         export_weights: also write the final weights here (:func:`hrnet_core.weights.save_weights` format).
         history_out: also write the per-epoch history here (CSV).
+        address: Ray cluster to join when Ray is not initialised yet (default: a local instance on 127.0.0.1).
 
     Returns:
         :class:`TrainResult`.
 
     Raises:
         hrnet_core.data.prepared.DataError: prepared data missing. hrnet_core.recipes.ConfigError: batch geometry that
-        cannot reach the global batch. FileNotFoundError: ``model.pretrained`` missing.
+        cannot reach the global batch; ``run_name`` names a run of other data. FileNotFoundError: ``model.pretrained``
+        missing.
         ray.train.TrainingFailedError: training failed more than ``train.max_failures`` times.
     """
     import ray
@@ -162,14 +219,20 @@ def train(
     recipe = absolutize(recipe)
     task = get_task(recipe.task)
     accum = recipe.accumulation_steps(num_workers)
+    identity = run_identity(recipe)  # checks data and backbone before anything starts
+    run_name = run_name or identity["run_name"]
+    fingerprint = identity["dataset_fingerprint"]
+    storage = Path(storage_path).expanduser().resolve()
+    uri = tracking.resolve_tracking_uri(mlflow_uri)
+    _check_same_run(storage / run_name, identity)
+    done = _finished(storage / run_name, recipe, uri, experiment, run_name, task, export_weights, history_out)
+    if done is not None:
+        return done
     train_split = open_split(recipe.data.root, recipe.data.train_split)
     val_split = open_split(recipe.data.root, recipe.data.val_split)
     table = samples_table(train_split)
-    if recipe.model.pretrained and not Path(recipe.model.pretrained).is_file():
-        raise FileNotFoundError(f"pretrained backbone weights {recipe.model.pretrained!r} not found (model.pretrained);"
-                                f" download the ImageNet checkpoint or set model.pretrained=null")
     if not ray.is_initialized():
-        ray.init()
+        init_ray(address)
     resources = ray.cluster_resources()
     cluster_cpus = float(resources.get("CPU", 1.0))
     if use_gpu and float(resources.get("GPU", 0.0)) < num_workers:
@@ -177,12 +240,10 @@ def train(
                           f"{resources.get('GPU', 0)} GPUs")
     cpus = cpus_per_worker if cpus_per_worker is not None else default_cpus_per_worker(num_workers, use_gpu, cluster_cpus)
 
-    storage = Path(storage_path).expanduser().resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    uri = tracking.resolve_tracking_uri(mlflow_uri)
+    (storage / run_name).mkdir(parents=True, exist_ok=True)
+    (storage / run_name / RUN_IDENTITY).write_text(json.dumps(identity, indent=2) + "\n")
     resuming = _has_checkpoints(storage / run_name)
     run_id = tracking.find_run(uri, experiment, run_name) if resuming else None
-    fingerprint = dataset_fingerprint(train_split, val_split)
     all_tags = {
         **tracking.recipe_tags(shown),
         "source": "training",
@@ -218,13 +279,14 @@ def train(
         "accumulation_steps": accum,
         "use_gpu": bool(use_gpu),
         "threads": max(1, int(round(cpus))),
+        "progress_bars": sys.stdout.isatty(),
         "train_root": str(train_split.dir.parent),
         "train_split": train_split.name,
         "val_root": str(val_split.dir.parent),
         "val_split": val_split.name,
     }
     del task
-    trainer = TorchTrainer(
+    trainer = _trainer_class()(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
@@ -271,6 +333,159 @@ def train(
     tracking.end_run(uri, run_id, "FINISHED")
     return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=ckpt_dir, run_name=run_name,
                        history=history, weights_path=weights_path)
+
+
+#: exceptions (by class name, anywhere in a failure's cause chain) that mean bad input: retrying cannot help
+DATA_ERRORS = ("ImageReadError", "DataError", "AnnotationError", "CheckpointError", "CheckpointMismatchError")
+
+
+def cause_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception behind it: Ray Train worker failures, Ray task causes, ``__cause__`` /
+    ``__context__``; outermost first."""
+    out: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or any(e is seen for seen in out):
+            continue
+        out.append(e)
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo.extend(failures.values())
+        for attr in ("controller_failure", "cause"):
+            inner = getattr(e, attr, None)
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return out
+
+
+class InputError(Exception):
+    """A bad-input error of a Ray task or worker known only from its traceback text (the original exception object
+    does not survive Ray's serialisation of ``__cause__``); ``str()`` is ``"<ErrorClass>: <message>"``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+_DATA_ERROR_TEXT = re.compile(r"\b(" + "|".join(DATA_ERRORS) + r"): ([^\n]+)")
+
+
+def data_error(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s cause chain that is bad input (:data:`DATA_ERRORS`), else None.
+
+    Looks at the exception objects first, then at the tracebacks Ray keeps as text (a failure inside a Ray Data task
+    reaches the training worker as ``UserCodeException`` whose cause is only in the traceback); the innermost match
+    wins.
+    """
+    chain = cause_chain(exc)
+    for e in chain:
+        if any(c.__name__ in DATA_ERRORS for c in type(e).__mro__):
+            return e
+    for e in reversed(chain):
+        text = "\n".join(str(x) for x in (getattr(e, "traceback_str", None), str(e)) if x)
+        found = _DATA_ERROR_TEXT.findall(text)
+        if found:
+            kind, message = found[-1]
+            return InputError(kind, message.strip())
+    return None
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception to show for a failed training: the data error if there is one, else the innermost cause."""
+    return data_error(exc) or cause_chain(exc)[-1]
+
+
+def _trainer_class():
+    """``TorchTrainer`` whose failure policy never retries bad input (:func:`data_error`): Ray Train's
+    ``FailureConfig(max_failures)`` retries are for lost or crashed workers, and a corrupt image fails the same way on
+    every attempt. Uses Ray Train V2's failure-policy hook; without it (another Ray version) the default policy
+    applies."""
+    from ray.train.torch import TorchTrainer
+
+    try:
+        from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy
+    except ImportError:  # pragma: no cover - other Ray versions
+        return TorchTrainer
+    if not hasattr(DefaultFailurePolicy, "_is_retryable_error") or \
+            not hasattr(TorchTrainer, "_initialize_and_run_controller"):
+        return TorchTrainer  # pragma: no cover
+
+    class Trainer(TorchTrainer):
+        def _initialize_and_run_controller(self, **kwargs):
+            kwargs["failure_policy"] = DataErrorsAreFinal(self.run_config.failure_config)
+            return super()._initialize_and_run_controller(**kwargs)
+
+    return Trainer
+
+
+def _data_errors_are_final_policy():
+    from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy
+
+    class _DataErrorsAreFinal(DefaultFailurePolicy):
+        """Ray Train's default failure policy, except that a failure caused by bad input is raised at once."""
+
+        def _is_retryable_error(self, training_failed_error) -> bool:
+            if data_error(training_failed_error) is not None:
+                return False
+            return super()._is_retryable_error(training_failed_error)
+
+    return _DataErrorsAreFinal
+
+
+def DataErrorsAreFinal(failure_config):  # noqa: N802 - a factory standing in for the class
+    """A ``DefaultFailurePolicy`` that raises failures caused by bad input at once (see :func:`_trainer_class`)."""
+    return _data_errors_are_final_policy()(failure_config)
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local instance bound to 127.0.0.1."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)
+
+
+def _check_same_run(run_dir: Path, identity: dict[str, Any]) -> None:
+    """A run folder with checkpoints may only be continued with the data (and backbone) it was trained on."""
+    f = run_dir / RUN_IDENTITY
+    if not f.is_file() or not _has_checkpoints(run_dir):
+        return
+    stored = json.loads(f.read_text())
+    for key in ("dataset_fingerprint", "pretrained_sha256"):
+        if stored.get(key) != identity.get(key):
+            raise ConfigError(f"run {run_dir.name!r} ({run_dir}) was trained with {key} {stored.get(key)}, this "
+                              f"recipe has {identity.get(key)}: it cannot be resumed; drop --run-name (a new run) or "
+                              f"name another run")
+
+
+def _finished(run_dir: Path, recipe: Recipe, uri: str, experiment: str, run_name: str, task, export_weights,
+              history_out) -> TrainResult | None:
+    """The result of a run that has already trained all ``train.epochs`` (read from its last checkpoint; no Ray)."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return None
+    history = json.loads((ckpt / "history.json").read_text())
+    if len(history) < recipe.train.epochs:
+        return None
+    run_id = tracking.find_run(uri, experiment, run_name) or ""
+    metrics = dict(history[-1])
+    primary = task.metrics.primary_for(recipe.data.dataset)
+    value = f", {primary} {metrics[primary]:.2f}" if primary in metrics else ""
+    print(f"already complete: run {run_name} (MLflow {run_id or '?'}), {len(history)} epochs{value}", flush=True)
+    weights_path = None
+    if export_weights is not None:
+        weights_path = str(Path(export_weights).resolve())
+        Path(weights_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ckpt / "model.pt", weights_path)
+    if history_out is not None:
+        write_history_csv(history, history_out)
+    return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=str(ckpt), run_name=run_name, history=history,
+                       weights_path=weights_path)
 
 
 def _has_checkpoints(run_dir: Path) -> bool:
@@ -367,6 +582,7 @@ def ddp_kwargs(model: torch.nn.Module) -> dict[str, Any]:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker function (see module docstring). ``config`` is built by :func:`train`."""
     import ray
+    import ray.data
     import ray.train
     import ray.train.torch
     import torch
@@ -416,6 +632,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     bs = recipe.train.batch_size_per_device
     total_steps = recipe.train.epochs * steps_per_epoch(table.num_rows, world, bs, accum)
     preserve_order()
+    ray.data.DataContext.get_current().enable_progress_bars = bool(config.get("progress_bars", False))
+    _quiet_ray_reports()
+    primary = task.metrics.primary_for(recipe.data.dataset)
     for epoch in range(start_epoch, recipe.train.epochs):
         model.train()
         t_epoch = time.time()
@@ -473,6 +692,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if recipe.train.val_every and ((epoch + 1) % recipe.train.val_every == 0 or last):
             metrics.update(validate_sharded(bare, task, recipe, val_split, device, rank, world))
         history.append(metrics)
+        if rank == 0:  # one line per epoch
+            shown_metric = f"  {primary} {metrics[primary]:.2f}" if primary in metrics else ""
+            print(f"epoch {epoch + 1}/{recipe.train.epochs}  loss {metrics['loss']:.6g}  lr {metrics['lr']:.3g}  "
+                  f"{metrics['samples_per_s']:.1f} samples/s{shown_metric}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -484,6 +707,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
                 tracking.log_metrics(config["mlflow_uri"], config["run_id"], metrics, step=epoch + 1)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _quiet_ray_reports() -> None:
+    """Silence Ray Train's per-report INFO dump (``Reporting training result ...: TrainingReport(...)``) in this
+    worker; the loop prints its own line per epoch."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # pragma: no cover - other Ray versions
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def validate_sharded(model, task, recipe: Recipe, split: PreparedSplit, device, rank: int, world: int) -> dict[str, float]:

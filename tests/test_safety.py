@@ -120,10 +120,6 @@ def test_safe_load_names_the_global_a_pickle_asked_for(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: torch reports a global of a blocked module (os/posix, "
-                   "subprocess, ...) as 'Trying to load unsupported GLOBAL posix.system whose module posix is "
-                   "blocked', which hrnet_core.weights.safe_load's regex ('Unsupported global: GLOBAL ...') does not "
-                   "match, so the message says 'it holds objects other than tensors ...' without naming the global")
 def test_safe_load_names_a_blocked_module_global(tmp_path):
     marker = tmp_path / "pwned"
     bad = _malicious(tmp_path / "evil.pt", marker, "system")
