@@ -35,7 +35,7 @@ from tqdm import tqdm
 from hrnet_core.data.io import sha256_file
 from hrnet_core.data.prepared import FORMAT, DataError, PreparedSplit, dataset_fingerprint, open_split, relative_image_root
 
-__all__ = ["prepare_split", "resolve_source", "reader_for", "DataError", "PreparedSplit", "open_split",
+__all__ = ["prepare_split", "prepare_generated", "resolve_source", "reader_for", "DataError", "PreparedSplit", "open_split",
            "dataset_fingerprint", "sha256_file", "FORMAT"]
 
 
@@ -265,3 +265,26 @@ def prepare_split(
 def _within(root: Path, p: str) -> Path:
     q = Path(p).expanduser()
     return (q if q.is_absolute() else root / q).resolve()
+
+
+def prepare_generated(task: str, out_dir: str | Path, raw_dir: str | Path | None = None, *, num_train: int | None = None,
+                      num_val: int | None = None, seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+    """Generate the task's synthetic default data into ``raw_dir`` (default ``data/raw/<task>``, skipped when it
+    exists) and prepare every generated split into ``out_dir``; returns the manifests.
+
+    Raises:
+        DataError: unknown task.
+    """
+    from hrnet_core.tasks import UnknownTaskError, get_task
+
+    try:
+        t = get_task(task)
+    except UnknownTaskError as exc:
+        raise DataError(str(exc)) from None
+    raw = Path(raw_dir) if raw_dir is not None else Path("data/raw") / t.name
+    syn = t.synthetic
+    if not raw.is_dir():
+        syn.generate(raw, syn.defaults["num_train"] if num_train is None else num_train,
+                     syn.defaults["num_val"] if num_val is None else num_val, seed)
+    return [prepare_split(sp.dataset, str(raw), sp.split, out_dir, dict(sp.inputs), task=task, progress=progress)
+            for sp in syn.splits]

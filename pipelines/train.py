@@ -231,6 +231,11 @@ def train(
     train_split = open_split(recipe.data.root, recipe.data.train_split)
     val_split = open_split(recipe.data.root, recipe.data.val_split)
     table = samples_table(train_split)
+    bs = recipe.train.batch_size_per_device
+    if table.num_rows // num_workers < bs:
+        raise ConfigError(f"train.batch_size_per_device={bs}: the training split {str(train_split.dir)!r} has "
+                          f"{table.num_rows} samples, {table.num_rows // num_workers} per worker with {num_workers} "
+                          f"workers: not one full batch; use fewer workers, a smaller batch or more data")
     if not ray.is_initialized():
         init_ray(address)
     resources = ray.cluster_resources()

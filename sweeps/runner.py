@@ -235,12 +235,56 @@ def _absolute_path_overrides(spec: SweepSpec, smoke: bool, overrides: Mapping[st
     return out
 
 
-def resolve_plan(sweep: str | SweepSpec, *, smoke: bool = False, overrides: Mapping[str, Any] | None = None) -> SweepPlan:
-    """Load (by name/path) and plan a sweep, pinning relative recipe paths; raises :class:`SweepConfigError`."""
+def resolve_plan(sweep: str | SweepSpec, *, smoke: bool = False, overrides: Mapping[str, Any] | None = None,
+                 check_data: bool = False) -> SweepPlan:
+    """Load (by name/path) and plan a sweep, pinning relative recipe paths (also those given as overrides) to the
+    driver's working directory; with ``check_data`` the prepared splits must exist. Raises :class:`SweepConfigError`."""
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
     overrides = dict(overrides or {})
     pinned = _absolute_path_overrides(spec, smoke, overrides)
-    return build_plan(spec, smoke=smoke, overrides={**pinned, **overrides})
+    plan = build_plan(spec, smoke=smoke, overrides={**overrides, **pinned})
+    if check_data:
+        if smoke and "data.root" not in overrides:
+            _prepare_smoke_data(plan)
+        _check_trial_data(plan)
+    return plan
+
+
+def _prepare_smoke_data(plan: SweepPlan) -> None:
+    """A smoke sweep without ``data.root`` trains on the profile's generated data: generate and prepare it when it is
+    missing (``pipelines.prepare.prepare_generated``)."""
+    from hrnet_core.data.prepared import DataError, open_split
+    from hrnet_core.recipes import load_recipe
+    from pipelines.prepare import prepare_generated
+
+    r = load_recipe(plan.spec.recipe, overrides=plan.trials[0].overrides if plan.trials else {}, profile=plan.profile)
+    try:
+        for split in (r.data.train_split, r.data.val_split):
+            open_split(r.data.root, split)
+    except DataError:
+        print(f"preparing the generated smoke data in {r.data.root}", flush=True)
+        prepare_generated(r.task, r.data.root, progress=False)
+
+
+def _check_trial_data(plan: SweepPlan) -> None:
+    """Every trial's prepared splits must exist before anything is scheduled (one error naming the missing ones)."""
+    from hrnet_core.data.prepared import DataError, open_split
+    from hrnet_core.recipes import load_recipe
+
+    missing = {}
+    for trial in plan.trials:
+        r = load_recipe(plan.spec.recipe, overrides=trial.overrides, profile=plan.profile)
+        for split in (r.data.train_split, r.data.val_split):
+            try:
+                open_split(r.data.root, split)
+            except DataError as exc:
+                missing.setdefault(str(Path(r.data.root) / split), str(exc))
+    if missing:
+        first = next(iter(missing.values()))
+        raise SweepConfigError(f"{plan.spec.name}: {len(missing)} prepared split(s) missing before any trial runs: "
+                               f"{first}" + ("" if plan.smoke else "") +
+                               ("; `hrnet sweep run --smoke` without data.root prepares the generated data itself"
+                                if plan.smoke else ""))
 
 
 def _connect(address: str | None) -> None:
@@ -270,7 +314,7 @@ def _connect(address: str | None) -> None:
         port = _free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
-    ray.init(runtime_env={"env_vars": env_vars}, **kwargs)
+    ray.init(runtime_env={"env_vars": env_vars}, _node_ip_address="127.0.0.1", **kwargs)
 
 
 def _free_port() -> int:
@@ -345,7 +389,7 @@ def run_sweep(
 
     from . import report as report_mod
 
-    plan = resolve_plan(sweep, smoke=smoke, overrides=overrides)
+    plan = resolve_plan(sweep, smoke=smoke, overrides=overrides, check_data=True)
     storage_path = storage_path or default_storage_path()
     if "://" not in storage_path:
         storage_path = str(Path(storage_path).resolve())

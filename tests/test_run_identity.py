@@ -159,3 +159,57 @@ def test_corrupt_image_after_preparation_fails_training_once(ray_session, tmp_pa
     assert main(argv) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("hrnet: error: training failed: ImageReadError") and bad.name in last
+
+
+def _readme_commands() -> list[str]:
+    """The `hrnet` command list of the README (section "The `hrnet` command"), continuation lines joined."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("## The `hrnet` command", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [line.split("#", 1)[0].strip() for line in joined.splitlines() if line.strip().startswith("hrnet ")]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_readme_command_list_runs_as_written(ray_session, tmp_path, monkeypatch, capsys):
+    """The README's `hrnet` commands, in order, on an empty folder (1-epoch smoke training; fewer generated images).
+    The official-checkpoint line needs a downloaded release file and is skipped."""
+    import shlex
+
+    from hrnet_cli import main
+
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_commands()
+    assert any(c.startswith("hrnet train") for c in commands) and any(c.startswith("hrnet evaluate") for c in commands)
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        if any(a.endswith(".pth") for a in argv):
+            continue
+        if argv[:2] == ["data", "generate"]:
+            argv += ["--num-train", "40", "--num-val", "4"]
+        if argv[0] == "train":
+            argv += ["--set", "train.epochs=1", "--set", "train.val_every=1", "--set", "model.width=8"]
+        if argv == ["--help"]:
+            with pytest.raises(SystemExit) as exit_:
+                main(argv)
+            assert exit_.value.code == 0
+            continue
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 0, (command, err[-2000:])
+    assert (tmp_path / "models" / "pose.pt").is_file() and (tmp_path / "reports" / "paper_comparison.md").is_file()
+
+
+def test_sweep_overrides_with_relative_paths_are_pinned_and_checked(tmp_path, monkeypatch):
+    """`hrnet sweep run ... -o data.root=<relative>`: trials run in other directories, so the driver pins the path;
+    missing data fails before anything is scheduled."""
+    from sweeps.runner import resolve_plan
+    from sweeps.spec import SweepConfigError
+
+    monkeypatch.chdir(tmp_path)
+    plan = resolve_plan("pose_width_coco", smoke=True, overrides={"data.root": "data/prepared/synthetic"})
+    roots = {t.overrides.get("data.root") for t in plan.trials}
+    assert roots == {str(tmp_path / "data/prepared/synthetic")}, roots
+    with pytest.raises(SweepConfigError, match="prepared split"):
+        resolve_plan("pose_width_coco", smoke=True, overrides={"data.root": "data/prepared/synthetic"},
+                     check_data=True)
