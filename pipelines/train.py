@@ -445,14 +445,19 @@ def DataErrorsAreFinal(failure_config):  # noqa: N802 - a factory standing in fo
 
 
 def init_ray(address: str | None = None) -> None:
-    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local instance bound to 127.0.0.1."""
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local instance without the dashboard.
+
+    Ray 2.60 cannot be confined to the loopback interface: it replaces a node address of 127.0.0.1 by the machine's
+    own (``services.resolve_ip_for_localhost``) and binds the GCS, raylet and worker servers to every interface;
+    its token authentication (on by default) protects them (README, "Network exposure").
+    """
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
     else:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)
+        ray.init(include_dashboard=False)
 
 
 def _check_same_run(run_dir: Path, identity: dict[str, Any]) -> None:

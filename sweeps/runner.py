@@ -314,7 +314,7 @@ def _connect(address: str | None) -> None:
         port = _free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
-    ray.init(runtime_env={"env_vars": env_vars}, _node_ip_address="127.0.0.1", **kwargs)
+    ray.init(runtime_env={"env_vars": env_vars}, **kwargs)
 
 
 def _free_port() -> int:

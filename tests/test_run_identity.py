@@ -213,3 +213,15 @@ def test_sweep_overrides_with_relative_paths_are_pinned_and_checked(tmp_path, mo
     with pytest.raises(SweepConfigError, match="prepared split"):
         resolve_plan("pose_width_coco", smoke=True, overrides={"data.root": "data/prepared/synthetic"},
                      check_data=True)
+
+
+def test_local_ray_is_opt_in_for_clusters(monkeypatch):
+    """`hrnet train` without --address starts a local Ray without the dashboard; a cluster is opt-in."""
+    import pipelines.train as T
+
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("ray.init", lambda **kw: calls.append(kw))
+    T.init_ray(None)
+    T.init_ray("ray://head:10001")
+    assert calls == [{"include_dashboard": False}, {"address": "ray://head:10001"}]
