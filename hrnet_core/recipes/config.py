@@ -93,6 +93,9 @@ class ModelConfig:
     window side in tokens, paper 7; maps are zero-padded to a multiple), ``mlp_ratio`` (FFN expansion, paper 4);
     ``num_blocks``: transformer blocks per branch in every module (paper 2); ``drop_path_rate``: stochastic depth
     of the last block (T 0, S 0.1, B 0.2).
+
+    Head sizes of the other tasks' networks: ``num_classes`` (segmentation, classification), ``num_landmarks``
+    (facial landmarks).
     """
 
     name: str
@@ -112,6 +115,8 @@ class ModelConfig:
     window_size: list[int] | None = None
     mlp_ratio: list[float] | None = None
     drop_path_rate: float | None = None
+    num_classes: int | None = None
+    num_landmarks: int | None = None
 
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword overrides for ``build_model(self.name, **kwargs)``: every field but ``name`` and ``pretrained``
