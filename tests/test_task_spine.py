@@ -55,7 +55,7 @@ def test_landed_tasks_fulfil_the_contract():
     from hrnet_core.recipes import list_recipes
     from hrnet_core.tasks import TASK_NAMES, get_task, landed_tasks
 
-    assert landed_tasks() == ["pose_topdown"] and set(landed_tasks()) <= set(TASK_NAMES)
+    assert "pose_topdown" in landed_tasks() and set(landed_tasks()) <= set(TASK_NAMES)
     from hrnet_core.paper_tables import TASKS as PAPER_TASKS
 
     assert set(TASK_NAMES) <= set(PAPER_TASKS), "one task vocabulary: paper tables use the same names"
@@ -77,7 +77,7 @@ def test_unknown_task_dataset_or_task_key_is_one_line(tmp_path, capsys):
         (["data", "generate", "no_such_task", "--out", str(tmp_path / "g")], "unknown task 'no_such_task'"),
         (["data", "generate", "segmentation", "--out", str(tmp_path / "g")], "not landed"),
         (["data", "prepare", "nope", "--source", str(tmp_path), "--split", "x", "--out", str(tmp_path / "p")],
-         "unknown dataset 'nope'; valid datasets: coco, mpii"),
+         "unknown dataset 'nope'; valid datasets: coco"),
         (["recipes", "show", "pose_hrnet_w32_256x192_coco", "--set", "augment.colour=1"],
          "unknown key augment.colour"),
         (["recipes", "show", "pose_hrnet_w32_256x192_coco", "--set", "task=segmentation"], "not landed"),
