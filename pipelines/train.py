@@ -735,13 +735,18 @@ def validate_sharded(model, task, recipe: Recipe, split: PreparedSplit, device, 
     """Validation on every rank: rank ``r`` predicts the ``r``-th contiguous share of the task's eval items, rank 0
     gathers the predictions (in item order) and scores them. Returns the metrics on rank 0, ``{}`` elsewhere.
 
-    Every rank's predictions are those a single process would make for the same items (the model is in eval mode), so
-    the metrics do not depend on the number of ranks.
+    Rank 0's BatchNorm statistics are broadcast first, so every rank's predictions are those a single process makes
+    with the saved weights (the model is in eval mode): the metrics do not depend on the number of ranks.
     """
     import numpy as np
     import torch.distributed as dist
 
     t0 = time.time()
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        # BatchNorm running statistics are buffers that DDP only broadcasts from rank 0 at the start of a forward;
+        # after the last training step every rank holds its own. Evaluate rank 0's (the saved weights) everywhere.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     items = task.eval_items(recipe, split)
     bounds = np.linspace(0, len(items), world + 1).round().astype(int)
     mine = items[bounds[rank]:bounds[rank + 1]]
