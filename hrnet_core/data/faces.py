@@ -1,0 +1,279 @@
+"""Facial landmark datasets: landmark layouts (flip pairs, normaliser, named points) and annotation readers.
+
+Facts (``FACTS.md`` section 4; official HRNet-Facial-Landmark-Detection code, ``lib/datasets`` and
+``lib/utils/transforms.py`` ``MATCHED_PARTS``):
+
+- WFLW: 98 points, normaliser ``||g60 - g72||`` (outer eye corners), sigma 1.5;
+- AFLW: 19 points, normaliser = face box size (the list's ``box_size`` column), sigma 1.5;
+- COFW: 29 points, normaliser ``||g8 - g9||`` (outer eye corners), sigma 1.5;
+- 300W: 68 points (iBUG / Multi-PIE markup), normaliser ``||g36 - g45||`` (outer eye corners), sigma 1.0.
+
+Indices are 0-based. "Left" in the names below means the image-left side of a frontal face (the subject's right).
+
+Annotation formats read here (every coordinate in original-image pixels):
+
+- official HRNet face lists (CSV, one face per row, optional header row): ``image_name, scale, center_w, center_h,
+  x0, y0, x1, y1, ...``; AFLW lists have ``box_size`` after ``scale``. ``scale`` is the face size / 200 px; the crop
+  is ``scale * 200 * 1.25`` px wide. COFW's official release is a ``.mat``; a CSV in the 300W column order is accepted;
+- the COCO-style json of MMPose (``../shared/data/samples/<dataset>``): ``images`` + ``annotations`` with
+  ``keypoints`` ``[x, y, v] * K``, ``bbox``; ``center`` / ``scale`` (HRNet's) when present, else derived from the
+  box (center = box centre, scale = max side / 200); AFLW also ``box_size``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .io import AnnotationError, load_json
+
+__all__ = ["FaceLayout", "FACE_LAYOUTS", "face_layout", "FaceRecord", "read_face_csv", "read_face_coco",
+           "normalising_distance", "SUBSET_FILES"]
+
+PIXEL_STD = 200.0
+
+
+@dataclass(frozen=True)
+class FaceLayout:
+    """The landmark layout of one face dataset.
+
+    Attributes:
+        name: dataset name (``wflw``, ``aflw``, ``cofw``, ``300w``).
+        num_landmarks: K.
+        flip_pairs: ``(a, b)`` index pairs swapped by a horizontal flip (official ``MATCHED_PARTS``).
+        norm_pair: the two points whose distance normalises the NME; ``None``: the face box size (AFLW).
+        sigma: Gaussian std of the heatmap targets in heatmap cells at 64x64 (FACTS.md section 4).
+        points: named points used by tests and drawings (``left_eye_outer``, ``right_mouth_corner``, ``nose_tip``,
+            ...); "left" = image-left on a frontal face.
+    """
+
+    name: str
+    num_landmarks: int
+    flip_pairs: tuple[tuple[int, int], ...]
+    norm_pair: tuple[int, int] | None
+    sigma: float
+    points: Mapping[str, int] = field(default_factory=dict)
+
+
+def _mirror_range(first: int, last: int) -> list[tuple[int, int]]:
+    """Pairs ``(first + i, last - i)`` of a left-to-right contour ``first .. last`` (middle point unpaired)."""
+    return [(first + i, last - i) for i in range((last - first + 1) // 2)]
+
+
+_300W_PAIRS = tuple(
+    _mirror_range(0, 16)                                        # jaw 0..16, chin 8
+    + _mirror_range(17, 26)                                     # eyebrows 17-21 | 22-26
+    + [(31, 35), (32, 34)]                                      # nostrils (nose bridge 27-30 and 33 central)
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes 36-41 | 42-47
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]        # outer lip 48-59 (51, 57 central)
+    + [(60, 64), (61, 63), (65, 67)]                            # inner lip 60-67 (62, 66 central)
+)
+
+_WFLW_PAIRS = tuple(
+    _mirror_range(0, 32)                                        # contour 0..32, chin 16
+    + [(33, 46), (34, 45), (35, 44), (36, 43), (37, 42), (38, 50), (39, 49), (40, 48), (41, 47)]  # eyebrows
+    + [(60, 72), (61, 71), (62, 70), (63, 69), (64, 68), (65, 75), (66, 74), (67, 73)]  # eyes 60-67 | 68-75
+    + [(55, 59), (56, 58)]                                      # nose bottom (51-54 bridge, 57 central)
+    + [(76, 82), (77, 81), (78, 80), (87, 83), (86, 84)]        # outer lip 76-87 (79, 85 central)
+    + [(88, 92), (89, 91), (95, 93)]                            # inner lip 88-95 (90, 94 central)
+    + [(96, 97)]                                                # pupils
+)
+
+_AFLW_PAIRS = ((0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9), (12, 14), (15, 17))
+
+_COFW_PAIRS = ((0, 1), (4, 6), (2, 3), (5, 7), (8, 9), (10, 11), (12, 14), (16, 17), (13, 15), (18, 19), (22, 23))
+
+FACE_LAYOUTS: Mapping[str, FaceLayout] = {
+    "wflw": FaceLayout("wflw", 98, _WFLW_PAIRS, (60, 72), 1.5,
+                       {"left_eye_outer": 60, "right_eye_outer": 72, "left_eye_inner": 64, "right_eye_inner": 68,
+                        "left_mouth_corner": 76, "right_mouth_corner": 82, "left_pupil": 96, "right_pupil": 97,
+                        "nose_tip": 54, "chin": 16}),
+    "aflw": FaceLayout("aflw", 19, _AFLW_PAIRS, None, 1.5,
+                       {"left_eye_outer": 6, "right_eye_outer": 11, "left_eye_inner": 8, "right_eye_inner": 9,
+                        "left_mouth_corner": 15, "right_mouth_corner": 17, "nose_tip": 13, "chin": 18}),
+    "cofw": FaceLayout("cofw", 29, _COFW_PAIRS, (8, 9), 1.5,
+                       {"left_eye_outer": 8, "right_eye_outer": 9, "left_eye_inner": 10, "right_eye_inner": 11,
+                        "left_mouth_corner": 22, "right_mouth_corner": 23, "left_pupil": 16, "right_pupil": 17,
+                        "chin": 28}),
+    "300w": FaceLayout("300w", 68, _300W_PAIRS, (36, 45), 1.0,
+                       {"left_eye_outer": 36, "right_eye_outer": 45, "left_eye_inner": 39, "right_eye_inner": 42,
+                        "left_mouth_corner": 48, "right_mouth_corner": 54, "nose_tip": 30, "chin": 8}),
+}
+
+#: subset lists of the official HRNet face data, looked up next to a split's list file: ``{dataset: {split list
+#: stem: {subset name: list file}}}``; a face of the split that appears in a subset list is tagged with the subset
+#: (metric ``NME/<subset>``). 300W "full" is common + challenging; WFLW test has six attribute subsets.
+SUBSET_FILES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
+    "300w": {"face_landmarks_300w_valid": {"common": "face_landmarks_300w_valid_common.csv",
+                                           "challenging": "face_landmarks_300w_valid_challenge.csv"}},
+    "wflw": {"face_landmarks_wflw_test": {
+        "pose": "face_landmarks_wflw_test_largepose.csv", "expression": "face_landmarks_wflw_test_expression.csv",
+        "illumination": "face_landmarks_wflw_test_illumination.csv", "makeup": "face_landmarks_wflw_test_makeup.csv",
+        "occlusion": "face_landmarks_wflw_test_occlusion.csv", "blur": "face_landmarks_wflw_test_blur.csv"}},
+    "aflw": {"face_landmarks_aflw_test": {"frontal": "face_landmarks_aflw_test_frontal.csv"}},
+}
+
+
+def face_layout(dataset: str) -> FaceLayout:
+    """The :class:`FaceLayout` of ``dataset``.
+
+    Raises:
+        KeyError: unknown dataset (the message lists the known ones).
+    """
+    if dataset not in FACE_LAYOUTS:
+        raise KeyError(f"no face landmark layout for dataset {dataset!r}; known: {', '.join(FACE_LAYOUTS)}")
+    return FACE_LAYOUTS[dataset]
+
+
+@dataclass
+class FaceRecord:
+    """One annotated face.
+
+    Attributes:
+        file_name: image path relative to the image folder.
+        center: ``[2]`` px, the face centre. scale: face size / 200 px (the crop is ``scale * 200 * 1.25`` px).
+        landmarks: float64 ``[K, 2]`` px.
+        box_size: AFLW's normalising box size in px (0 when the annotation has none).
+        ann_id: annotation id (row number for lists).
+        image_id: image id (json) or -1 (assigned per file name by the caller).
+        subsets: subset tags (``"challenging"``, ``"pose"``, ...).
+    """
+
+    file_name: str
+    center: np.ndarray
+    scale: float
+    landmarks: np.ndarray
+    box_size: float = 0.0
+    ann_id: int = -1
+    image_id: int = -1
+    subsets: tuple[str, ...] = ()
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_face_csv(path: str | Path, dataset: str) -> list[FaceRecord]:
+    """An official HRNet face list (module docstring) -> records, in file order.
+
+    Args:
+        path: the CSV file.
+        dataset: layout name; AFLW lists carry ``box_size`` as their third column.
+
+    Raises:
+        AnnotationError: unreadable file, or a row with another number of values than the layout needs (names
+            file and line).
+    """
+    layout = face_layout(dataset)
+    first = 5 if dataset == "aflw" else 4
+    need = first + 2 * layout.num_landmarks
+    out: list[FaceRecord] = []
+    try:
+        with open(path, newline="") as f:
+            lines = list(csv.reader(f))
+    except OSError as exc:
+        raise AnnotationError(f"{path}: cannot read ({exc})") from None
+    for n, row in enumerate(lines, 1):
+        if not row or (n == 1 and not _is_number(row[1] if len(row) > 1 else "")):
+            continue  # blank line or header
+        if len(row) < need:
+            raise AnnotationError(f"{path}:{n}: {len(row)} values, a {dataset} row needs {need} (image, scale, "
+                                  f"{'box_size, ' if dataset == 'aflw' else ''}center_w, center_h, "
+                                  f"{layout.num_landmarks} x/y pairs)")
+        try:
+            vals = [float(v) for v in row[1:need]]
+        except ValueError as exc:
+            raise AnnotationError(f"{path}:{n}: non-numeric value ({exc})") from None
+        scale = vals[0]
+        box = vals[1] if dataset == "aflw" else 0.0
+        cw, ch = vals[first - 3], vals[first - 2]
+        pts = np.asarray(vals[first - 1:], dtype=np.float64).reshape(layout.num_landmarks, 2)
+        out.append(FaceRecord(file_name=row[0].strip(), center=np.array([cw, ch]), scale=scale, landmarks=pts,
+                              box_size=box, ann_id=len(out)))
+    return out
+
+
+def read_face_coco(path: str | Path, dataset: str) -> tuple[list[FaceRecord], list[dict[str, Any]]]:
+    """A COCO-style face json (module docstring) -> ``(records, images)``; ``images`` is the json's image table.
+
+    Raises:
+        AnnotationError: unreadable json, a face with another number of points than the layout, or an annotation
+            of an image the json does not list (names the file and the annotation id).
+    """
+    layout = face_layout(dataset)
+    data = load_json(path)
+    if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
+        raise AnnotationError(f"{path}: expected a COCO-style json with 'images' and 'annotations'")
+    images = {int(i["id"]): i for i in data["images"]}
+    out: list[FaceRecord] = []
+    for a in data["annotations"]:
+        kp = np.asarray(a.get("keypoints", []), dtype=np.float64)
+        if kp.size != 3 * layout.num_landmarks:
+            raise AnnotationError(f"{path}: annotation {a.get('id')} has {kp.size // 3} points, {dataset} has "
+                                  f"{layout.num_landmarks}")
+        if int(a["image_id"]) not in images:
+            raise AnnotationError(f"{path}: annotation {a.get('id')} refers to image {a['image_id']}, not listed")
+        pts = kp.reshape(-1, 3)[:, :2]
+        if "center" in a and "scale" in a:
+            center, scale = np.asarray(a["center"], dtype=np.float64), float(np.ravel(a["scale"])[0])
+        else:  # COFW json: box only (official COFW: the box of the points, max side / 200)
+            x, y, w, h = (float(v) for v in a["bbox"])
+            center, scale = np.array([x + w / 2, y + h / 2]), max(w, h) / PIXEL_STD
+        out.append(FaceRecord(file_name=str(images[int(a["image_id"])]["file_name"]), center=center, scale=scale,
+                              landmarks=pts, box_size=float(a.get("box_size", 0.0)), ann_id=int(a.get("id", len(out))),
+                              image_id=int(a["image_id"])))
+    return out, list(data["images"])
+
+
+def tag_subsets(records: Sequence[FaceRecord], list_file: str | Path, dataset: str) -> list[str]:
+    """Tag ``records`` (read from the official ``list_file``) with the subsets whose lists lie next to it
+    (:data:`SUBSET_FILES`); a face belongs to a subset when its image name and centre appear in that list.
+
+    Returns:
+        The subset names whose list file was found (empty when none).
+    """
+    subsets = SUBSET_FILES.get(dataset, {}).get(Path(list_file).stem, {})
+    found = []
+    for name, fname in subsets.items():
+        p = Path(list_file).with_name(fname)
+        if not p.is_file():
+            continue
+        found.append(name)
+        keys = {(r.file_name, round(float(r.center[0]), 2), round(float(r.center[1]), 2))
+                for r in read_face_csv(p, dataset)}
+        for r in records:
+            if (r.file_name, round(float(r.center[0]), 2), round(float(r.center[1]), 2)) in keys:
+                r.subsets = r.subsets + (name,)
+    return found
+
+
+def normalising_distance(dataset: str, landmarks: np.ndarray, box_size: float | None = None) -> float:
+    """The NME normaliser of one face (FACTS.md section 4), in px.
+
+    Args:
+        dataset: layout name.
+        landmarks: ground truth ``[K, 2]`` px.
+        box_size: AFLW's face box size (px); required for AFLW.
+
+    Raises:
+        ValueError: AFLW without a positive ``box_size``, or a zero distance.
+    """
+    layout = face_layout(dataset)
+    if layout.norm_pair is None:
+        if not box_size or box_size <= 0 or math.isnan(box_size):
+            raise ValueError(f"{dataset}: the NME normaliser is the face box size, none given")
+        return float(box_size)
+    a, b = layout.norm_pair
+    d = float(np.linalg.norm(np.asarray(landmarks, dtype=np.float64)[a] - np.asarray(landmarks, dtype=np.float64)[b]))
+    if d <= 0:
+        raise ValueError(f"{dataset}: points {a} and {b} coincide (zero normaliser)")
+    return d

@@ -1,0 +1,551 @@
+"""Facial landmark detection (HRNetV2 paper Sec. 4.3, FACTS.md section 4): the ``face_alignment`` task.
+
+One training sample is one face: the square crop of ``scale * 200 * data.crop_padding`` px (1.25) around the
+annotated centre is warped to ``data.input_size`` (256x256), augmented (scale U(0.75, 1.25), rotation U(+-30) with
+probability 0.6, horizontal flip with the dataset's flip pairs) and encoded as Gaussian heatmaps of
+``data.heatmap_size`` (64x64) with std ``data.sigma`` (1.0 for 300W, 1.5 otherwise) by the top-down heatmap codec
+(:class:`hrnet_core.codecs.heatmap.HeatmapCodec`, through :class:`hrnet_core.data.transforms.TopDownTransform`).
+
+Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
+
+- readers ``wflw`` (98 points), ``aflw`` (19), ``cofw`` (29), ``300w`` (68): the official HRNet face lists (CSV) or
+  COCO-style json (``--annotations test_wflw.json``), :mod:`hrnet_core.data.faces`; ``samples.parquet`` columns:
+  ``image_id``, ``ann_id``, ``file_name``, ``center`` [2] px, ``scale`` (face size / 200 px), ``landmarks`` [K*2] px,
+  ``box_size`` (AFLW normaliser px, else 0), ``subsets`` (comma-separated subset tags, e.g. ``challenging``);
+- batch: ``image`` float32 ``[B, 3, H, W]``, ``target`` float32 ``[B, K, h, w]``, ``target_weight`` float32
+  ``[B, K, 1]``, ``index`` int64 ``[B]``;
+- loss: heatmap MSE (mean over every heatmap cell, the official ``nn.MSELoss``), ``{"loss": total}``;
+- test procedure: argmax + quarter offset (the codec), optional flip test (the codec's ``flip_test``; the official
+  face code tests without it, so ``test.flip`` defaults to false), inverse crop affine to image px;
+- metrics (:mod:`hrnet_core.evaluation.nme`), all in PERCENT, lower is better except AUC: ``NME`` (primary; mean
+  per-image NME with the dataset's normaliser), ``FR_0.08``, ``FR_0.1``, ``AUC_0.08``, ``AUC_0.1`` and
+  ``NME/<subset>`` for tagged subsets (300W common/challenging, WFLW attributes, AFLW frontal);
+- predictions file ``predictions.json`` (per face: image, ids, landmarks px, its NME fraction), ``ced.csv``;
+  drawings: predicted landmarks (colour) over ground truth (white) and a CED plot;
+- synthetic default: cartoon faces in the 300W layout (:mod:`hrnet_core.data.synthetic_faces`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from hrnet_core.data.transforms import TopDownTransform
+from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
+
+from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
+                   SyntheticData, Task)
+
+# ------------------------------------------------------------------------------------------------ recipe sections
+
+
+@dataclass
+class FaceData(DataConfig):
+    """``data:`` of a face recipe: the shared keys plus the heatmap geometry.
+
+    ``heatmap_size`` ``[W, H]`` in cells (input / 4); ``sigma`` the Gaussian std in cells (300W 1.0, else 1.5);
+    ``crop_padding``: the crop is ``scale * 200 * crop_padding`` px wide (official 1.25), train and test.
+    """
+
+    heatmap_size: list[int]
+    sigma: float
+    crop_padding: float = 1.25
+
+
+@dataclass
+class FaceAugment:
+    """``augment:`` (official face code): scale ``U(1 - scale_factor, 1 + scale_factor)``, rotation
+    ``U(-rotation_factor, rotation_factor)`` degrees with probability ``rotation_prob``, flip with probability 0.5."""
+
+    flip: bool = True
+    scale_factor: float = 0.25
+    rotation_factor: float = 30.0
+    rotation_prob: float = 0.6
+
+
+@dataclass
+class FaceTest:
+    """``test:``: ``flip`` averages with the mirrored crop (official face test: off); ``shift_heatmap`` shifts the
+    flipped heatmap one cell right (top-down pose convention)."""
+
+    flip: bool = False
+    shift_heatmap: bool = True
+    batch_size: int = 64
+    num_vis_images: int = 6
+
+
+@dataclass
+class FaceLossConfig:
+    """``train.loss:``: heatmap MSE; ``use_target_weight`` zeroes landmarks whose Gaussian misses the map (official:
+    false, every map counts)."""
+
+    use_target_weight: bool = False
+
+
+def validate(recipe) -> None:
+    """Cross-field checks of a face recipe.
+
+    Raises:
+        ConfigError: naming the key (heatmap geometry, landmark count of the dataset, probabilities, zoo keys).
+    """
+    from hrnet_core.data.faces import face_layout
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    d = recipe.data
+    need(len(d.heatmap_size) == 2 and all(x > 0 for x in d.heatmap_size), "data.heatmap_size",
+         f"expected [W, H] of positive ints, got {d.heatmap_size}")
+    iw, ih = d.input_size
+    hw, hh = d.heatmap_size
+    need(iw == 4 * hw and ih == 4 * hh, "data.heatmap_size",
+         f"{d.heatmap_size} is not data.input_size / 4 ({d.input_size}); the face network predicts at stride 4")
+    need(d.sigma > 0, "data.sigma", "must be > 0")
+    need(d.crop_padding > 0, "data.crop_padding", "must be > 0")
+    check_zoo_model(recipe.model)
+    need(recipe.model.name.startswith("face_"), "model.name", f"{recipe.model.name!r} is not a face network "
+         "(face_hrnetv2_w18)")
+    k = face_layout(d.dataset).num_landmarks
+    need(recipe.model.num_landmarks == k, "model.num_landmarks",
+         f"{recipe.model.num_landmarks} but {d.dataset} has {k} landmarks")
+    a = recipe.augment
+    need(0.0 <= a.rotation_prob <= 1.0, "augment.rotation_prob", "must be in [0, 1]")
+    need(0.0 <= a.scale_factor < 1.0, "augment.scale_factor", "must be in [0, 1)")
+    need(recipe.test.batch_size > 0, "test.batch_size", "must be > 0")
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+# split name -> stem of the official list file ("face_landmarks_<dataset>_<stem>.csv")
+_LIST_STEMS: dict[str, dict[str, str]] = {
+    "300w": {"full": "valid", "common": "valid_common", "challenging": "valid_challenge"},
+    "wflw": {"pose": "test_largepose", "expression": "test_expression", "illumination": "test_illumination",
+             "makeup": "test_makeup", "occlusion": "test_occlusion", "blur": "test_blur"},
+    "aflw": {"frontal": "test_frontal"},
+    "cofw": {},
+}
+
+
+def _layout(dataset: str):
+    def layout(split: str) -> dict[str, str]:
+        stem = _LIST_STEMS[dataset].get(split, split)
+        return {"annotations": f"face_landmarks_{dataset}_{stem}.csv", "images": "images"}
+
+    return layout
+
+
+def _read(dataset: str, src: SourceFiles) -> PreparedRows:
+    """A split of ``dataset`` (official CSV list or COCO-style json) -> rows (one per face)."""
+    import pandas as pd
+
+    from hrnet_core.data.faces import face_layout, read_face_coco, read_face_csv, tag_subsets
+    from hrnet_core.data.io import AnnotationError
+
+    ann = Path(src.files["annotations"])
+    if ann.suffix == ".json":
+        records, image_table = read_face_coco(ann, dataset)
+        subsets: list[str] = []
+    elif ann.suffix == ".csv":
+        records, image_table = read_face_csv(ann, dataset), None
+        subsets = tag_subsets(records, ann, dataset)
+    else:
+        raise AnnotationError(f"{ann}: expected an official face list (.csv) or a COCO-style json; "
+                              f"{'convert the COFW .mat to either' if ann.suffix == '.mat' else 'unknown format'}")
+    if image_table is None:
+        ids = {name: i for i, name in enumerate(dict.fromkeys(r.file_name for r in records))}
+        images = pd.DataFrame([{"image_id": i, "file_name": f, "width": 0, "height": 0} for f, i in ids.items()],
+                              columns=["image_id", "file_name", "width", "height"])
+        for r in records:
+            r.image_id = ids[r.file_name]
+    else:
+        images = pd.DataFrame([{"image_id": int(i["id"]), "file_name": str(i["file_name"]),
+                                "width": int(i.get("width", 0)), "height": int(i.get("height", 0))}
+                               for i in image_table], columns=["image_id", "file_name", "width", "height"])
+    if dataset == "aflw":
+        bad = [r.ann_id for r in records if not r.box_size > 0]
+        if bad:
+            raise AnnotationError(f"{ann}: AFLW faces without a box size (the NME normaliser): ann ids {bad[:5]}")
+    samples = pd.DataFrame([{
+        "image_id": int(r.image_id), "ann_id": int(r.ann_id), "file_name": r.file_name,
+        "center": [float(v) for v in r.center], "scale": float(r.scale),
+        "landmarks": [float(v) for v in r.landmarks.reshape(-1)], "box_size": float(r.box_size),
+        "subsets": ",".join(r.subsets)} for r in records])
+    return PreparedRows(images=images, samples=samples, image_root=Path(src.files["images"]),
+                        files={"annotations": ann},
+                        meta={"num_landmarks": face_layout(dataset).num_landmarks, "subsets": subsets})
+
+
+def _read_wflw(src: SourceFiles) -> PreparedRows:
+    return _read("wflw", src)
+
+
+def _read_aflw(src: SourceFiles) -> PreparedRows:
+    return _read("aflw", src)
+
+
+def _read_cofw(src: SourceFiles) -> PreparedRows:
+    return _read("cofw", src)
+
+
+def _read_300w(src: SourceFiles) -> PreparedRows:
+    return _read("300w", src)
+
+
+_INPUTS = {"annotations": "face list (official HRNet CSV) or COCO-style json", "images": "image folder"}
+
+DATASETS: dict[str, DatasetReader] = {
+    "wflw": DatasetReader(
+        name="wflw", description="WFLW, 98 points (face_landmarks_wflw_<split>.csv + images/; test subsets pose, "
+                                 "expression, illumination, makeup, occlusion, blur)",
+        inputs=_INPUTS, required=("annotations", "images"), default_layout=_layout("wflw"), read=_read_wflw),
+    "aflw": DatasetReader(
+        name="aflw", description="AFLW, 19 points, box-size NME (face_landmarks_aflw_<split>.csv + images/; "
+                                 "test, frontal)",
+        inputs=_INPUTS, required=("annotations", "images"), default_layout=_layout("aflw"), read=_read_aflw),
+    "cofw": DatasetReader(
+        name="cofw", description="COFW, 29 points (COCO-style json or a CSV list in the 300W column order)",
+        inputs=_INPUTS, required=("annotations", "images"), default_layout=_layout("cofw"), read=_read_cofw),
+    "300w": DatasetReader(
+        name="300w", description="300W, 68 points (face_landmarks_300w_<split>.csv + images/; full, common, "
+                                 "challenging, test)",
+        inputs=_INPUTS, required=("annotations", "images"), default_layout=_layout("300w"), read=_read_300w),
+}
+
+
+# ------------------------------------------------------------------------------------------------ samples
+
+
+class FaceTransform(TopDownTransform):
+    """:class:`~hrnet_core.data.transforms.TopDownTransform` with the face augmentation draws (official face code):
+    scale ``U(1 - sf, 1 + sf)``, rotation ``U(-rf, rf)`` with probability ``rotation_prob``, flip with 0.5; no half
+    body. Crop, flip (``x' = W - x - 1``, pairs swapped), heatmap encoding and normalisation are the top-down ones.
+
+    Records: ``center`` [2] px, ``scale`` [2] (x 200 px, padding included), ``joints`` [K, 3] px (visibility 1).
+    """
+
+    def sample_params(self, record: dict, image_width: int, rng: np.random.Generator):
+        center = np.asarray(record["center"], dtype=np.float64).copy()
+        scale = np.asarray(record["scale"], dtype=np.float64).copy()
+        if not self.train:
+            return center, scale, 0.0, False
+        u_scale, u_rot_gate, u_rot, u_flip = rng.random(4)  # fixed number of draws per sample
+        sf, rf = self.scale_factor, self.rotation_factor
+        scale = scale * (1.0 - sf + 2.0 * sf * float(u_scale))
+        rotation = (2.0 * float(u_rot) - 1.0) * rf if u_rot_gate <= self.rotation_prob else 0.0
+        return center, scale, rotation, bool(self.flip and u_flip <= self.flip_prob)
+
+
+def face_record(row: Mapping[str, Any], image_root: str | Path, num_landmarks: int, padding: float) -> dict[str, Any]:
+    """A ``samples.parquet`` row -> a transform record: absolute ``image_file``, ``center`` [2] px, ``scale`` [2]
+    (``row.scale * padding``, square crop), ``joints`` float64 [K, 3] (x, y px, visibility 1), ``landmarks`` [K, 2]."""
+    pts = np.asarray(row["landmarks"], dtype=np.float64).reshape(num_landmarks, 2)
+    s = float(row["scale"]) * padding
+    return {"image_file": str(Path(image_root) / str(row["file_name"])), "image_id": int(row["image_id"]),
+            "center": np.asarray(row["center"], dtype=np.float64), "scale": np.array([s, s]),
+            "joints": np.concatenate([pts, np.ones((num_landmarks, 1))], axis=1), "landmarks": pts, "score": 1.0}
+
+
+@dataclass(frozen=True)
+class FaceSample:
+    """The per-sample function of a recipe and split (picklable; builds its :class:`FaceTransform` on first use).
+
+    ``__call__(row, rng)``: a ``samples.parquet`` row -> ``image`` float32 ``[3, H, W]``, ``target`` float32
+    ``[K, h, w]``, ``target_weight`` float32 ``[K, 1]``.
+
+    Raises (on call):
+        hrnet_core.data.io.ImageReadError: the image is missing or corrupt (names the file).
+    """
+
+    image_root: str
+    dataset: str
+    num_landmarks: int
+    input_size: tuple[int, int]
+    heatmap_size: tuple[int, int]
+    sigma: float
+    padding: float
+    flip: bool
+    scale_factor: float
+    rotation_factor: float
+    rotation_prob: float
+    train: bool = True
+
+    @functools.cached_property
+    def transform(self) -> FaceTransform:
+        from hrnet_core.data.faces import face_layout
+
+        return FaceTransform(self.input_size, self.heatmap_size, self.sigma, face_layout(self.dataset).flip_pairs,
+                             train=self.train, scale_factor=self.scale_factor, rotation_factor=self.rotation_factor,
+                             rotation_prob=self.rotation_prob, flip=self.flip, half_body_prob=0.0)
+
+    def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        from hrnet_core.data.io import read_image
+
+        record = face_record(row, self.image_root, self.num_landmarks, self.padding)
+        s = self.transform(record, read_image(record["image_file"]), rng)
+        return {"image": s["image"], "target": s["target"].astype(np.float32, copy=False),
+                "target_weight": s["target_weight"].astype(np.float32, copy=False)}
+
+
+def sample_transform(recipe, split, train: bool = True) -> FaceSample:
+    """The per-sample function of ``recipe`` on ``split``."""
+    a, d = recipe.augment, recipe.data
+    return FaceSample(
+        image_root=str(split.image_root), dataset=d.dataset, num_landmarks=int(split.manifest["num_landmarks"]),
+        input_size=(int(d.input_size[0]), int(d.input_size[1])),
+        heatmap_size=(int(d.heatmap_size[0]), int(d.heatmap_size[1])), sigma=float(d.sigma),
+        padding=float(d.crop_padding), flip=a.flip, scale_factor=a.scale_factor, rotation_factor=a.rotation_factor,
+        rotation_prob=a.rotation_prob, train=train)
+
+
+BATCH_LAYOUT = {
+    "image": "float32 [B, 3, H, W] normalised face crops (H, W = data.input_size)",
+    "target": "float32 [B, K, h, w] Gaussian heatmaps (h, w = data.heatmap_size; std data.sigma cells)",
+    "target_weight": "float32 [B, K, 1] 1 for landmarks whose Gaussian touches the map, else 0",
+    "index": "int64 [B] sample index (row of samples.parquet)",
+}
+
+
+def collate_fn(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Numpy batch -> tensors (fixed-size arrays; see :data:`BATCH_LAYOUT`)."""
+    import torch
+
+    return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+def batch_size(batch: Mapping[str, Any]) -> int:
+    return int(len(batch["image"]))
+
+
+# ------------------------------------------------------------------------------------------------ model + loss
+
+
+def build_model(recipe):
+    """The recipe's zoo face network; ``model.pretrained`` (ImageNet HRNetV2 weights) initialises its backbone.
+
+    Raises:
+        FileNotFoundError: ``model.pretrained`` missing. hrnet_core.models.CheckpointMismatchError: a backbone
+        tensor missing from the file or of another shape.
+    """
+    from hrnet_core.models import build_model as zoo_build, load_pretrained_backbone
+
+    model = zoo_build(recipe.model.name, **recipe.model.build_kwargs())
+    if recipe.model.pretrained:
+        load_pretrained_backbone(model, recipe.model.pretrained)
+    return model
+
+
+class HeatmapMSE:
+    """``(heatmaps [B, K, h, w], batch) -> {"loss": mean((pred - target)^2 [* w])}``: the official face loss
+    (``nn.MSELoss``, mean over every cell); with ``use_target_weight`` maps are multiplied by ``target_weight``."""
+
+    def __init__(self, cfg: FaceLossConfig) -> None:
+        self.use_target_weight = bool(cfg.use_target_weight)
+
+    def __call__(self, outputs, batch: Mapping[str, Any]) -> dict[str, Any]:
+        diff = outputs.float() - batch["target"]
+        if self.use_target_weight:
+            diff = diff * batch["target_weight"][..., None]
+        return {"loss": (diff * diff).mean()}
+
+
+def build_loss(recipe) -> HeatmapMSE:
+    return HeatmapMSE(recipe.train.loss)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def eval_items(recipe, split) -> list[dict[str, Any]]:
+    """The faces of the split: ``samples.parquet`` rows (plain lists) plus absolute ``image_file``."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(split.samples_file).to_pylist()
+    for r in rows:
+        r["image_file"] = str(Path(split.image_root) / r["file_name"])
+    return rows
+
+
+def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
+    """Landmarks ``[N, K, 3]`` (x, y original-image px, heatmap maximum) of the items, in item order.
+
+    The model runs in eval mode without gradients (restored afterwards); fp32 inference.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from hrnet_core.codecs.heatmap import HeatmapCodec, flip_test
+    from hrnet_core.data.faces import face_layout
+    from hrnet_core.data.io import read_image
+
+    d, t = recipe.data, recipe.test
+    k = int(split.manifest["num_landmarks"])
+    pairs = face_layout(d.dataset).flip_pairs
+    transform = FaceTransform(d.input_size, d.heatmap_size, d.sigma, pairs, train=False, half_body_prob=0.0)
+    codec = HeatmapCodec(d.input_size, d.heatmap_size, d.sigma)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            bar = tqdm(total=len(items), desc="evaluate", unit="face", disable=not progress)
+            for start in range(0, len(items), t.batch_size):
+                recs = [face_record(r, "", k, d.crop_padding) | {"image_file": r["image_file"]}
+                        for r in items[start:start + t.batch_size]]
+                samples = [transform(r, read_image(r["image_file"])) for r in recs]
+                x = torch.from_numpy(np.stack([s["image"] for s in samples])).to(device)
+                hm = flip_test(model, x, pairs, shift=t.shift_heatmap) if t.flip else model(x)
+                coords, maxvals = codec.decode_to_image(hm.float().cpu().numpy(),
+                                                        np.stack([s["center"] for s in samples]),
+                                                        np.stack([s["scale"] for s in samples]))
+                out.append(np.concatenate([coords, maxvals], axis=2))
+                bar.update(len(recs))
+            bar.close()
+    finally:
+        model.train(was_training)
+    return Predictions(np.concatenate(out) if out else np.zeros((0, k, 3), np.float32))
+
+
+def concat(parts: Sequence[Predictions]) -> Predictions:
+    arrays = [p.values for p in parts if len(p.values)]
+    return Predictions(np.concatenate(arrays) if arrays else np.zeros((0, 0, 3), np.float32))
+
+
+def item_errors(items: Sequence[Mapping[str, Any]], preds: np.ndarray, dataset: str) -> np.ndarray:
+    """Per-face NME fractions of ``preds`` ``[N, K, >=2]`` against the items' ground truth (dataset normaliser)."""
+    from hrnet_core.data.faces import face_layout, normalising_distance
+    from hrnet_core.evaluation.nme import per_image_nme
+
+    k = face_layout(dataset).num_landmarks
+    gt = np.stack([np.asarray(r["landmarks"], dtype=np.float64).reshape(k, 2) for r in items]) if items else \
+        np.zeros((0, k, 2))
+    norm = np.array([normalising_distance(dataset, g, float(r.get("box_size") or 0.0)) for g, r in zip(gt, items)])
+    return per_image_nme(np.asarray(preds)[..., :2], gt, norm)
+
+
+def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split,
+          out_dir: str | Path | None = None) -> dict[str, float]:
+    """NME / FR / AUC (percent, :func:`hrnet_core.evaluation.nme.face_metrics`) and ``NME/<subset>`` of the tagged
+    subsets, plus ``eval_items``; with ``out_dir`` also ``predictions.json`` and ``ced.csv`` (CED up to 0.1)."""
+    from hrnet_core.evaluation.nme import ced_curve, face_metrics
+
+    preds = np.asarray(predictions.values)
+    errors = item_errors(items, preds, recipe.data.dataset)
+    tags = [set(filter(None, str(r.get("subsets") or "").split(","))) for r in items]
+    names = sorted(set().union(*tags)) if tags else []
+    metrics = face_metrics(errors, {n: [n in t for t in tags] for n in names})
+    metrics["eval_items"] = float(len(items))
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "predictions.json").write_text(json.dumps(
+            [{"file_name": r["file_name"], "image_id": int(r["image_id"]), "ann_id": int(r["ann_id"]),
+              "landmarks": np.round(p[:, :2], 3).tolist(), "score": np.round(p[:, 2], 4).tolist(),
+              "nme": round(float(e), 6)} for r, p, e in zip(items, preds, errors)]))
+        xs, f = ced_curve(errors, 0.1)
+        (out / "ced.csv").write_text("nme,fraction\n" + "".join(f"{x:.4f},{y:.6f}\n" for x, y in zip(xs, f)))
+    return metrics
+
+
+def draw(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split, out_dir: str | Path,
+         num_images: int) -> list[Path]:
+    """Predicted landmarks (colour; outer eye corners red) over ground truth (white) on the face crop of the first
+    ``num_images`` faces as ``<out_dir>/<ann_id>.jpg``, and the CED plot ``<out_dir>/ced.png``."""
+    import cv2
+
+    from hrnet_core.data.faces import face_layout
+    from hrnet_core.data.io import read_image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = face_layout(recipe.data.dataset)
+    marked = set(layout.norm_pair or ())
+    files: list[Path] = []
+    preds = np.asarray(predictions.values)
+    for r, p in list(zip(items, preds))[:num_images]:
+        img = read_image(r["image_file"])
+        c = np.asarray(r["center"], dtype=np.float64)
+        half = float(r["scale"]) * 200.0 * recipe.data.crop_padding / 2
+        x0, y0 = c - half
+        k = 256.0 / (2 * half)
+        m = np.array([[k, 0, -k * x0], [0, k, -k * y0]])
+        crop = cv2.warpAffine(img, m, (256, 256), flags=cv2.INTER_LINEAR)
+        gt = np.asarray(r["landmarks"], dtype=np.float64).reshape(-1, 2)
+        for i, (q, g) in enumerate(zip(p[:, :2], gt)):
+            cv2.circle(crop, (int(k * (g[0] - x0)), int(k * (g[1] - y0))), 2, (255, 255, 255), -1, cv2.LINE_AA)
+            col = (255, 0, 0) if i in marked else (0, 255, 0)
+            cv2.circle(crop, (int(k * (q[0] - x0)), int(k * (q[1] - y0))), 2, col, -1, cv2.LINE_AA)
+        f = out / f"{int(r['ann_id'])}.jpg"
+        cv2.imwrite(str(f), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        files.append(f)
+    files.append(_ced_plot(item_errors(items, preds, recipe.data.dataset), out / "ced.png", recipe.data.dataset))
+    return files
+
+
+def _ced_plot(errors: np.ndarray, path: Path, dataset: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hrnet_core.evaluation.nme import auc, ced_curve
+
+    xs, f = ced_curve(errors, 0.1)
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.plot(xs, f)
+    ax.set_xlabel("NME (fraction of the normaliser)")
+    ax.set_ylabel("fraction of faces")
+    ax.set_title(f"CED {dataset}: AUC@0.1 {100 * auc(errors, 0.1):.1f}%")
+    ax.set_xlim(0, 0.1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ synthetic data
+
+
+def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progress=None) -> dict[str, Any]:
+    """Generated faces in the 300W layout (:func:`hrnet_core.data.synthetic_faces.generate_faces`)."""
+    from hrnet_core.data.synthetic_faces import generate_faces
+
+    return generate_faces(out_dir, num_train, num_val, seed, progress=progress)
+
+
+SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("300w", "train"), SplitPrep("300w", "valid")),
+                          defaults={"num_train": 800, "num_val": 64})
+
+TASK = Task(
+    name="face_alignment",
+    description="facial landmarks: face crops -> heatmaps (HRNetV2 paper; NME on WFLW, AFLW, COFW, 300W)",
+    datasets=DATASETS,
+    sections=RecipeSections(data=FaceData, augment=FaceAugment, test=FaceTest, loss=FaceLossConfig),
+    metrics=MetricSpec(primary="NME", higher_is_better=False,
+                       names=("NME", "FR_0.08", "FR_0.1", "AUC_0.08", "AUC_0.1", "NME/common", "NME/challenging",
+                              "NME/frontal", "NME/pose", "NME/expression", "NME/illumination", "NME/makeup",
+                              "NME/occlusion", "NME/blur"),
+                       units="percent of the normalising distance (NME, FR); AUC percent (higher is better)"),
+    smoke_profile="smoke_face",
+    default_recipe="face_hrnetv2_w18_300w",
+    synthetic=SYNTHETIC,
+    validate=validate,
+    sample_transform=sample_transform,
+    collate_fn=collate_fn,
+    batch_layout=BATCH_LAYOUT,
+    batch_size=batch_size,
+    build_model=build_model,
+    build_loss=build_loss,
+    eval_items=eval_items,
+    predict=predict,
+    concat=concat,
+    score=score,
+    draw=draw,
+)
