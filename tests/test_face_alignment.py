@@ -46,7 +46,7 @@ def prepared_samples(tmp_path_factory):
 
 
 def _sample_recipe(root: Path, ds: str):
-    recipe = "face_hrnetv2_w18_300w_test" if ds == "300w" else f"face_hrnetv2_w18_{ds}"
+    recipe = "face_hrnetv2_w18_256x256_300w_test" if ds == "300w" else f"face_hrnetv2_w18_256x256_{ds}"
     return load_recipe(recipe, {**TINY, "data.root": str(root / ds), "data.train_split": "test",
                                 "data.val_split": "test"})
 
@@ -234,7 +234,7 @@ def test_heatmap_round_trip_and_flip_augmentation(prepared_samples):
     from hrnet_core.data.prepared import open_split
     from hrnet_core.tasks.face_alignment import FaceTransform, face_record, item_errors
 
-    recipe = load_recipe("face_hrnetv2_w18_300w_test", {"data.root": str(prepared_samples / "300w"),
+    recipe = load_recipe("face_hrnetv2_w18_256x256_300w_test", {"data.root": str(prepared_samples / "300w"),
                                                         "data.val_split": "test", "model.pretrained": None})
     t = get_task("face_alignment")
     items = t.eval_items(recipe, open_split(prepared_samples / "300w", "test"))
@@ -285,11 +285,11 @@ def test_sample_sets_evaluate_end_to_end(prepared_samples, tmp_path):
 
 def test_recipes_follow_the_paper():
     for name, (ds, k, sigma, lr, split) in {
-            "face_hrnetv2_w18_wflw": ("wflw", 98, 1.5, 1e-4, "test"),
-            "face_hrnetv2_w18_aflw": ("aflw", 19, 1.5, 2e-4, "test"),
-            "face_hrnetv2_w18_cofw": ("cofw", 29, 1.5, 1e-4, "test"),
-            "face_hrnetv2_w18_300w": ("300w", 68, 1.0, 1e-4, "full"),
-            "face_hrnetv2_w18_300w_test": ("300w", 68, 1.0, 1e-4, "test")}.items():
+            "face_hrnetv2_w18_256x256_wflw": ("wflw", 98, 1.5, 1e-4, "test"),
+            "face_hrnetv2_w18_256x256_aflw": ("aflw", 19, 1.5, 2e-4, "test"),
+            "face_hrnetv2_w18_256x256_cofw": ("cofw", 29, 1.5, 1e-4, "test"),
+            "face_hrnetv2_w18_256x256_300w": ("300w", 68, 1.0, 1e-4, "full"),
+            "face_hrnetv2_w18_256x256_300w_test": ("300w", 68, 1.0, 1e-4, "test")}.items():
         r = load_recipe(name)
         assert (r.data.dataset, r.model.num_landmarks, r.data.sigma, r.train.optimizer.lr, r.data.val_split) == \
             (ds, k, sigma, lr, split)
@@ -298,9 +298,9 @@ def test_recipes_follow_the_paper():
     from hrnet_core.recipes import ConfigError
 
     with pytest.raises(ConfigError, match="model.num_landmarks"):
-        load_recipe("face_hrnetv2_w18_wflw", {"model.num_landmarks": 68})
+        load_recipe("face_hrnetv2_w18_256x256_wflw", {"model.num_landmarks": 68})
     with pytest.raises(ConfigError, match="data.heatmap_size"):
-        load_recipe("face_hrnetv2_w18_wflw", {"data.heatmap_size": [32, 32]})
+        load_recipe("face_hrnetv2_w18_256x256_wflw", {"data.heatmap_size": [32, 32]})
 
 
 # --------------------------------------------------------------------------------------------------- Ray
@@ -317,7 +317,7 @@ def test_smoke_training_through_the_spine(ray_session, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     prepare_generated("face_alignment", "prepared", "raw", num_train=256, num_val=32, seed=0, progress=False)
-    r = load_recipe("face_hrnetv2_w18_300w", {"data.root": "prepared", "train.epochs": 4,
+    r = load_recipe("face_hrnetv2_w18_256x256_300w", {"data.root": "prepared", "train.epochs": 4,
                                               "train.schedule.milestones": [3], "train.val_every": 0},
                     profile="smoke_face")
     untrained = evaluate_untrained(r, progress=False)

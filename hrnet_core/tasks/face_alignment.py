@@ -534,7 +534,7 @@ TASK = Task(
                               "NME/occlusion", "NME/blur"),
                        units="percent of the normalising distance (NME, FR); AUC percent (higher is better)"),
     smoke_profile="smoke_face",
-    default_recipe="face_hrnetv2_w18_300w",
+    default_recipe="face_hrnetv2_w18_256x256_300w",
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
