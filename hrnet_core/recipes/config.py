@@ -291,6 +291,17 @@ def load_recipe(
     prof: _Profile | None = None
     if profile:
         prof = _read_profile(_resolve_file(profile, PROFILE_DIR, "profile", list_profiles()), types, task_name)
+        dataset = _section(layer, "data").get("dataset", _section(data, "data").get("dataset"))
+        if prof.datasets is not None and dataset not in prof.datasets and "root" not in _section(layer, "data"):
+            raise ConfigError(
+                f"profile {prof.name!r} cannot be applied to recipe {data.get('name', str(path))!r}: data.dataset is "
+                f"{dataset!r}, but the profile's data.root ({_section(prof.shared, 'data').get('root')}) holds "
+                f"{'/'.join(prof.datasets)}-format data ({prof.path}: datasets {prof.datasets}); give a prepared "
+                f"{dataset} dataset as an override (data.root=...) to use the profile on it"
+                + _smoke_hint(task_name, prof.name))
+        _check_keys(Recipe, prof.shared, "", f"{prof.path}; a profile also takes {', '.join(_PROFILE_KEYS)}", types)
+        for family, fam_layer in (prof.families or {}).items():
+            _check_keys(Recipe, fam_layer, f"families.{family}.", str(prof.path), types)
         _deep_merge(data, prof.shared, source=str(prof.path))
         if prof.families is not None:
             model_name = _section(layer, "model").get("name", _section(data, "model").get("name"))
@@ -306,13 +317,6 @@ def load_recipe(
     _deep_merge(data, layer, source="overrides")
     source = str(path) + (f" + profile {profile}" if profile else "") + (" + overrides" if layer else "")
     recipe = _build(Recipe, _with_sections(data), prefix="", source=source, types=types)
-    if prof is not None and prof.datasets is not None and recipe.data.dataset not in prof.datasets \
-            and "root" not in _section(layer, "data"):
-        raise ConfigError(
-            f"profile {prof.name!r} cannot be applied to recipe {recipe.name!r}: data.dataset is "
-            f"{recipe.data.dataset!r}, but the profile's data.root ({_section(prof.shared, 'data').get('root')}) "
-            f"holds {'/'.join(prof.datasets)}-format data ({prof.path}: datasets {prof.datasets}); give a prepared "
-            f"{recipe.data.dataset} dataset as an override (data.root=...) to use the profile on it")
     validate(recipe)
     return recipe
 
@@ -486,12 +490,13 @@ def _read_profile(path: Path, types: Mapping[str, type], task_name: str) -> _Pro
     shared = _read_yaml(path)
     datasets = shared.pop("datasets", None)
     families = shared.pop("families", None)
-    _check_keys(Recipe, shared, "", f"{path}; a profile also takes {', '.join(_PROFILE_KEYS)}", types)
     if datasets is not None:
-        valid = tuple(_task(task_name, "task").datasets)
+        from hrnet_core.tasks import get_task, landed_tasks
+
+        valid = sorted({d for t in landed_tasks() for d in get_task(t).datasets})
         if not isinstance(datasets, list) or not datasets or any(d not in valid for d in datasets):
-            raise ConfigError(f"datasets: expected a non-empty list of {valid} (datasets of task {task_name!r}), "
-                              f"got {datasets!r} ({path})")
+            raise ConfigError(f"datasets: expected a non-empty list of datasets ({', '.join(valid)}), got "
+                              f"{datasets!r} ({path})")
     if families is not None:
         if not isinstance(families, dict):
             raise ConfigError(f"families: expected a mapping family -> recipe layer, got {families!r} ({path})")
@@ -503,8 +508,16 @@ def _read_profile(path: Path, types: Mapping[str, type], task_name: str) -> _Pro
                 families[family] = {}
             elif not isinstance(fam_layer, dict):
                 raise ConfigError(f"families.{family}: expected a mapping (a recipe layer), got {fam_layer!r} ({path})")
-            _check_keys(Recipe, families[family], f"families.{family}.", str(path), types)
     return _Profile(name=path.stem, path=path, shared=shared, datasets=datasets, families=families)
+
+
+def _smoke_hint(task_name: Any, profile: str) -> str:
+    """``"; task X's smoke profile is Y"`` when ``profile`` is not the recipe task's own smoke profile."""
+    try:
+        own = _task(task_name, "task").smoke_profile
+    except ConfigError:
+        return ""
+    return f"; the smoke profile of task {task_name} is {own!r}" if own and own != profile else ""
 
 
 def _section(tree: Mapping[str, Any], key: str) -> Mapping[str, Any]:
