@@ -26,6 +26,7 @@ TASK_NAMES: tuple[str, ...] = (
 # task name -> module of hrnet_core.tasks defining TASK (imported on first use)
 _MODULES: dict[str, str] = {
     "pose_topdown": "pose_topdown",
+    "classification": "classification",
     "face_alignment": "face_alignment",
 }
 
