@@ -89,10 +89,11 @@ def test_score_writes_per_image_topk_and_confusion(cls_data, tmp_path):
     assert out[0]["file_name"] == items[0]["file_name"] and out[0]["topk"] == rows[0] and len(out[0]["scores"]) == 5
     assert "/" in out[0]["file_name"] and not out[0]["file_name"].startswith("/"), "relative to the split"
     conf = json.loads((tmp_path / "confusion.json").read_text())
-    # items 2 and 3 are wrong at rank 1 (the first 4 files are all of class 0 "checker": one pair, counted twice)
-    assert labels == [0, 0, 0, 0] and rows[2][0] == rows[3][0] == 1
-    assert conf == [{"true": {"index": 0, "id": "checker", "name": "checker"},
-                     "predicted": {"index": 1, "id": "circle", "name": "circle"}, "count": 2}]
+    # items 2 and 3 are wrong at rank 1 (the first 4 files are all of class 0: one pair, counted twice)
+    c = split.manifest["classes"]
+    assert labels == [0, 0, 0, 0] and rows[2][0] == rows[3][0] == 1 and c[:2] == ["checker", "diagonal"]
+    assert conf == [{"true": {"index": 0, "id": c[0], "name": c[0]},
+                     "predicted": {"index": 1, "id": c[1], "name": c[1]}, "count": 2}]
 
 
 # ------------------------------------------------------------------------------------------------ readers
