@@ -239,8 +239,10 @@ def test_evaluate_official_checkpoint_errors_name_the_file(prepared, capsys):
     line = error_line(err)
     assert str(wrong) in line and "does not match" in line and "wrong shape" in line
 
-    code, _, err = run(capsys, "evaluate", "--checkpoint", str(wrong), *common)
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(wrong), *common[2:])
     assert code == 2 and "name its recipe" in error_line(err)
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(wrong), *common)  # --set without a recipe: refused
+    assert code == 2 and "name the RECIPE" in error_line(err)
 
     corrupt = prepared / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
