@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from hrnet_core.models.hrformer import (
     LocalWindowSelfAttention,
     WindowMultiheadAttention,
 )
-from tests.official import deterministic_fill, deterministic_input, load_reference, requires_shared
+from tests.official import deterministic_fill, deterministic_input, load_reference, requires_shared, torch_threads
 
 CLS_REFERENCES = {
     "cls_hrformer_t": "hrformer_cls_tiny",
@@ -41,6 +42,59 @@ def count_macs(model: torch.nn.Module, shape: list[int]) -> int:
     return counter.get_total_flops() // 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread (see tests.official.torch_threads: 2 threads on the shared 2-core machine spin-wait)."""
+    with torch_threads():
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_official():
+    yield
+    _OFFICIAL.clear()
+
+
+class OfficialRun(NamedTuple):
+    """One official classification model, built once per module and used by every test of its reference."""
+
+    model: torch.nn.Module  # deterministically filled, eval mode (tests must not modify it)
+    layout: list  # [(key, shape)] of the freshly built model's state dict
+    params: int
+    load_error: Exception | None  # strict load of the reference layout into the fresh model
+    output: torch.Tensor  # forward of deterministic_input(det_input_shape)
+    det_macs: int  # FlopCounterMode MACs of that forward
+
+
+_OFFICIAL: dict[str, OfficialRun] = {}
+
+
+def official_run(name: str) -> OfficialRun:
+    """Build ``name`` once, strict-load the reference layout, fill it, and run the reference forward once (counted)."""
+    if name not in _OFFICIAL:
+        ref = load_reference(CLS_REFERENCES[name])
+        model = build(name)
+        layout = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+        # the official layout loads strictly; into a meta-device twin (keys and shapes, no memory), because loading
+        # into `model` would overwrite its integer buffers (relative_position_index)
+        with torch.device("meta"):
+            twin = build(name)
+        official = {k: torch.empty(s, device="meta") for k, s in ref["state_dict"]}
+        try:
+            result = twin.load_state_dict(official, strict=True)
+            load_error = None if not (result.missing_keys or result.unexpected_keys) else AssertionError(result)
+        except RuntimeError as err:
+            load_error = err
+        del twin, official
+        deterministic_fill(model)
+        model.eval()
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            output = model(deterministic_input(ref["det_input_shape"]))
+        _OFFICIAL[name] = OfficialRun(model, layout, n_params(model), load_error, output,
+                                      counter.get_total_flops() // 2)
+    return _OFFICIAL[name]
+
+
 def test_registry_names():
     assert sorted(HRFORMER_MODELS) == sorted(
         ["hrformer_t", "hrformer_s", "hrformer_b", "cls_hrformer_t", "cls_hrformer_s", "cls_hrformer_b"])
@@ -53,21 +107,23 @@ def test_registry_names():
 @pytest.mark.parametrize("name", sorted(CLS_REFERENCES))
 def test_cls_official_layout_params_and_strict_load(name):
     ref = load_reference(CLS_REFERENCES[name])
-    model = build(name)
-    ours = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    run = official_run(name)
     theirs = [(k, list(s)) for k, s in ref["state_dict"]]
-    assert ours == theirs  # same keys, shapes and order
-    assert n_params(model) == ref["params"]
-    official = {k: torch.zeros(s) for k, s in ref["state_dict"]}
-    result = model.load_state_dict(official, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    assert run.layout == theirs  # same keys, shapes and order
+    assert run.params == ref["params"]
+    assert run.load_error is None, run.load_error  # load_state_dict(official, strict=True)
 
 
 @requires_shared
 @pytest.mark.parametrize("name", sorted(CLS_REFERENCES))
 def test_cls_official_macs(name):
     ref = load_reference(CLS_REFERENCES[name])
-    gmacs = count_macs(build(name), ref["input_shape"]) / 1e9
+    run = official_run(name)
+    if ref["input_shape"] == ref["det_input_shape"]:  # the reference forward was counted (counts ignore values)
+        macs = run.det_macs
+    else:
+        macs = count_macs(run.model, ref["input_shape"])
+    gmacs = macs / 1e9
     assert gmacs == pytest.approx(ref["gmacs"], rel=0.01)
 
 
@@ -85,12 +141,9 @@ def assert_matches_det_output(y: torch.Tensor, expected: dict) -> None:
 @pytest.mark.parametrize("name", sorted(CLS_REFERENCES))
 def test_cls_deterministic_forward_matches_official(name):
     ref = load_reference(CLS_REFERENCES[name])
-    model = build(name).eval()
-    deterministic_fill(model)
-    with torch.no_grad():
-        y = model(deterministic_input(ref["det_input_shape"]))
+    run = official_run(name)
     (expected,) = ref["det_output"]
-    assert_matches_det_output(y, expected)
+    assert_matches_det_output(run.output, expected)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
