@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.keypoints import flip_permutation
+from .flip import flip_permutation
 
 __all__ = [
     "HeatmapCodec",

@@ -2,7 +2,7 @@
 
 Submodules: ``io`` (read_image, ImageReadError, AnnotationError), ``keypoints`` (KeypointSpec per dataset),
 ``records`` (KeypointRecords, the readers' base), ``coco`` (CocoKeypoints), ``mpii`` (MpiiKeypoints),
-``transforms`` (TopDownTransform and geometry), ``topdown`` (TopDownDataset, per-sample seeding). Names are imported lazily to keep ``hrnet_core.codecs`` <-> ``hrnet_core.data`` acyclic.
+``transforms`` (TopDownTransform and geometry), ``topdown`` (TopDownDataset, per-sample seeding). Imports point one way: ``hrnet_core.data`` uses ``hrnet_core.codecs``, never the reverse.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..codecs.flip import flip_permutation
+
 __all__ = [
     "KeypointSpec",
     "COCO_KEYPOINTS",
@@ -60,33 +62,6 @@ class KeypointSpec:
     @property
     def lower_body_ids(self) -> tuple[int, ...]:
         return tuple(i for i in range(self.num_joints) if i not in self.upper_body_ids)
-
-
-def flip_permutation(num_joints: int, flip_pairs) -> np.ndarray:
-    """Channel permutation of a horizontal flip.
-
-    Args:
-        num_joints: K.
-        flip_pairs: iterable of ``(a, b)`` pairs, each joint in at most one pair.
-
-    Returns:
-        int64 array ``[K]``: ``perm[a] = b``, ``perm[b] = a``, identity elsewhere (an involution).
-
-    Raises:
-        ValueError: an index is out of range or appears in two pairs.
-    """
-    perm = np.arange(num_joints, dtype=np.int64)
-    seen: set[int] = set()
-    for a, b in flip_pairs:
-        a, b = int(a), int(b)
-        for j in (a, b):
-            if not 0 <= j < num_joints:
-                raise ValueError(f"flip pair ({a}, {b}) is out of range for {num_joints} joints")
-            if j in seen:
-                raise ValueError(f"joint {j} appears in more than one flip pair: {list(flip_pairs)}")
-            seen.add(j)
-        perm[a], perm[b] = b, a
-    return perm
 
 
 COCO_KEYPOINTS = KeypointSpec(
