@@ -181,3 +181,27 @@ def test_epoch_shards_are_equal_disjoint_and_deterministic():
     assert not np.array_equal(epoch_shard(0, 4, 101, 2, 4), shards[2])
     with pytest.raises(ValueError):
         epoch_shard(0, 0, 10, 2, 2)
+
+
+def test_pose_gt_box_evaluation_reads_the_prepared_rows(tmp_path):
+    """COCO evaluation with ground-truth boxes takes its people from samples.parquet: the same records (files,
+    center/scale, joints, area) as the annotation reader gives."""
+    from hrnet_core.data.coco import CocoKeypoints
+    from hrnet_core.data.prepared import open_split
+    from hrnet_core.data.synthetic import generate_dataset
+    from hrnet_core.tasks import get_task
+    from pipelines.prepare import prepare_split
+
+    generate_dataset(tmp_path / "raw", num_train=2, num_val=6, seed=4)
+    prepare_split("coco", str(tmp_path / "raw"), "val2017", tmp_path / "prep", progress=False)
+    r = load_recipe("pose_hrnet_w32_256x192_coco", {"data.root": str(tmp_path / "prep"), "test.use_gt_boxes": True},
+                    profile="smoke")
+    split = open_split(tmp_path / "prep", "val2017")
+    items = get_task("pose_topdown").eval_items(r, split)
+    ref = CocoKeypoints(split.ann_file, split.image_root, use_gt_boxes=True, aspect_ratio=96 / 128).records
+    assert len(items) == len(ref) > 5
+    for a, b in zip(items, ref):
+        assert a["image_file"] == b["image_file"] and a["image_id"] == b["image_id"] and a["ann_id"] == b["ann_id"]
+        for key in ("center", "scale", "joints", "bbox"):
+            assert np.allclose(a[key], b[key], atol=1e-9), key
+        assert a["area"] == pytest.approx(b["area"]) and a["score"] == b["score"] == 1.0

@@ -433,8 +433,30 @@ def eval_reader(recipe, split):
 
 
 def eval_items(recipe, split) -> list[dict[str, Any]]:
-    """People to predict (records with ``image_file``, ``center``, ``scale``, ``score``, ...), see :func:`eval_reader`."""
+    """People to predict (records with ``image_file``, ``center``, ``scale``, ``score``, ``area``, ...).
+
+    COCO with ground-truth boxes (``test.use_gt_boxes``): the prepared rows themselves (``samples.parquet``: every
+    non-crowd person with labelled joints, the reader's ground-truth records), with center/scale for the recipe's
+    aspect ratio. Detector boxes and MPII: :func:`eval_reader` (the split's detection file / head boxes).
+    """
+    if recipe.data.dataset == "coco" and recipe.test.use_gt_boxes:
+        return prepared_gt_items(recipe, split)
     return list(eval_reader(recipe, split).records)
+
+
+def prepared_gt_items(recipe, split) -> list[dict[str, Any]]:
+    """Ground-truth-box eval records of a COCO split from its ``samples.parquet`` rows (no annotation parsing)."""
+    import pyarrow.parquet as pq
+
+    fn = sample_transform(recipe, split, train=False)
+    items = []
+    for row in pq.read_table(split.samples_file).to_pylist():
+        rec = fn.record(row)
+        rec["area"] = float(rec["scale"][0] * rec["scale"][1] * 200.0**2)  # padded box, as the official OKS-NMS uses
+        rec["bbox"] = np.asarray(row["bbox"], dtype=np.float64)
+        rec["ann_id"] = int(row["ann_id"])
+        items.append(rec)
+    return items
 
 
 def _batches(records: Sequence[dict[str, Any]], transform, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
