@@ -13,7 +13,8 @@ Commands::
     hrnet report / sweep  paper report, Ray Tune sweeps
 
 Errors about inputs (missing data, bad recipe keys, missing checkpoints) print one line ``hrnet: error: ...`` and
-exit with status 2.
+exit with status 2; input files whose content is bad (an image that cannot be decoded, in preparation or in
+training) exit with status 1, naming the file.
 """
 
 from __future__ import annotations
@@ -498,8 +499,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     errors = _user_errors()
+    from hrnet_core.data.prepared import CorruptDataError
+
     try:
         return COMMANDS[args.command](args)
+    except CorruptDataError as exc:  # the data is at fault, not the command: status 1
+        print(f"hrnet: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     except errors as exc:
         msg = str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else \
             f"file not found: {exc.filename}"

@@ -33,7 +33,8 @@ from typing import Any, Mapping
 from tqdm import tqdm
 
 from hrnet_core.data.io import sha256_file
-from hrnet_core.data.prepared import FORMAT, DataError, PreparedSplit, dataset_fingerprint, open_split, relative_image_root
+from hrnet_core.data.prepared import (FORMAT, CorruptDataError, DataError, PreparedSplit, dataset_fingerprint,
+                                      open_split, relative_image_root)
 
 __all__ = ["prepare_split", "prepare_generated", "resolve_source", "reader_for", "DataError", "PreparedSplit", "open_split",
            "dataset_fingerprint", "sha256_file", "FORMAT"]
@@ -152,7 +153,7 @@ def _check_images(paths: list[str], workers: int, progress: bool, desc: str) -> 
     if bad:
         lines = "\n".join(f"  {e.path}: {e.reason}" for e in bad[:20])
         more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise DataError(f"{len(bad)} image(s) cannot be decoded: {bad[0].path} ({bad[0].reason})\n{lines}{more}")
+        raise CorruptDataError(f"{len(bad)} image(s) cannot be decoded: {bad[0].path} ({bad[0].reason})\n{lines}{more}")
     return results  # type: ignore[return-value]
 
 

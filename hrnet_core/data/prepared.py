@@ -22,13 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "DataError", "PreparedSplit", "open_split", "dataset_fingerprint"]
+__all__ = ["FORMAT", "DataError", "CorruptDataError", "PreparedSplit", "open_split", "dataset_fingerprint"]
 
 FORMAT = "hrnet-prepared/2"
 
 
 class DataError(ValueError):
     """A dataset source or prepared split is missing or malformed (the message names the path)."""
+
+
+class CorruptDataError(DataError):
+    """Input files exist but their content is bad (an image that cannot be decoded); the message names each file.
+
+    The command line exits with status 1 for it (the data is at fault), 2 for a wrong command or missing input.
+    """
 
 
 @dataclass(frozen=True)
