@@ -175,9 +175,13 @@ def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[str | Path], a
             c.log_artifact(run_id, str(p), artifact_path=artifact_path)
 
 
-def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Mark the run FINISHED / FAILED / KILLED."""
-    client(tracking_uri).set_terminated(run_id, status=status)
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED", only_if_running: bool = False) -> None:
+    """Mark the run FINISHED / FAILED / KILLED. ``only_if_running``: leave a run that something else (a sweep's trial
+    bookkeeping, which knows that Tune stopped the trial on purpose) has already ended as it is."""
+    c = client(tracking_uri)
+    if only_if_running and c.get_run(run_id).info.status != "RUNNING":
+        return
+    c.set_terminated(run_id, status=status)
 
 
 def git_commit(repo: str | Path | None = None) -> str | None:

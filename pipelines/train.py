@@ -309,10 +309,10 @@ def train(
     try:
         result = trainer.fit()
     except KeyboardInterrupt:
-        tracking.end_run(uri, run_id, "KILLED")
+        tracking.end_run(uri, run_id, "KILLED", only_if_running=True)
         raise
-    except Exception:
-        tracking.end_run(uri, run_id, "FAILED")
+    except Exception:  # a trial that Tune stopped may already be recorded as FINISHED by the sweep: keep that
+        tracking.end_run(uri, run_id, "FAILED", only_if_running=True)
         raise
     ckpt_dir = result.checkpoint.path if result.checkpoint is not None else None
     history: list[dict[str, float]] = []

@@ -244,10 +244,19 @@ def resolve_plan(sweep: str | SweepSpec, *, smoke: bool = False, overrides: Mapp
     pinned = _absolute_path_overrides(spec, smoke, overrides)
     plan = build_plan(spec, smoke=smoke, overrides={**overrides, **pinned})
     if check_data:
-        if smoke and "data.root" not in overrides:
-            _prepare_smoke_data(plan)
-        _check_trial_data(plan)
+        ensure_trial_data(plan, user_overrides=overrides)
     return plan
+
+
+def ensure_trial_data(plan: SweepPlan, user_overrides: Mapping[str, Any]) -> None:
+    """Every trial's prepared splits must exist; a smoke sweep without ``data.root`` prepares its generated data.
+
+    Raises:
+        SweepConfigError: naming the missing splits.
+    """
+    if plan.smoke and "data.root" not in user_overrides:
+        _prepare_smoke_data(plan)
+    _check_trial_data(plan)
 
 
 def _prepare_smoke_data(plan: SweepPlan) -> None:
@@ -389,7 +398,7 @@ def run_sweep(
 
     from . import report as report_mod
 
-    plan = resolve_plan(sweep, smoke=smoke, overrides=overrides, check_data=True)
+    plan = resolve_plan(sweep, smoke=smoke, overrides=overrides)
     storage_path = storage_path or default_storage_path()
     if "://" not in storage_path:
         storage_path = str(Path(storage_path).resolve())
@@ -398,6 +407,7 @@ def run_sweep(
 
     _connect(address)
     concurrency = max_concurrent_trials or cluster_concurrency(plan)
+    ensure_trial_data(plan, user_overrides=overrides or {})  # after the fit check, before anything is scheduled
 
     state = _read_state(experiment_path)
     restorable = tune.Tuner.can_restore(experiment_path)

@@ -323,7 +323,8 @@ def test_asha_stops_the_worse_trials_and_releases_their_workers(local_head, prep
     assert {k: r.data.tags["sweep.iterations"] for k, r in children.items()} == {
         "t00-sigma1.5": "2", "t01-sigma4": "1", "t02-sigma6": "1"}
     assert all(r.info.status == "FINISHED" and r.data.tags["sweep.status"] == "TERMINATED"
-               for r in children.values())
+               for r in children.values()), {k: (r.info.status, r.data.tags.get("sweep.status"),
+                                                 r.data.tags.get("sweep.error", "")[-600:]) for k, r in children.items()}
     first_loss = {k: [m.value for m in MlflowClient(uri).get_metric_history(r.info.run_id, "loss") if m.step == 1]
                   for k, r in children.items()}
     assert all(len(v) == 1 for v in first_loss.values())  # one epoch-1 loss each: nothing reran
