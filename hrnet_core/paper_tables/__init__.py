@@ -44,6 +44,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+
+from hrnet_core.tasks import TASK_NAMES
 from typing import Any, Literal
 
 import yaml
@@ -73,10 +75,8 @@ ROLES: Mapping[str, str] = MappingProxyType({
     "competitor": "another method, kept as context; not reproduced",
 })
 
-TASKS: tuple[str, ...] = (
-    "pose_topdown", "pose_bottomup", "pose_tracking", "segmentation", "face_alignment", "detection",
-    "instance_segmentation", "classification", "architecture",
-)
+#: the project's task vocabulary (hrnet_core.tasks.TASK_NAMES) plus "architecture" (complexity-only tables)
+TASKS: tuple[str, ...] = (*TASK_NAMES, "architecture")
 
 #: Units of the ``params`` column: value * factor = parameter count.
 PARAMS_UNITS: Mapping[str, float] = MappingProxyType({
