@@ -44,13 +44,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-
-from hrnet_core.tasks import TASK_NAMES
 from typing import Any, Literal
 
 import yaml
 
 from hrnet_core.schema import KEY, build_dataclass, check_keys, invalid
+from hrnet_core.tasks import TASK_NAMES
 
 __all__ = [
     "GFLOPS_CONVENTIONS", "METRICS", "MetricInfo", "PARAMS_UNITS", "PAPER_FILES", "ROLES", "TASKS", "ModelRef",
