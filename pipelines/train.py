@@ -208,7 +208,6 @@ def train(
     """
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from hrnet_core.tasks import get_task
 

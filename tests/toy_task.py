@@ -149,8 +149,6 @@ def sample_transform(recipe, split, train: bool = True) -> ToySample:
     return ToySample(str(split.image_root), (int(w), int(h)), recipe.augment.flip, train)
 
 
-def collate_fn(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
 
 
 # ------------------------------------------------------------------------------------------------ model + loss
@@ -261,9 +259,7 @@ TASK = Task(
     synthetic=SyntheticData(generate=generate, splits=(SplitPrep("toy_seg", "train"), SplitPrep("toy_seg", "val"))),
     validate=validate,
     sample_transform=sample_transform,
-    collate_fn=collate_fn,
     batch_layout={"image": "float32 [B, 3, h, w]", "label": "int64 [B, h, w] (255 = ignore)", "index": "int64 [B]"},
-    batch_size=lambda batch: int(len(batch["image"])),
     build_model=build_model,
     build_loss=build_loss,
     eval_items=eval_items,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hrnet_core.recipes import Recipe
 
 __all__ = ["Task", "DatasetReader", "SourceFiles", "PreparedRows", "RecipeSections", "MetricSpec", "SyntheticData",
-           "SplitPrep", "Predictions", "default_train_step"]
+           "SplitPrep", "Predictions", "default_train_step", "tensor_collate", "image_batch_size", "build_zoo_model"]
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,34 @@ class Predictions:
     values: Any
 
 
+def tensor_collate(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The ``collate_fn`` of tasks whose samples are fixed-size arrays: every column as a tensor ``[B, ...]``."""
+    import torch
+
+    return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+
+def image_batch_size(batch: Mapping[str, Any]) -> int:
+    """Samples in a batch with an ``image`` tensor (or list) ``[B, ...]``."""
+    return int(len(batch["image"]))
+
+
+def build_zoo_model(recipe) -> "torch.nn.Module":
+    """The recipe's network from the model zoo (``model.name`` + its overrides); ``model.pretrained`` (ImageNet
+    classification weights) initialises its backbone, the task head stays new.
+
+    Raises:
+        FileNotFoundError: ``model.pretrained`` missing. hrnet_core.models.CheckpointMismatchError: a backbone
+        tensor missing from the file or of another shape (named).
+    """
+    from hrnet_core.models import build_model, load_pretrained_backbone
+
+    model = build_model(recipe.model.name, **recipe.model.build_kwargs())
+    if recipe.model.pretrained:
+        load_pretrained_backbone(model, recipe.model.pretrained)
+    return model
+
+
 def default_train_step(model: "torch.nn.Module", batch: Mapping[str, Any], loss_fn: Callable) -> dict[str, "torch.Tensor"]:
     """``loss_fn(model(batch["image"]), batch)``: the training step of tasks whose network maps an image tensor to
     outputs and whose loss compares them with the batch targets. Returns the loss dict (``{"loss": total, ...}``)."""
@@ -206,11 +234,11 @@ class Task:
             ``samples.parquet`` row (dict) for training, an eval item for evaluation; ``rng`` is
             :func:`hrnet_core.data.seeding.sample_rng` ``(train.seed, epoch, index)`` when training, None at eval.
             The returned function must be picklable (it runs in Ray Data tasks).
-        collate_fn: ``{name: np.ndarray [B, ...]} -> {name: Tensor | list}`` (Ray Data ``iter_torch_batches``).
-            Variable-size samples arrive as object arrays and may become lists of tensors.
+        collate_fn: ``{name: np.ndarray [B, ...]} -> {name: Tensor | list}`` (Ray Data ``iter_torch_batches``;
+            default :func:`tensor_collate`). Variable-size samples arrive as object arrays and may become lists.
         batch_layout: ``{name: "dtype [shape]"}`` of the collated training batch (documentation and tests).
-        batch_size: ``batch -> number of samples in it``.
-        build_model: ``recipe -> nn.Module`` (zoo model + ``model.pretrained`` backbone).
+        batch_size: ``batch -> number of samples in it`` (default :func:`image_batch_size`).
+        build_model: ``recipe -> nn.Module`` (default :func:`build_zoo_model`: zoo model + ``model.pretrained``).
         build_loss: ``recipe -> callable(outputs, batch) -> {"loss": total, ...parts}``.
         train_step: ``(model, batch, loss_fn) -> {"loss": total, ...}`` (default :func:`default_train_step`;
             detection models take targets and return their own loss dict).
@@ -234,16 +262,16 @@ class Task:
     synthetic: SyntheticData
     validate: Callable[["Recipe"], None]
     sample_transform: Callable[["Recipe", "PreparedSplit", bool], Callable[[Mapping[str, Any], np.random.Generator | None], dict[str, np.ndarray]]]
-    collate_fn: Callable[[Mapping[str, np.ndarray]], dict[str, Any]]
     batch_layout: Mapping[str, str]
-    batch_size: Callable[[Mapping[str, Any]], int]
-    build_model: Callable[["Recipe"], "torch.nn.Module"]
     build_loss: Callable[["Recipe"], Callable[..., dict[str, "torch.Tensor"]]]
     eval_items: Callable[["Recipe", "PreparedSplit"], Sequence[Any]]
     predict: Callable[..., Predictions]
     concat: Callable[[Sequence[Predictions]], Predictions]
     score: Callable[..., dict[str, float]]
     draw: Callable[..., list[Path]]
+    collate_fn: Callable[[Mapping[str, np.ndarray]], dict[str, Any]] = tensor_collate
+    batch_size: Callable[[Mapping[str, Any]], int] = image_batch_size
+    build_model: Callable[["Recipe"], "torch.nn.Module"] = build_zoo_model
     train_step: Callable[..., dict[str, "torch.Tensor"]] = default_train_step
     iteration_schedule: bool = False
 

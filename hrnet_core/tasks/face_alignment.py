@@ -311,33 +311,13 @@ BATCH_LAYOUT = {
 }
 
 
-def collate_fn(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Numpy batch -> tensors (fixed-size arrays; see :data:`BATCH_LAYOUT`)."""
-    import torch
-
-    return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
 
 
-def batch_size(batch: Mapping[str, Any]) -> int:
-    return int(len(batch["image"]))
 
 
 # ------------------------------------------------------------------------------------------------ model + loss
 
 
-def build_model(recipe):
-    """The recipe's zoo face network; ``model.pretrained`` (ImageNet HRNetV2 weights) initialises its backbone.
-
-    Raises:
-        FileNotFoundError: ``model.pretrained`` missing. hrnet_core.models.CheckpointMismatchError: a backbone
-        tensor missing from the file or of another shape.
-    """
-    from hrnet_core.models import build_model as zoo_build, load_pretrained_backbone
-
-    model = zoo_build(recipe.model.name, **recipe.model.build_kwargs())
-    if recipe.model.pretrained:
-        load_pretrained_backbone(model, recipe.model.pretrained)
-    return model
 
 
 class HeatmapMSE:
@@ -538,10 +518,7 @@ TASK = Task(
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
-    collate_fn=collate_fn,
     batch_layout=BATCH_LAYOUT,
-    batch_size=batch_size,
-    build_model=build_model,
     build_loss=build_loss,
     eval_items=eval_items,
     predict=predict,
