@@ -50,8 +50,8 @@ def safe_load(path: str | Path) -> Any:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling / zip errors come in many types
         text = str(exc)
-        m = re.search(r"unsupported global:? GLOBAL ([^\s]+)", text, re.IGNORECASE) or \
-            re.search(r"unsupported GLOBAL ([^\s]+)", text, re.IGNORECASE) or \
+        # torch: "Unsupported global: GLOBAL x.y" or, for a blocked module, "unsupported GLOBAL x.y whose module ..."
+        m = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE) or \
             re.search(r"Unsupported operand (\d+)", text)
         if m or "Weights only load failed" in text:
             what = f"it needs {m.group(1)!r}" if m else "it holds objects other than tensors and plain data"

@@ -22,6 +22,7 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -260,7 +261,7 @@ def keypoint_spec(dataset: str, num_joints: int):
 
 @dataclass(frozen=True)
 class TopDownSample:
-    """The per-sample function of a recipe and split (picklable; builds its ``TopDownTransform`` lazily).
+    """The per-sample function of a recipe and split (picklable; builds its ``TopDownTransform`` on first use).
 
     ``__call__(row, rng)``: a ``samples.parquet`` row -> ``image`` float32 ``[3, H, W]``, ``target`` float32
     ``[K, h, w]``, ``target_weight`` float32 ``[K, 1]``. ``rng`` draws the augmentation (training).
@@ -283,8 +284,17 @@ class TopDownSample:
     half_body_min_joints: int
     train: bool = True
 
+    @functools.cached_property
     def transform(self):
-        return _transform(self)
+        """The :class:`~hrnet_core.data.transforms.TopDownTransform` of these settings (built on first use)."""
+        from hrnet_core.data.transforms import TopDownTransform
+
+        spec = keypoint_spec(self.dataset, self.num_joints)
+        return TopDownTransform(
+            input_size=self.input_size, heatmap_size=self.heatmap_size, sigma=self.sigma, flip_pairs=spec.flip_pairs,
+            train=self.train, scale_factor=self.scale_factor, rotation_factor=self.rotation_factor,
+            rotation_prob=self.rotation_prob, flip=self.flip, half_body_prob=self.half_body_prob,
+            num_joints_half_body=self.half_body_min_joints, upper_body_ids=spec.upper_body_ids)
 
     def record(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A row -> a reader-style record (absolute ``image_file``, center/scale for the crop).
@@ -309,25 +319,9 @@ class TopDownSample:
         from hrnet_core.data.io import read_image
 
         record = self.record(row)
-        s = self.transform()(record, read_image(record["image_file"]), rng)
+        s = self.transform(record, read_image(record["image_file"]), rng)
         return {"image": s["image"].astype(np.float32, copy=False), "target": s["target"].astype(np.float32, copy=False),
                 "target_weight": s["target_weight"].astype(np.float32, copy=False)}
-
-
-_TRANSFORMS: dict[TopDownSample, Any] = {}
-
-
-def _transform(cfg: TopDownSample):
-    from hrnet_core.data.transforms import TopDownTransform
-
-    if cfg not in _TRANSFORMS:
-        spec = keypoint_spec(cfg.dataset, cfg.num_joints)
-        _TRANSFORMS[cfg] = TopDownTransform(
-            input_size=cfg.input_size, heatmap_size=cfg.heatmap_size, sigma=cfg.sigma, flip_pairs=spec.flip_pairs,
-            train=cfg.train, scale_factor=cfg.scale_factor, rotation_factor=cfg.rotation_factor,
-            rotation_prob=cfg.rotation_prob, flip=cfg.flip, half_body_prob=cfg.half_body_prob,
-            num_joints_half_body=cfg.half_body_min_joints, upper_body_ids=spec.upper_body_ids)
-    return _TRANSFORMS[cfg]
 
 
 def sample_transform(recipe, split, train: bool = True) -> TopDownSample:
