@@ -424,23 +424,18 @@ def _trainer_class():
     return Trainer
 
 
-def _data_errors_are_final_policy():
+def DataErrorsAreFinal(failure_config):  # noqa: N802 - builds the policy class, which needs Ray's internals
+    """Ray Train's ``DefaultFailurePolicy`` for ``failure_config``, except that a failure caused by bad input
+    (:func:`data_error`) is raised at once (see :func:`_trainer_class`)."""
     from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy
 
     class _DataErrorsAreFinal(DefaultFailurePolicy):
-        """Ray Train's default failure policy, except that a failure caused by bad input is raised at once."""
-
         def _is_retryable_error(self, training_failed_error) -> bool:
             if data_error(training_failed_error) is not None:
                 return False
             return super()._is_retryable_error(training_failed_error)
 
-    return _DataErrorsAreFinal
-
-
-def DataErrorsAreFinal(failure_config):  # noqa: N802 - a factory standing in for the class
-    """A ``DefaultFailurePolicy`` that raises failures caused by bad input at once (see :func:`_trainer_class`)."""
-    return _data_errors_are_final_policy()(failure_config)
+    return _DataErrorsAreFinal(failure_config)
 
 
 def init_ray(address: str | None = None) -> None:
