@@ -234,7 +234,7 @@ def test_profile_families_and_datasets_are_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key families\.transformer .*hrnet, hrformer"):
         load_recipe(COCO_W32, profile=write("families:\n  transformer: {}\n"))
     with pytest.raises(ConfigError, match=r"^datasets: expected a non-empty list"):
-        load_recipe(COCO_W32, profile=write("datasets: [cityscapes]\n"))
+        load_recipe(COCO_W32, profile=write("datasets: [no_such_dataset]\n"))
     # a profile without `families` / `datasets` is a plain recipe layer, as before
     assert load_recipe("pose_hrnet_w32_256x256_mpii", profile=write("train: {epochs: 3}\n")).train.epochs == 3
 

@@ -75,12 +75,12 @@ def test_unknown_task_dataset_or_task_key_is_one_line(tmp_path, capsys):
 
     cases = [
         (["data", "generate", "no_such_task", "--out", str(tmp_path / "g")], "unknown task 'no_such_task'"),
-        (["data", "generate", "segmentation", "--out", str(tmp_path / "g")], "not landed"),
+        (["data", "generate", "instance_segmentation", "--out", str(tmp_path / "g")], "not landed"),
         (["data", "prepare", "nope", "--source", str(tmp_path), "--split", "x", "--out", str(tmp_path / "p")],
          "unknown dataset 'nope'; valid datasets:"),
         (["recipes", "show", "pose_hrnet_w32_256x192_coco", "--set", "augment.colour=1"],
          "unknown key augment.colour"),
-        (["recipes", "show", "pose_hrnet_w32_256x192_coco", "--set", "task=segmentation"], "not landed"),
+        (["recipes", "show", "pose_hrnet_w32_256x192_coco", "--set", "task=instance_segmentation"], "not landed"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2, argv

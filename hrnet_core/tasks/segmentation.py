@@ -1,0 +1,612 @@
+"""Semantic segmentation (HRNetV2 paper Sec. 4.1, HRNet-OCR, HRFormer + OCR; FACTS.md sections 3 and 7): the
+``segmentation`` task.
+
+One training sample is one image: the label PNG is mapped to training ids (the dataset's lookup table, 255 =
+ignore), the image and label are rescaled together so that the long side is ``data.base_size * s`` with ``s`` drawn
+from ``augment.scale_range`` in steps of ``augment.scale_step`` (official: 0.5 .. 2.0 in steps of 0.1; step 0 draws
+uniformly), padded to the crop with black pixels / ignore labels, randomly cropped to ``data.input_size`` and
+flipped with probability 0.5 (the dataset's left/right classes swapped, LIP). Batches have the fixed crop size.
+
+Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
+
+- readers ``cityscapes``, ``lip``, ``pascal_context_59`` / ``pascal_context_60`` (``pascal_context`` = 59, the
+  HRFormer tables' name), ``camvid`` and the generic ``seg_list`` (:mod:`hrnet_core.data.segmentation`);
+  ``samples.parquet`` columns ``image_id``, ``file_name``, ``label_file``, ``label_sha256``, ``width``, ``height``;
+  the manifest carries the class names, the label lookup table, the output ids, flip pairs and palette;
+- batch: ``image`` float32 ``[B, 3, H, W]`` (ImageNet mean/std), ``label`` int64 ``[B, H, W]`` (255 = ignore),
+  ``index`` int64 ``[B]``;
+- loss (:mod:`hrnet_core.losses.segmentation`): cross-entropy with ignore index and class weights, OHEM, OCR
+  ``0.4 * aux + 1.0 * main``; logits upsampled to the crop first;
+- test procedure (:mod:`hrnet_core.evaluation.seg_inference`): ``test.mode`` whole / slide (stride 2/3 of the crop)
+  / resize, ``test.flip``, ``test.scales`` (long side ``scale * data.base_size``); the confusion matrix of every
+  image is accumulated on the device (``torch.bincount``);
+- metrics (:mod:`hrnet_core.evaluation.miou`), percent: ``mIoU`` (primary), ``pixel_acc``, ``mean_acc``,
+  ``IoU/<class>``;
+- outputs: ``predictions.json`` (per image: file, prediction PNG, pixel accuracy), ``labels/<image stem>.png``
+  (predictions in the dataset's own ids: Cityscapes labelIds for the benchmark server, PASCAL-Context-59 ids + 1),
+  ``confusion_matrix.csv``; drawings: image | ground truth | prediction, colour-coded with the dataset palette;
+- synthetic default: generated scenes (:mod:`hrnet_core.data.synthetic_scenes`) in the ``seg_list`` layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from hrnet_core.losses.segmentation import SegLossConfig
+from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
+
+from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
+                   SyntheticData, Task)
+
+IGNORE = 255
+
+# ------------------------------------------------------------------------------------------------ recipe sections
+
+
+@dataclass
+class SegData(DataConfig):
+    """``data:`` of a segmentation recipe: the shared keys (``input_size`` = training crop ``[W, H]``) plus
+
+    ``base_size``: long side in pixels at scale 1 for the training rescale and the test scales (official: Cityscapes
+    2048, PASCAL-Context 520, LIP 473; 0 = the image's own size); ``mean`` / ``std``: RGB normalisation (ImageNet).
+    """
+
+    base_size: int = 0
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class SegAugment:
+    """``augment:``: rescale by ``s`` in ``scale_range`` (steps of ``scale_step``; 0 = uniform), pad, random crop,
+    horizontal flip with probability 0.5 (``flip``)."""
+
+    flip: bool = True
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    scale_step: float = 0.1
+
+
+@dataclass
+class SegTest:
+    """``test:`` (the official test procedure as options): ``mode`` whole / slide / resize; ``stride`` of the
+    sliding windows as a fraction of the crop (2/3); ``flip``; ``scales`` (long side ``scale * data.base_size``;
+    official multi-scale 0.5 .. 1.75 (Cityscapes) or 2.0 in steps of 0.25); ``save_label_pngs``: write predictions
+    in the dataset's ids; ``num_vis_images`` drawings."""
+
+    mode: str = "whole"
+    stride: float = 2.0 / 3.0
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    save_label_pngs: bool = True
+    num_vis_images: int = 4
+
+
+def _is_seg_model(name: str) -> bool:
+    return name.startswith("seg_")
+
+
+def _num_outputs(name: str) -> int:
+    return 2 if "ocr" in name else 1
+
+
+def validate(recipe) -> None:
+    """Cross-field checks of a segmentation recipe.
+
+    Raises:
+        ConfigError: naming the key (model, class count of the dataset, augmentation ranges, test procedure, loss).
+    """
+    from hrnet_core.data.segmentation import LAYOUTS
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    d, a, t, loss = recipe.data, recipe.augment, recipe.test, recipe.train.loss
+    check_zoo_model(recipe.model)
+    need(_is_seg_model(recipe.model.name), "model.name",
+         f"{recipe.model.name!r} is not a segmentation network (seg_hrnetv2_w48, seg_hrnetv2_ocr_w48, ...)")
+    layout = LAYOUTS.get(d.dataset)
+    if layout is not None and recipe.model.num_classes is not None:
+        need(recipe.model.num_classes == layout.num_classes, "model.num_classes",
+             f"{recipe.model.num_classes} but {d.dataset} has {layout.num_classes} classes")
+    need(len(d.input_size) == 2 and all(int(v) > 0 for v in d.input_size), "data.input_size",
+         f"expected [W, H] > 0, got {d.input_size}")
+    need(d.base_size >= 0, "data.base_size", "must be >= 0")
+    need(len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std), "data.mean/std", "3 values, std > 0")
+    need(len(a.scale_range) == 2 and 0 < a.scale_range[0] <= a.scale_range[1], "augment.scale_range",
+         f"expected [min, max] with 0 < min <= max, got {a.scale_range}")
+    need(a.scale_step >= 0, "augment.scale_step", "must be >= 0")
+    need(t.mode in ("whole", "slide", "resize"), "test.mode", f"whole, slide or resize, got {t.mode!r}")
+    need(0.0 < t.stride <= 1.0, "test.stride", "must be in (0, 1]")
+    need(len(t.scales) > 0 and all(s > 0 for s in t.scales), "test.scales", "a non-empty list of scales > 0")
+    n_out = _num_outputs(recipe.model.name)
+    need(len(loss.balance_weights) == n_out, "train.loss.balance_weights",
+         f"{recipe.model.name} returns {n_out} output(s) ({'aux, main' if n_out == 2 else 'main'}), got "
+         f"{loss.balance_weights}")
+    need(0.0 < loss.ohem_thresh <= 1.0 and loss.ohem_min_kept >= 0, "train.loss.ohem_thresh/ohem_min_kept",
+         "thresh in (0, 1], min_kept >= 0")
+    cw = loss.class_weights
+    need(cw is None or cw == "dataset" or (isinstance(cw, list) and all(float(w) >= 0 for w in cw)),
+         "train.loss.class_weights", f"null, 'dataset' or a list of weights, got {cw!r}")
+    if isinstance(cw, list) and recipe.model.num_classes is not None:
+        need(len(cw) == recipe.model.num_classes, "train.loss.class_weights",
+             f"{len(cw)} weights for {recipe.model.num_classes} classes")
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+
+def _relative(root: Path, p: Path) -> str:
+    import os
+
+    return os.path.relpath(p, root)
+
+
+def _rows(image_root: Path, pairs: Sequence[tuple[str, str]], layout) -> PreparedRows:
+    from hrnet_core.data.segmentation import label_rows
+
+    images, samples = label_rows(image_root, pairs, layout)
+    return PreparedRows(images=images, samples=samples, image_root=image_root, meta=layout.to_meta())
+
+
+def _common_root(*paths: Path) -> Path:
+    import os
+
+    return Path(os.path.commonpath([str(p) for p in paths]))
+
+
+def _read_cityscapes(src: SourceFiles) -> PreparedRows:
+    from hrnet_core.data.segmentation import read_pairs, seg_layout
+
+    images, labels = Path(src.files["images"]), Path(src.files["labels"])
+    pairs = read_pairs(images, labels, "*/*_leftImg8bit.png", "_leftImg8bit.png", "_gtFine_labelIds.png")
+    root = _common_root(images, labels)
+    return _rows(root, [(_relative(root, i), _relative(root, lab)) for i, lab in pairs], seg_layout("cityscapes"))
+
+
+def _read_lip(src: SourceFiles) -> PreparedRows:
+    from hrnet_core.data.segmentation import read_pairs, seg_layout
+
+    images, labels = Path(src.files["images"]), Path(src.files["labels"])
+    pairs = read_pairs(images, labels, "*.jpg", ".jpg", ".png")
+    root = _common_root(images, labels)
+    return _rows(root, [(_relative(root, i), _relative(root, lab)) for i, lab in pairs], seg_layout("lip"))
+
+
+def _read_pascal(dataset: str, src: SourceFiles) -> PreparedRows:
+    from hrnet_core.data.io import AnnotationError
+    from hrnet_core.data.segmentation import seg_layout
+
+    images, labels = Path(src.files["images"]), Path(src.files["labels"])
+    ids = [s.strip() for s in Path(src.files["list"]).read_text().splitlines() if s.strip()]
+    if not ids:
+        raise AnnotationError(f"{src.files['list']}: no image ids")
+    root = _common_root(images, labels)
+    pairs = [(_relative(root, images / f"{i}.jpg"), _relative(root, labels / f"{i}.png")) for i in ids]
+    for img, _ in pairs:
+        if not (root / img).is_file():
+            raise AnnotationError(f"{src.files['list']}: image {str(root / img)!r} not found")
+    return _rows(root, pairs, seg_layout("pascal_context_59" if dataset == "pascal_context" else dataset))
+
+
+def _read_pascal_59(src: SourceFiles) -> PreparedRows:
+    return _read_pascal("pascal_context_59", src)
+
+
+def _read_pascal_60(src: SourceFiles) -> PreparedRows:
+    return _read_pascal("pascal_context_60", src)
+
+
+def _read_list(src: SourceFiles, layout) -> PreparedRows:
+    from hrnet_core.data.io import AnnotationError
+    from hrnet_core.data.segmentation import read_list
+
+    root = Path(src.files["images"])
+    pairs = read_list(Path(src.files["list"]))
+    for img, _ in pairs:
+        if not (root / img).is_file():
+            raise AnnotationError(f"{src.files['list']}: image {str(root / img)!r} not found")
+    return _rows(root, pairs, layout)
+
+
+def _read_camvid(src: SourceFiles) -> PreparedRows:
+    from hrnet_core.data.segmentation import seg_layout
+
+    return _read_list(src, seg_layout("camvid"))
+
+
+def _read_seg_list(src: SourceFiles) -> PreparedRows:
+    from hrnet_core.data.io import AnnotationError
+    from hrnet_core.data.segmentation import seg_layout
+
+    names = [s.strip() for s in Path(src.files["classes"]).read_text().splitlines() if s.strip()]
+    if not names or len(names) > 255:
+        raise AnnotationError(f"{src.files['classes']}: expected 1..255 class names, one per line, got {len(names)}")
+    return _read_list(src, seg_layout("seg_list", names))
+
+
+def _pascal_layout(split: str) -> dict[str, str]:
+    # the papers' "test" split of PASCAL-Context is the val list of the Detail-API / mmsegmentation preparation
+    stem = "val" if split == "test" else split
+    return {"list": f"ImageSets/SegmentationContext/{stem}.txt", "images": "JPEGImages",
+            "labels": "SegmentationClassContext"}
+
+
+_PASCAL_INPUTS = {"list": "image id list (ImageSets/SegmentationContext/<split>.txt)", "images": "JPEGImages folder",
+                  "labels": "label PNG folder (0 = background, 1..59)"}
+_LIST_INPUTS = {"list": "list file of 'image label' lines", "images": "folder the list's paths are relative to"}
+
+DATASETS: dict[str, DatasetReader] = {
+    "cityscapes": DatasetReader(
+        name="cityscapes", description="Cityscapes fine, 19 classes (leftImg8bit/<split> + gtFine/<split> labelIds)",
+        inputs={"images": "leftImg8bit/<split> folder", "labels": "gtFine/<split> folder (*_gtFine_labelIds.png)"},
+        required=("images", "labels"),
+        default_layout=lambda split: {"images": f"leftImg8bit/{split}", "labels": f"gtFine/{split}"},
+        read=_read_cityscapes),
+    "lip": DatasetReader(
+        name="lip", description="LIP human parsing, 20 classes (<split>_images + <split>_segmentations)",
+        inputs={"images": "image folder (*.jpg)", "labels": "label PNG folder"}, required=("images", "labels"),
+        default_layout=lambda split: {"images": f"{split}_images", "labels": f"{split}_segmentations"},
+        read=_read_lip),
+    "pascal_context_59": DatasetReader(
+        name="pascal_context_59", description="PASCAL-Context, 59 classes (prepared label PNGs, zero label reduced)",
+        inputs=_PASCAL_INPUTS, required=("list", "images", "labels"), default_layout=_pascal_layout,
+        read=_read_pascal_59),
+    "pascal_context": DatasetReader(
+        name="pascal_context", description="PASCAL-Context, 59 classes (= pascal_context_59; the HRFormer name)",
+        inputs=_PASCAL_INPUTS, required=("list", "images", "labels"), default_layout=_pascal_layout,
+        read=_read_pascal_59),
+    "pascal_context_60": DatasetReader(
+        name="pascal_context_60", description="PASCAL-Context, 60 classes (prepared label PNGs, background = 0)",
+        inputs=_PASCAL_INPUTS, required=("list", "images", "labels"), default_layout=_pascal_layout,
+        read=_read_pascal_60),
+    "camvid": DatasetReader(
+        name="camvid", description="CamVid, 11 classes (<split>.txt of 'image label' lines; 11 = void)",
+        inputs=_LIST_INPUTS, required=("list", "images"),
+        default_layout=lambda split: {"list": f"{split}.txt", "images": "."}, read=_read_camvid),
+    "seg_list": DatasetReader(
+        name="seg_list", description="generic: <split>.txt of 'image label' lines + classes.txt (one name a line)",
+        inputs={**_LIST_INPUTS, "classes": "class names, one per line (line k = label value k)"},
+        required=("list", "images", "classes"),
+        default_layout=lambda split: {"list": f"{split}.txt", "images": ".", "classes": "classes.txt"},
+        read=_read_seg_list),
+}
+
+
+# ------------------------------------------------------------------------------------------------ samples
+
+
+@dataclass(frozen=True)
+class SegSample:
+    """The per-sample function of a recipe and split (picklable).
+
+    ``__call__(row, rng)``: a ``samples.parquet`` row -> ``image`` float32 ``[3, h, w]`` (normalised), ``label``
+    int64 ``[h, w]`` (training ids, 255 ignore) with ``(w, h) = crop``.
+
+    Raises (on call):
+        hrnet_core.data.io.ImageReadError: image or label missing / corrupt (names the file).
+    """
+
+    image_root: str
+    lut: tuple[int, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    crop: tuple[int, int]
+    base_size: int
+    scale_range: tuple[float, float]
+    scale_step: float
+    flip: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @functools.cached_property
+    def _luts(self) -> tuple[np.ndarray, np.ndarray]:
+        from hrnet_core.data.segmentation import SegLayout
+
+        lay = SegLayout("", (), self.lut, (), self.flip_pairs)
+        return lay.lut_array(), lay.flip_lut()
+
+    def load(self, row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(image uint8 [H, W, 3] RGB, label uint8 [H, W] training ids)`` of a row."""
+        from hrnet_core.data.io import read_image
+        from hrnet_core.data.segmentation import apply_lut, read_label
+
+        root = Path(self.image_root)
+        return read_image(root / row["file_name"]), apply_lut(read_label(root / row["label_file"]), self._luts[0])
+
+    def draw_scale(self, rng: np.random.Generator) -> float:
+        lo, hi = self.scale_range
+        if self.scale_step > 0:
+            n = int(round((hi - lo) / self.scale_step))
+            return lo + self.scale_step * int(rng.integers(0, n + 1))
+        return float(rng.uniform(lo, hi))
+
+    def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        import cv2
+
+        img, label = self.load(row)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        u_scale = self.draw_scale(rng)
+        h, w = label.shape
+        base = self.base_size or max(h, w)
+        f = base * u_scale / max(h, w)
+        nh, nw = max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))
+        if (nh, nw) != (h, w):
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        cw, ch = self.crop
+        ph, pw = max(0, ch - nh), max(0, cw - nw)
+        if ph or pw:
+            img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            label = cv2.copyMakeBorder(label, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=IGNORE)
+        y0 = int(rng.integers(0, img.shape[0] - ch + 1))
+        x0 = int(rng.integers(0, img.shape[1] - cw + 1))
+        img, label = img[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
+        if self.flip and rng.random() < 0.5:
+            img, label = img[:, ::-1], self._luts[1][label[:, ::-1]]
+        return {"image": normalise(img, self.mean, self.std), "label": np.ascontiguousarray(label).astype(np.int64)}
+
+
+def normalise(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` RGB -> float32 ``[3, H, W]`` ``(x / 255 - mean) / std``."""
+    x = np.ascontiguousarray(img, dtype=np.float32) * (1.0 / 255.0)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def sample_transform(recipe, split, train: bool = True) -> SegSample:
+    """The per-sample function of ``recipe`` on ``split`` (the training augmentation; evaluation reads whole images
+    in :func:`predict`)."""
+    m, d, a = split.manifest, recipe.data, recipe.augment
+    return SegSample(image_root=str(split.image_root), lut=tuple(int(v) for v in m["label_lut"]),
+                     flip_pairs=tuple((int(x), int(y)) for x, y in m.get("flip_pairs", ())),
+                     crop=(int(d.input_size[0]), int(d.input_size[1])), base_size=int(d.base_size),
+                     scale_range=(float(a.scale_range[0]), float(a.scale_range[1])), scale_step=float(a.scale_step),
+                     flip=bool(a.flip and train), mean=tuple(d.mean), std=tuple(d.std))
+
+
+BATCH_LAYOUT = {
+    "image": "float32 [B, 3, H, W] normalised crops (W, H = data.input_size)",
+    "label": "int64 [B, H, W] training ids, 255 = ignore",
+    "index": "int64 [B] sample index (row of samples.parquet)",
+}
+
+
+# ------------------------------------------------------------------------------------------------ model + loss
+
+
+def model_align_corners(name: str) -> bool:
+    """``align_corners`` of the network's bilinear resizes: the zoo spec's (SEG False, SEG-OCR True); HRFormer
+    segmentation networks False."""
+    from hrnet_core.models.zoo import MODEL_SPECS
+
+    spec = MODEL_SPECS.get(name)
+    return bool(spec.backbone.get("align_corners", False)) if spec is not None else False
+
+
+def class_weights(recipe, manifest: Mapping[str, Any] | None = None) -> list[float] | None:
+    """The loss's class weights: ``train.loss.class_weights`` as a list, ``"dataset"`` -> the dataset's official
+    weights (Cityscapes), else None.
+
+    Raises:
+        ConfigError: ``"dataset"`` for a dataset without official weights.
+    """
+    from hrnet_core.data.segmentation import LAYOUTS
+
+    cw = recipe.train.loss.class_weights
+    if cw is None:
+        return None
+    if cw == "dataset":
+        w = list((manifest or {}).get("class_weights") or ())
+        if not w and recipe.data.dataset in LAYOUTS:
+            w = list(LAYOUTS[recipe.data.dataset].class_weights)
+        if not w:
+            raise ConfigError(f"train.loss.class_weights: 'dataset', but {recipe.data.dataset} has no official class "
+                              "weights (give a list or null)")
+        return [float(v) for v in w]
+    return [float(v) for v in cw]
+
+
+def build_loss(recipe):
+    """:class:`~hrnet_core.losses.segmentation.SegmentationLoss` of the recipe."""
+    from hrnet_core.losses.segmentation import SegmentationLoss
+
+    cfg = recipe.train.loss
+    align = cfg.align_corners if cfg.align_corners is not None else model_align_corners(recipe.model.name)
+    weights = class_weights(recipe)
+    if weights is not None and recipe.model.num_classes is not None and len(weights) != recipe.model.num_classes:
+        raise ConfigError(f"train.loss.class_weights: {len(weights)} weights for {recipe.model.num_classes} classes "
+                          f"(data.dataset {recipe.data.dataset})")
+    return SegmentationLoss(cfg, weights, align)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def eval_items(recipe, split) -> list[dict[str, Any]]:
+    """The images of the split: ``samples.parquet`` rows plus absolute ``image_file`` / ``label_path``."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(split.samples_file).to_pylist()
+    for r in rows:
+        r["image_file"] = str(Path(split.image_root) / r["file_name"])
+        r["label_path"] = str(Path(split.image_root) / r["label_file"])
+    return rows
+
+
+def _sparse(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flat = cm.reshape(-1)
+    idx = np.flatnonzero(flat)
+    return idx.astype(np.int32), flat[idx].astype(np.int64)
+
+
+def _dense(sparse: tuple[np.ndarray, np.ndarray], num_classes: int) -> np.ndarray:
+    cm = np.zeros(num_classes * num_classes, np.int64)
+    cm[np.asarray(sparse[0], np.int64)] = np.asarray(sparse[1])
+    return cm.reshape(num_classes, num_classes)
+
+
+def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
+    """Per image (in item order): ``{"confusion": (flat indices, counts) of its [C, C] confusion matrix, "png":
+    the predicted training-id map as PNG bytes}``.
+
+    The test procedure is ``recipe.test`` (module docstring); the confusion matrix is built on ``device``. The model
+    runs in eval mode without gradients (restored afterwards), fp32.
+    """
+    import cv2
+    import torch
+    from tqdm import tqdm
+
+    from hrnet_core.data.io import read_image
+    from hrnet_core.data.segmentation import apply_lut, layout_from_meta, read_label
+    from hrnet_core.evaluation.miou import confusion_matrix
+    from hrnet_core.evaluation.seg_inference import predict_probs
+
+    layout = layout_from_meta(split.manifest)
+    n = layout.num_classes
+    lut = layout.lut_array()
+    d, t = recipe.data, recipe.test
+    align = model_align_corners(recipe.model.name)
+    perm = layout.flip_permutation() if layout.flip_pairs else None
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for r in tqdm(items, desc="evaluate", unit="img", disable=not progress):
+                x = torch.from_numpy(normalise(read_image(r["image_file"]), d.mean, d.std)).to(device)
+                probs = predict_probs(model, x, num_classes=n, mode=t.mode, crop=tuple(d.input_size),
+                                      stride=t.stride, flip=t.flip, flip_permutation=perm, scales=t.scales,
+                                      base_size=d.base_size, align_corners=align)
+                pred = probs.argmax(0)
+                label = torch.from_numpy(apply_lut(read_label(r["label_path"]), lut)).to(device)
+                cm = confusion_matrix(pred, label, n, IGNORE).cpu().numpy()
+                ok, png = cv2.imencode(".png", pred.to(torch.uint8).cpu().numpy())
+                out.append({"confusion": _sparse(cm), "png": png.tobytes()})
+    finally:
+        model.train(was_training)
+    return Predictions(out)
+
+
+def concat(parts: Sequence[Predictions]) -> Predictions:
+    return Predictions([v for p in parts for v in p.values])
+
+
+def decode_prediction(value: Mapping[str, Any]) -> np.ndarray:
+    """The predicted training-id map ``uint8 [H, W]`` of one :func:`predict` entry."""
+    import cv2
+
+    return cv2.imdecode(np.frombuffer(value["png"], np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split,
+          out_dir: str | Path | None = None) -> dict[str, float]:
+    """mIoU / pixel_acc / mean_acc / IoU per class (percent) of the summed confusion matrices, plus
+    ``eval_items``; with ``out_dir`` also ``predictions.json``, ``confusion_matrix.csv`` and (``test.save_label_pngs``)
+    ``labels/<image stem>.png`` in the dataset's own ids."""
+    import cv2
+
+    from hrnet_core.data.segmentation import layout_from_meta
+    from hrnet_core.evaluation.miou import segmentation_metrics
+
+    layout = layout_from_meta(split.manifest)
+    n = layout.num_classes
+    cms = [_dense(v["confusion"], n) for v in predictions.values]
+    total = np.sum(cms, axis=0) if cms else np.zeros((n, n), np.int64)
+    metrics = segmentation_metrics(total, layout.classes)
+    metrics["eval_items"] = float(len(items))
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        records = []
+        save = bool(getattr(recipe.test, "save_label_pngs", True))
+        if save:
+            (out / "labels").mkdir(exist_ok=True)
+        lut = layout.output_lut()
+        for r, v, cm in zip(items, predictions.values, cms):
+            rec = {"file_name": r["file_name"], "image_id": int(r["image_id"]),
+                   "pixel_acc": round(100.0 * float(np.trace(cm) / max(cm.sum(), 1)), 4)}
+            if save:
+                name = f"{Path(r['file_name']).stem}.png"
+                cv2.imwrite(str(out / "labels" / name), lut[decode_prediction(v)])
+                rec["prediction"] = f"labels/{name}"
+            records.append(rec)
+        (out / "predictions.json").write_text(json.dumps(
+            {"dataset": split.dataset, "ids": "dataset label ids (output_ids)", "classes": list(layout.classes),
+             "images": records}))
+        header = "true\\pred," + ",".join(layout.classes)
+        rows = [f"{c}," + ",".join(str(int(x)) for x in total[k]) for k, c in enumerate(layout.classes)]
+        (out / "confusion_matrix.csv").write_text("\n".join([header, *rows]) + "\n")
+    return metrics
+
+
+def colourise(ids: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Training-id map ``[H, W]`` -> RGB ``[H, W, 3]`` (ignore and unknown ids black)."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:len(palette)] = np.asarray(palette, np.uint8).reshape(-1, 3)
+    return lut[ids]
+
+
+def draw(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split, out_dir: str | Path,
+         num_images: int) -> list[Path]:
+    """``<out_dir>/<image stem>.jpg``: image | ground truth | prediction side by side, colour-coded with the dataset
+    palette (ignore black), for the first ``num_images`` images."""
+    import cv2
+
+    from hrnet_core.data.io import read_image
+    from hrnet_core.data.segmentation import apply_lut, layout_from_meta, read_label
+
+    layout = layout_from_meta(split.manifest)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for r, v in list(zip(items, predictions.values))[:num_images]:
+        img = read_image(r["image_file"])
+        gt = apply_lut(read_label(r["label_path"]), layout.lut_array())
+        panel = np.concatenate([img, colourise(gt, layout.palette), colourise(decode_prediction(v), layout.palette)],
+                               axis=1)
+        f = out / f"{Path(r['file_name']).stem}.jpg"
+        cv2.imwrite(str(f), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        files.append(f)
+    return files
+
+
+# ------------------------------------------------------------------------------------------------ synthetic data
+
+
+def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progress=None) -> dict[str, Any]:
+    """Generated scenes (:func:`hrnet_core.data.synthetic_scenes.generate_scenes`, 128x96, 5 classes)."""
+    from hrnet_core.data.synthetic_scenes import generate_scenes
+
+    return generate_scenes(out_dir, num_train, num_val, seed, progress=progress)
+
+
+SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("seg_list", "train"), SplitPrep("seg_list", "val")),
+                          defaults={"num_train": 300, "num_val": 40})
+
+TASK = Task(
+    name="segmentation",
+    description="semantic segmentation: images -> per-pixel classes (HRNetV2, HRNet-OCR, HRFormer + OCR; mIoU)",
+    datasets=DATASETS,
+    sections=RecipeSections(data=SegData, augment=SegAugment, test=SegTest, loss=SegLossConfig),
+    metrics=MetricSpec(primary="mIoU", higher_is_better=True, names=("mIoU", "pixel_acc", "mean_acc"),
+                       units="percent (IoU/<class>: per-class IoU, percent)"),
+    smoke_profile="smoke_segmentation",
+    default_recipe="seg_hrnetv2_w48_512x1024_cityscapes",
+    synthetic=SYNTHETIC,
+    validate=validate,
+    sample_transform=sample_transform,
+    batch_layout=BATCH_LAYOUT,
+    build_loss=build_loss,
+    eval_items=eval_items,
+    predict=predict,
+    concat=concat,
+    score=score,
+    draw=draw,
+    iteration_schedule=True,
+)
