@@ -94,6 +94,11 @@ class ModelConfig:
     ``num_blocks``: transformer blocks per branch in every module (paper 2); ``drop_path_rate``: stochastic depth
     of the last block (T 0, S 0.1, B 0.2).
 
+    HigherHRNet only (``higher_hrnet_*``; HigherHRNet paper Tables 3-4): ``num_deconvs`` (deconvolution modules; 1 =
+    outputs at 1/4 and 1/2), ``num_deconv_blocks`` (BasicBlocks after each, official 4), ``cat_output`` (per deconv
+    module, whether its input concatenates the previous prediction), ``ae_outputs`` (per output, whether it also
+    predicts tags).
+
     Head sizes of the other tasks' networks: ``num_classes`` (segmentation, classification), ``num_landmarks``
     (facial landmarks).
     """
@@ -115,6 +120,10 @@ class ModelConfig:
     window_size: list[int] | None = None
     mlp_ratio: list[float] | None = None
     drop_path_rate: float | None = None
+    num_deconvs: int | None = None
+    num_deconv_blocks: int | None = None
+    cat_output: list[bool] | None = None
+    ae_outputs: list[bool] | None = None
     num_classes: int | None = None
     num_landmarks: int | None = None
 
