@@ -219,6 +219,8 @@ def train(
     task = get_task(recipe.task)
     accum = recipe.accumulation_steps(num_workers)
     identity = run_identity(recipe)  # checks data and backbone before anything starts
+    if recipe.model.pretrained:  # the backbone must fit the network: one line here, not a failure in every worker
+        task.build_model(recipe)
     run_name = run_name or identity["run_name"]
     fingerprint = identity["dataset_fingerprint"]
     storage = Path(storage_path).expanduser().resolve()
