@@ -10,6 +10,7 @@ Commands::
     hrnet models list|info
     hrnet train           train a recipe with Ray Train (MLflow run, checkpoints, final weights)
     hrnet evaluate        evaluate weights on the recipe's val split with the task's metrics, log to MLflow
+    hrnet export-backbone a run's weights as an ImageNet-style backbone file for model.pretrained
     hrnet report / sweep  paper report, Ray Tune sweeps
 
 Errors about inputs (missing data, bad recipe keys, missing checkpoints) print one line ``hrnet: error: ...`` and
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.report import add_report_parser
     from sweeps.cli import add_sweep_parser
 
+    from .export_backbone import add_export_parser
+
+    add_export_parser(sub)
     add_report_parser(sub)
     add_sweep_parser(sub)
     return parser
@@ -476,8 +480,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return args.func(args)
 
 
+def cmd_export_backbone(args: argparse.Namespace) -> int:
+    from .export_backbone import cmd_export_backbone as run_export
+
+    return run_export(args)
+
+
 COMMANDS = {"tasks": cmd_tasks, "data": cmd_data, "recipes": cmd_recipes, "models": cmd_models, "train": cmd_train,
-            "evaluate": cmd_evaluate, "report": cmd_report, "sweep": cmd_sweep}
+            "evaluate": cmd_evaluate, "report": cmd_report, "sweep": cmd_sweep, "export-backbone": cmd_export_backbone}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
