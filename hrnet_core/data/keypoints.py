@@ -10,6 +10,10 @@ Sources (facts, see ``FACTS.md`` sections 1 and 2):
 - MPII: 16 joints in the order of the official HRNet MPII json; flip pairs [0,5],[1,4],[2,3],[10,15],[11,14],[12,13];
   upper body = ids 7-15. MPII has no OKS sigmas (its metric is PCKh).
 - CrowdPose: 14 joints; flip index [1,0,3,2,5,4,7,6,9,8,11,10,12,13] (head top and neck map to themselves).
+- PoseTrack 2017/2018: the 17 COCO slots with the eyes replaced by ``head_bottom`` (1) and ``head_top`` (2) (the
+  ``person`` category of the PoseTrack json); those two are not a left/right pair, so the flip pairs are COCO's
+  without [1,2]; the ears (3, 4) are never labelled in PoseTrack 2018. OKS constants by slot as COCO's (what the
+  simple-baseline tracking uses for pose similarity); upper body = ids 0-10.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = [
     "COCO_KEYPOINTS",
     "MPII_KEYPOINTS",
     "CROWDPOSE_KEYPOINTS",
+    "POSETRACK_KEYPOINTS",
     "get_keypoint_spec",
     "flip_permutation",
 ]
@@ -103,10 +108,23 @@ CROWDPOSE_KEYPOINTS = KeypointSpec(
     upper_body_ids=(0, 1, 2, 3, 4, 5, 12, 13),
 )
 
+POSETRACK_KEYPOINTS = KeypointSpec(
+    name="posetrack",
+    joint_names=(
+        "nose", "head_bottom", "head_top", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+        "left_knee", "right_knee", "left_ankle", "right_ankle",
+    ),
+    flip_pairs=((3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+    sigmas=COCO_KEYPOINTS.sigmas,
+    upper_body_ids=tuple(range(11)),
+)
+
 
 def get_keypoint_spec(name: str) -> KeypointSpec:
-    """Look up a spec by dataset name (``coco``, ``mpii``, ``crowdpose``); raises ``KeyError`` naming the choices."""
-    specs = {s.name: s for s in (COCO_KEYPOINTS, MPII_KEYPOINTS, CROWDPOSE_KEYPOINTS)}
+    """Look up a spec by dataset name (``coco``, ``mpii``, ``crowdpose``, ``posetrack``); raises ``KeyError`` naming
+    the choices."""
+    specs = {s.name: s for s in (COCO_KEYPOINTS, MPII_KEYPOINTS, CROWDPOSE_KEYPOINTS, POSETRACK_KEYPOINTS)}
     try:
         return specs[name.lower()]
     except KeyError:

@@ -241,15 +241,18 @@ DATASETS: dict[str, DatasetReader] = {
 
 
 def keypoint_spec(dataset: str, num_joints: int):
-    """The :class:`~hrnet_core.data.keypoints.KeypointSpec` of a dataset (COCO / CrowdPose by joint count, MPII).
+    """The :class:`~hrnet_core.data.keypoints.KeypointSpec` of a dataset (COCO / CrowdPose by joint count, MPII,
+    PoseTrack for ``posetrack*`` datasets of the ``pose_tracking`` task).
 
     Raises:
         ValueError: no known layout has ``num_joints`` joints.
     """
-    from hrnet_core.data.keypoints import COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS, MPII_KEYPOINTS
+    from hrnet_core.data.keypoints import COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS, MPII_KEYPOINTS, POSETRACK_KEYPOINTS
 
     if dataset == "mpii":
         return MPII_KEYPOINTS
+    if dataset.startswith("posetrack"):
+        return POSETRACK_KEYPOINTS
     for spec in (COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS):
         if spec.num_joints == num_joints:
             return spec
