@@ -126,6 +126,7 @@ class ModelConfig:
     ae_outputs: list[bool] | None = None
     num_classes: int | None = None
     num_landmarks: int | None = None
+    bn_momentum: float | None = None  # HRNet backbones: BatchNorm momentum (zoo default per task: SEG 0.01, OCR 0.1)
 
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword overrides for ``build_model(self.name, **kwargs)``: every field but ``name`` and ``pretrained``
