@@ -23,7 +23,7 @@ from sweeps.spec import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ["pose_fusion_ablation_coco", "pose_input_size_coco", "pose_representation_resolution_coco",
-           "pose_width_coco"]
+           "pose_tracking_thresholds_posetrack", "pose_width_coco"]
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -51,16 +51,20 @@ def test_shipped_sweeps_are_listed():
 @pytest.mark.parametrize("smoke", [False, True])
 @pytest.mark.parametrize("name", [
     "pose_fusion_ablation_coco", "pose_input_size_coco", "pose_width_coco", "pose_representation_resolution_coco",
+    "pose_tracking_thresholds_posetrack",
 ])
 def test_shipped_sweeps_validate(name, smoke):
     plan = build_plan(load_sweep(name), smoke=smoke)
     assert plan.trials
     assert len({t.key for t in plan.trials}) == len(plan.trials)
     if smoke:
-        assert not plan.resources.use_gpu and plan.profile == "smoke"
-        assert plan.experiment_name == f"{name}-smoke"
         # smoke trials run offline from scratch: no variant may bring back an ImageNet file the profile dropped
         from hrnet_core.recipes import load_recipe
+        from hrnet_core.tasks import get_task
+
+        assert not plan.resources.use_gpu
+        assert plan.profile == get_task(load_recipe(plan.spec.recipe).task).smoke_profile  # the task's own
+        assert plan.experiment_name == f"{name}-smoke"
 
         for t in plan.trials:
             assert load_recipe(plan.spec.recipe, overrides=t.overrides, profile=plan.profile).model.pretrained is None, t.key

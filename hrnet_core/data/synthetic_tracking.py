@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,10 +38,13 @@ _SWING = ("left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_knee",
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """Knobs of the clip generator: ``frames`` per clip, image size ranges (px), people per clip, figure height
-    (fraction of the image height), walking speed (px per frame), limb swing (fraction of the height)."""
+    """Knobs of the clip generator: ``frames`` per validation clip and ``train_frames`` per training clip (training
+    uses single labelled frames, so short clips give more distinct figures per sample), image size ranges (px),
+    people per clip, figure height (fraction of the image height), walking speed (px per frame), limb swing (fraction
+    of the height)."""
 
     frames: int = 8
+    train_frames: int = 2
     width_range: tuple[int, int] = (224, 288)
     height_range: tuple[int, int] = (176, 224)
     people: tuple[int, int] = (2, 3)
@@ -119,7 +122,7 @@ def render_clip(rng: np.random.Generator, cfg: ClipConfig, appearance_seed) -> l
     return clip
 
 
-def generate_clips(out_dir: str | Path, num_train: int = 40, num_val: int = 6, seed: int = 0,
+def generate_clips(out_dir: str | Path, num_train: int = 160, num_val: int = 6, seed: int = 0,
                    cfg: ClipConfig = ClipConfig(), progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write ``num_train`` / ``num_val`` clips of the train / val split (module docstring) under ``out_dir``.
 
@@ -142,7 +145,8 @@ def generate_clips(out_dir: str | Path, num_train: int = 40, num_val: int = 6, s
             vid = f"{(sub + 1) * 100000 + c:06d}"
             name = f"{vid}_synthetic_{split}"
             rng = np.random.default_rng([seed, sub, c])
-            clip = render_clip(rng, cfg, appearance_seed=(seed, sub, c, 7))
+            frames = cfg.train_frames if split == "train" else cfg.frames
+            clip = render_clip(rng, replace(cfg, frames=frames), appearance_seed=(seed, sub, c, 7))
             images, anns = [], []
             for t, (img, people_t) in enumerate(clip):
                 image_id = int(f"1{vid}{t:04d}")
