@@ -256,7 +256,7 @@ def test_tracker_keeps_identities_where_order_swaps(tmp_path):
         cv2.imwrite(str(path), cv2.warpAffine(img, shift, (320, 240), borderMode=cv2.BORDER_REFLECT))
         frames.append({"image_id": t, "image_file": str(path)})
         poses = [np.concatenate([_person(80 + 3 * t, 120, 120, ears=True)[0][:, :2], np.full((17, 1), 0.9)], 1),
-                 np.concatenate([_person(230 + 3 * t, 120, 120, ears=True)[0][:, :2], np.full((17, 1), 0.8)], 1)]
+                 np.concatenate([_person(230 + 3 * t, 120, 120, ears=True)[0][:, :2], np.full((17, 1), 0.9)], 1)]
         truth[t] = poses
         boxes = [np.r_[keypoint_box(p, 0.15), 0.9 - 0.1 * i] for i, p in enumerate(poses)]
         dets[t] = np.asarray(boxes if t % 2 == 0 else boxes[::-1])

@@ -42,7 +42,8 @@ from .base import DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSe
 @dataclass
 class TrackingTest(pose_topdown.TopDownTest):
     """``test:`` of a tracking recipe: the top-down test keys (flip test, ``joint_score_thr``, ``det_score_thr``,
-    ``use_gt_boxes``: ground-truth boxes of the labelled frames instead of the detection file) plus the tracker
+    ``oks_nms_thr``: duplicate poses of a frame, ``use_gt_boxes``: the keypoint boxes of the labelled people instead
+    of the detection file) plus the tracker
     options of :class:`hrnet_core.tracking.TrackerConfig` (``propagation``: ``dis`` / ``farneback`` / ``none``;
     ``association``: ``flow_oks`` / ``oks`` / ``order``; ``match_thr`` OKS; ``box_nms_thr`` IoU; ``box_extend``;
     ``flow``, ``flow_scale``) and ``keypoint_thr``: joints scored below it are left out of the results (the

@@ -7,14 +7,13 @@ For every frame, in order:
    ``box_extend``; score = the pose's score);
 2. box non-maximum suppression at IoU ``box_nms_thr`` (:func:`box_nms`);
 3. top-down pose on the kept boxes (the ``estimate`` callback: flip test etc. of the recipe); a pose's score is its
-   box score times the mean of its joint scores above ``joint_score_thr`` (0 when none is);
+   box score times the mean of its joint scores above ``joint_score_thr`` (0 when none is); poses of score 0 are
+   dropped, then OKS-NMS at ``oks_nms_thr`` removes duplicates (a propagated and a detected box on one person);
 4. identities: ``flow_oks`` compares each pose with the previous frame's poses warped by the flow, ``oks`` with the
    previous poses as they are (OKS with the dataset's constants, joints above ``joint_score_thr``); greedy matching
    (most similar pair first, similarity >= ``match_thr``) carries the track id over, unmatched poses open new tracks.
    ``order`` ignores the previous frame: the i-th pose of a frame (detector / score order) gets id i (the baseline of
    "tracking by detection order alone").
-
-Poses of score 0 (no joint above the threshold) are dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from hrnet_core.evaluation.oks_nms import oks_nms
 
 from .association import greedy_match, pose_similarity
 from .flow import FLOW_METHODS, optical_flow, to_gray, warp_points
@@ -36,7 +37,8 @@ PROPAGATIONS = (*FLOW_METHODS, "none")
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Tracker options (module docstring). Thresholds are scores in [0, 1], IoU and OKS; ``box_extend`` a fraction
+    """Tracker options (module docstring). Thresholds are scores in [0, 1], IoU (``box_nms_thr``) and OKS
+    (``match_thr``, ``oks_nms_thr``); ``box_extend`` a fraction
     of the joints' box; ``flow`` the optical flow used by ``flow_oks`` when ``propagation`` is ``none``;
     ``flow_scale`` the resolution factor of the flow computation."""
 
@@ -45,6 +47,7 @@ class TrackerConfig:
     flow: str = "dis"
     match_thr: float = 0.3
     box_nms_thr: float = 0.5
+    oks_nms_thr: float = 0.9
     det_score_thr: float = 0.0
     joint_score_thr: float = 0.2
     box_extend: float = 0.15
@@ -58,7 +61,7 @@ class TrackerConfig:
             raise ValueError(f"association {self.association!r} is not one of {', '.join(ASSOCIATIONS)}")
         if self.flow not in FLOW_METHODS:
             raise ValueError(f"flow {self.flow!r} is not one of {', '.join(FLOW_METHODS)}")
-        for key in ("match_thr", "box_nms_thr", "det_score_thr", "joint_score_thr"):
+        for key in ("match_thr", "box_nms_thr", "oks_nms_thr", "det_score_thr", "joint_score_thr"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"{key} must be in [0, 1], got {getattr(self, key)}")
         if not 0.0 < self.flow_scale <= 1.0:
@@ -153,7 +156,10 @@ def track_sequence(frames: Sequence[Mapping[str, Any]], detections: Mapping[int,
         if poses is None:
             poses = np.zeros((0, len(sigmas), 3))
         scores = pose_scores(poses, boxes[:, 4], cfg.joint_score_thr)
-        keep = scores > 0
+        keep = np.flatnonzero(scores > 0)
+        if len(keep):
+            areas = boxes[keep, 2] * boxes[keep, 3]
+            keep = keep[oks_nms(poses[keep], scores[keep], areas, cfg.oks_nms_thr, sigmas, cfg.joint_score_thr)]
         poses, scores, boxes = poses[keep], scores[keep], boxes[keep]
         ids = -np.ones(len(poses), int)
         if cfg.association == "order":
