@@ -28,6 +28,7 @@ _MODULES: dict[str, str] = {
     "pose_topdown": "pose_topdown",
     "classification": "classification",
     "face_alignment": "face_alignment",
+    "pose_bottomup": "pose_bottomup",
     "pose_tracking": "pose_tracking",
     "segmentation": "segmentation",
 }
