@@ -38,7 +38,9 @@ __all__ = [
     "refine_dark",
     "gaussian_blur_heatmaps",
     "flip_back",
+    "decode_on_device",
     "flip_test",
+    "flip_test_one_forward",
     "heatmaps_to_image_coords",
 ]
 
@@ -361,3 +363,57 @@ def flip_test(
     plain = run(images)
     flipped = run(images.flip(3))
     return (plain + flip_back(flipped, flip_pairs, shift=shift)) * 0.5
+
+
+def flip_test_one_forward(
+    model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, flip_pairs, shift: bool = True
+) -> torch.Tensor:
+    """:func:`flip_test` with the original and the mirrored crops in one forward of ``2N`` images.
+
+    Same result as :func:`flip_test` (each image's prediction does not depend on the rest of the batch in eval mode),
+    one model call instead of two (larger GEMMs, half the per-call overhead).
+
+    Args:
+        model: callable ``[2N, 3, H, W] -> [2N, K, h, w]`` (list/tuple output: its last element).
+        images: ``[N, 3, H, W]``. flip_pairs, shift: see :func:`flip_back`.
+
+    Returns:
+        ``[N, K, h, w]`` averaged heatmaps.
+    """
+    n = images.shape[0]
+    out = model(torch.cat([images, images.flip(3)]))
+    out = out[-1] if isinstance(out, (list, tuple)) else out
+    return (out[:n] + flip_back(out[n:], flip_pairs, shift=shift)) * 0.5
+
+
+def decode_on_device(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Argmax + quarter-offset decoding (:func:`get_max_preds` then :func:`refine_quarter_offset`) in torch, on the
+    heatmaps' device, so that only ``[N, K, 3]`` numbers leave it. Bit-identical to the numpy pair (test).
+
+    Args:
+        heatmaps: float tensor ``[N, K, h, w]``.
+
+    Returns:
+        ``coords`` float32 ``[N, K, 2]`` heatmap px (0 where the maximum is <= 0), ``maxvals`` float32 ``[N, K, 1]``,
+        both on the heatmaps' device.
+
+    Raises:
+        ValueError: ``heatmaps`` is not 4-D.
+    """
+    if heatmaps.dim() != 4:
+        raise ValueError(f"heatmaps must be [N, K, h, w], got shape {tuple(heatmaps.shape)}")
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.float().reshape(n, k, h * w)
+    maxvals, idx = flat.max(dim=2, keepdim=True)  # first maximum, as numpy's argmax
+    positive = maxvals > 0
+    x = (idx % w) * positive
+    y = torch.div(idx, w, rounding_mode="floor") * positive
+    inside = ((x > 1) & (x < w - 1) & (y > 1) & (y < h - 1)).float()
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1))
+
+    dx = at(y, x + 1) - at(y, x - 1)
+    dy = at(y + 1, x) - at(y - 1, x)
+    coords = torch.cat([x, y], dim=2).float() + torch.cat([dx.sign(), dy.sign()], dim=2) * (0.25 * inside)
+    return coords, maxvals

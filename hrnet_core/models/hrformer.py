@@ -243,19 +243,29 @@ class WindowMultiheadAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, self.num_heads)
         return bias.permute(2, 0, 1)
 
+    def qkv_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The q/k/v projections as one ``Linear(dim, 3 * dim)``: weight ``[3C, C]``, bias ``[3C]``, rows q, k, v.
+
+        The q rows carry the softmax scale (``(x Wq^T + bq) * s = x (s Wq)^T + s bq``), so the logits need no extra
+        pass over q. Built from the separate parameters on every call (cheap), so gradients reach them unchanged.
+        """
+        weight = torch.cat((self.q_proj.weight * self.scale, self.k_proj.weight, self.v_proj.weight))
+        bias = torch.cat((self.q_proj.bias * self.scale, self.k_proj.bias, self.v_proj.bias))
+        return weight, bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         if n != self.window_size * self.window_size:
             raise ValueError(f"WindowMultiheadAttention expects {self.window_size ** 2} tokens per window, got {n}")
-        q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # [B, h, N, d]
-        k = self.k_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        # one GEMM for q, k, v (scale folded into q): [B, N, 3, h, d] -> 3 x [B, h, N, d]
+        qkv = F.linear(x, *self.qkv_projection()).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
         bias = self.relative_position_bias().unsqueeze(0) if self.use_rel_pos_bias else None
         p = self.attn_drop if self.training else 0.0
         if self.fused:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=self.scale)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=1.0)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # [B, h, N, N]
+            attn = q @ k.transpose(-2, -1)  # [B, h, N, N], already scaled
             if bias is not None:
                 attn = attn + bias
             attn = F.dropout(attn.softmax(dim=-1), p=p, training=self.training)
@@ -308,6 +318,9 @@ class ConvFFN(nn.Module):
     Shapes: ``[N, C, H, W] -> [N, out_dim, H, W]``.
     """
 
+    # conv -> BatchNorm pairs that hrnet_core.models.fold.fold_batchnorm folds at inference
+    conv_bn_pairs = (("fc1", "norm1"), ("dw3x3", "norm2"), ("fc2", "norm3"))
+
     def __init__(self, dim: int, hidden_dim: int, out_dim: int | None = None, dw_conv: bool = True,
                  drop: float = 0.0) -> None:
         super().__init__()
@@ -329,12 +342,23 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.norm1(self.fc1(x)))
+        x = self.act1(self.norm1(pointwise_conv(self.fc1, x)))
         if self.dw3x3 is not None:
             x = self.act2(self.norm2(self.dw3x3(x)))
         x = self.drop(x)
-        x = self.act3(self.norm3(self.fc2(x)))
+        x = self.act3(self.norm3(pointwise_conv(self.fc2, x)))
         return self.drop(x)
+
+
+def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 conv (stride 1, no groups) as one GEMM over the tokens of a channels-last map.
+
+    ``[N, C_in, H, W]`` (any memory format) -> ``[N, C_out, H, W]`` in channels-last memory format. Same math as
+    ``conv(x)`` (the conv's own parameters, so state dicts and gradients are unchanged); on CPU a plain GEMM over
+    ``N*H*W`` tokens avoids the im2col path that small-batch 1x1 convs take, and keeps the FFN in channels-last.
+    """
+    tokens = x.permute(0, 2, 3, 1)  # [N, H, W, C_in]; a free view when x is channels-last
+    return F.linear(tokens, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
 
 
 class HRFormerBlock(nn.Module):
@@ -356,11 +380,13 @@ class HRFormerBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.permute(0, 2, 3, 1)  # [N, H, W, C]
+        # Tokens [N, H, W, C] are the channels-last view of x: no copy when x is channels-last (every block after the
+        # first of a branch), and the output is returned channels-last (no copy back to NCHW; values are the same).
+        t = x.permute(0, 2, 3, 1)
         t = t + self.drop_path(self.attn(self.norm1(t)))
         ffn = self.mlp(self.norm2(t).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         t = t + self.drop_path(ffn)
-        return t.permute(0, 3, 1, 2).contiguous()
+        return t.permute(0, 3, 1, 2)
 
 
 def _downsample_step(in_ch: int, out_ch: int, relu: bool) -> nn.Sequential:
