@@ -383,7 +383,7 @@ def test_grouping_benchmark_smoke(capsys):
 def test_recipes_validate_and_name_bad_keys():
     for name in ("pose_higher_hrnet_w32_512x512_coco", "pose_higher_hrnet_w32_640x640_coco",
                  "pose_higher_hrnet_w48_640x640_coco", "pose_higher_hrnet_w48_640x640_coco_multiscale",
-                 "pose_higher_hrnet_w32_512x512_crowdpose", "pose_higher_hrnet_w48_640x640_crowdpose",
+                 "pose_higher_hrnet_w48_640x640_crowdpose",
                  "pose_higher_hrnet_w48_640x640_crowdpose_multiscale"):
         r = load_recipe(name)
         assert r.task == "pose_bottomup" and r.data.output_size == [r.data.input_size[0] // 4,
@@ -391,7 +391,7 @@ def test_recipes_validate_and_name_bad_keys():
     with pytest.raises(ConfigError, match="data.output_size"):
         load_recipe("pose_higher_hrnet_w32_512x512_coco", {"data.output_size": [128, 128]})
     with pytest.raises(ConfigError, match="model.num_joints"):
-        load_recipe("pose_higher_hrnet_w32_512x512_crowdpose", {"model.num_joints": 17})
+        load_recipe("pose_higher_hrnet_w48_640x640_crowdpose", {"model.num_joints": 17})
     with pytest.raises(ConfigError, match="train.loss.with_ae_loss"):
         load_recipe("pose_higher_hrnet_w32_512x512_coco", {"train.loss.with_ae_loss": [True, True]})
     r = load_recipe("pose_higher_hrnet_w32_512x512_coco", {"model.num_deconvs": 0, "data.output_size": [128],

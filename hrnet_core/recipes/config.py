@@ -309,7 +309,16 @@ def load_recipe(
                 f"{'/'.join(prof.datasets)}-format data ({prof.path}: datasets {prof.datasets}); give a prepared "
                 f"{dataset} dataset as an override (data.root=...) to use the profile on it"
                 + _smoke_hint(task_name, prof.name))
-        _check_keys(Recipe, prof.shared, "", f"{prof.path}; a profile also takes {', '.join(_PROFILE_KEYS)}", types)
+        try:
+            _check_keys(Recipe, prof.shared, "", f"{prof.path}; a profile also takes {', '.join(_PROFILE_KEYS)}", types)
+        except ConfigError as exc:
+            hint = _smoke_hint(task_name, prof.name)
+            if not hint:
+                raise
+            # a profile of another task on data of the same format (e.g. the top-down smoke profile on a bottom-up
+            # COCO recipe): name the task's own smoke profile
+            raise ConfigError(f"profile {prof.name!r} cannot be applied to recipe {data.get('name', str(path))!r}: "
+                              f"{exc}{hint}") from None
         for family, fam_layer in (prof.families or {}).items():
             _check_keys(Recipe, fam_layer, f"families.{family}.", str(prof.path), types)
         _deep_merge(data, prof.shared, source=str(prof.path))
