@@ -225,6 +225,75 @@ def test_csv_lists_and_subsets(tmp_path):
 # --------------------------------------------------------------------------------------------------- targets
 
 
+def _cofw_sample_arrays():
+    """The two real COFW sample faces as the official release stores them: RGB images, shapes [N, 87] (29 x, 29 y,
+    29 occlusion flags)."""
+    from hrnet_core.data.io import read_image
+
+    data = _json("cofw")
+    files = {i["id"]: i["file_name"] for i in data["images"]}
+    images, shapes = [], []
+    for a in data["annotations"]:
+        images.append(read_image(SAMPLES / "cofw" / files[a["image_id"]]))
+        kp = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
+        shapes.append(np.concatenate([kp[:, 0], kp[:, 1], (kp[:, 2] < 2).astype(np.float64)]))
+    images[1] = images[1].mean(axis=2).astype(np.uint8)  # one grey image, as in the release
+    return images, np.stack(shapes)
+
+
+def _write_mat_v73(path, key, images, shapes):
+    """A MATLAB v7.3 file as MATLAB writes one (HDF5; column-major, so every array transposed; the cell array of
+    images as object references into #refs#)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        refs = f.create_group("#refs#")
+        ds = [refs.create_dataset(f"i{n}", data=np.asarray(img).T) for n, img in enumerate(images)]
+        cell = f.create_dataset(key[0], (1, len(images)), dtype=h5py.ref_dtype)
+        for n, d in enumerate(ds):
+            cell[0, n] = d.ref
+        f.create_dataset(key[1], data=shapes.T)
+
+
+@requires_samples
+@pytest.mark.parametrize("version", ["v7.3", "v5"])
+def test_cofw_mat_reader_on_the_sample_faces(tmp_path, version):
+    """The official COFW .mat (either MATLAB format) prepares like the json: same points, the images extracted
+    losslessly, centre / scale of the official loader (box of the points, floor / ceil, longer side / 200)."""
+    import scipy.io
+
+    from hrnet_core.data.faces import read_cofw_mat
+    from hrnet_core.data.io import read_image
+    from hrnet_core.data.prepared import open_split
+    from pipelines.prepare import prepare_split
+
+    images, shapes = _cofw_sample_arrays()
+    mat = tmp_path / "COFW_test_color.mat"
+    if version == "v7.3":
+        _write_mat_v73(mat, ("IsT", "phisT"), images, shapes)
+    else:
+        cells = np.empty((len(images), 1), dtype=object)
+        for n, img in enumerate(images):
+            cells[n, 0] = img
+        scipy.io.savemat(mat, {"IsT": cells, "phisT": shapes})
+    records = read_cofw_mat(mat, tmp_path / "COFW_test_color_images")
+    assert [r.file_name for r in records] == ["0001.png", "0002.png"]
+    for r, img, phi in zip(records, images, shapes):
+        assert np.array_equal(r.landmarks, np.stack([phi[:29], phi[29:58]], 1))
+        back = read_image(tmp_path / "COFW_test_color_images" / r.file_name)
+        assert np.array_equal(back, img if img.ndim == 3 else np.repeat(img[:, :, None], 3, 2))
+        x0, x1 = math.floor(phi[:29].min()), math.ceil(phi[:29].max())
+        y0, y1 = math.floor(phi[29:58].min()), math.ceil(phi[29:58].max())
+        assert r.center.tolist() == [(x0 + x1) / 2, (y0 + y1) / 2] and r.scale == max(x1 - x0, y1 - y0) / 200
+    prepare_split("cofw", str(tmp_path), "test", tmp_path / "prepared", {"annotations": mat.name, "images": "."},
+                  task="face_alignment", progress=False)
+    split = open_split(tmp_path / "prepared", "test", task="face_alignment")
+    assert split.num_samples == 2 and split.image_root == tmp_path / "COFW_test_color_images"
+    with pytest.raises(Exception, match="no COFW arrays"):
+        scipy.io.savemat(tmp_path / "bad.mat", {"X": np.zeros(2)})
+        read_cofw_mat(tmp_path / "bad.mat", tmp_path / "x")
+
+
 @requires_samples
 def test_heatmap_round_trip_and_flip_augmentation(prepared_samples):
     """Encoding the 64x64 targets of a test crop and decoding them back to image px loses < 2% NME (quantisation of
@@ -281,6 +350,74 @@ def test_sample_sets_evaluate_end_to_end(prepared_samples, tmp_path):
         preds = json.loads((tmp_path / ds / "predictions.json").read_text())
         assert len(preds[0]["landmarks"]) == face_layout(ds).num_landmarks
         assert (tmp_path / ds / "vis" / "ced.png").is_file() and (tmp_path / ds / "ced.csv").is_file()
+
+
+@requires_samples
+def test_official_checkpoint_wflw_with_subsets_fills_the_face_table(tmp_path, capsys):
+    """``hrnet evaluate face_hrnetv2_w18_256x256_wflw --checkpoint HR18-WFLW.pth``: a state dict in the official
+    layout (../shared/reference/official_models/face_wflw_w18.json, generated values) loads strictly, records a
+    ``source=official-checkpoint`` run with the CED plot among its artifacts, the WFLW attribute subsets of the
+    official lists give their ``NME/<subset>`` rows, and the report puts the run in Table 9's HRNetV2-W18 row."""
+    import torch
+
+    from hrnet_cli.main import main
+    from pipelines import report, tracking
+    from pipelines.prepare import prepare_split
+    from tests.official import load_reference
+
+    # the official WFLW test list + two attribute lists, written from the real sample faces
+    data = _json("wflw")
+    files = {i["id"]: i["file_name"] for i in data["images"]}
+    rows = []
+    for a in data["annotations"]:
+        pts = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)[:, :2].reshape(-1)
+        rows.append(",".join([files[a["image_id"]], f"{np.ravel(a['scale'])[0]:.6f}",
+                              *(f"{v:.3f}" for v in a["center"]), *(f"{v:.3f}" for v in pts)]))
+    src = tmp_path / "wflw"
+    (src / "images").mkdir(parents=True)
+    for f in files.values():
+        (src / "images" / f).write_bytes((SAMPLES / "wflw" / f).read_bytes())
+    (src / "face_landmarks_wflw_test.csv").write_text("\n".join(rows) + "\n")
+    (src / "face_landmarks_wflw_test_largepose.csv").write_text(rows[0] + "\n")
+    (src / "face_landmarks_wflw_test_blur.csv").write_text("\n".join(rows) + "\n")
+    man = prepare_split("wflw", str(src), "test", tmp_path / "prepared", task="face_alignment", progress=False)
+    assert man["subsets"] == ["pose", "blur"] and man["num_samples"] == len(rows)
+    # the official layout, generated values (BN variances positive)
+    ref = load_reference("face_wflw_w18")
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.ones(shape) if k.endswith("running_var") else torch.zeros(shape, dtype=torch.long)
+                 if k.endswith("num_batches_tracked") else 0.05 * torch.randn(shape, generator=g))
+             for k, shape in ref["state_dict"]}
+    ckpt = tmp_path / "HR18-WFLW.pth"
+    torch.save(state, ckpt)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "eval"
+    assert main(["evaluate", "face_hrnetv2_w18_256x256_wflw", "--set", f"data.root={tmp_path / 'prepared'}",
+                 "--set", "data.val_split=test", "--set", "model.pretrained=null", "--checkpoint", str(ckpt),
+                 "--mlflow-uri", uri, "--out-dir", str(out), "--device", "cpu"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    preds = json.loads((out / "predictions.json").read_text())
+    assert m["NME/pose"] == pytest.approx(100 * preds[0]["nme"], abs=1e-3)
+    assert m["NME/blur"] == pytest.approx(m["NME"], abs=1e-9) and "NME/makeup" not in m
+    client = tracking.client(uri)
+    (run,) = client.search_runs([tracking.experiment_id(uri)])
+    assert run.data.tags["source"] == "official-checkpoint" and run.data.metrics["NME"] == pytest.approx(m["NME"])
+    vis = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation/vis")]
+    assert "evaluation/vis/ced.png" in vis
+    rep = report.build_report(tmp_path / "reports", tracking_uri=uri, log_to_mlflow=False, plots=False)
+    by_key = {(r["paper"], r["table"], r["row"]): r for r in json.loads(rep.json.read_text())["rows"]}
+    row = by_key[("hrnetv2_2019", "9", "HRNetV2-W18")]
+    assert row["official_run"] == run.info.run_id and row["official"] == f"{m['NME']:.2f}"
+    assert "NME/pose" in rep.markdown.read_text()
+    # a checkpoint of another head (COFW's 29 landmarks) into the WFLW recipe: one line naming the tensor, exit 2
+    cofw = {k: torch.zeros(shape) for k, shape in load_reference("face_cofw_w18")["state_dict"]}
+    torch.save(cofw, tmp_path / "HR18-COFW.pth")
+    capsys.readouterr()
+    assert main(["evaluate", "face_hrnetv2_w18_256x256_wflw", "--set", f"data.root={tmp_path / 'prepared'}",
+                 "--set", "data.val_split=test", "--checkpoint", str(tmp_path / "HR18-COFW.pth"),
+                 "--no-mlflow", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "head.3.weight [29, 270, 1, 1] in the checkpoint vs [98, 270, 1, 1]" in err[0], err
 
 
 def test_recipes_follow_the_paper():

@@ -14,7 +14,8 @@ Annotation formats read here (every coordinate in original-image pixels):
 
 - official HRNet face lists (CSV, one face per row, optional header row): ``image_name, scale, center_w, center_h,
   x0, y0, x1, y1, ...``; AFLW lists have ``box_size`` after ``scale``. ``scale`` is the face size / 200 px; the crop
-  is ``scale * 200 * 1.25`` px wide. COFW's official release is a ``.mat``; a CSV in the 300W column order is accepted;
+  is ``scale * 200 * 1.25`` px wide. COFW's official release is a ``.mat`` (:func:`read_cofw_mat`); a CSV in the
+  300W column order is accepted too;
 - the COCO-style json of MMPose (``../shared/data/samples/<dataset>``): ``images`` + ``annotations`` with
   ``keypoints`` ``[x, y, v] * K``, ``bbox``; ``center`` / ``scale`` (HRNet's) when present, else derived from the
   box (center = box centre, scale = max side / 200); AFLW also ``box_size``.
@@ -33,7 +34,7 @@ import numpy as np
 from .io import AnnotationError, load_json
 
 __all__ = ["FaceLayout", "FACE_LAYOUTS", "face_layout", "FaceRecord", "read_face_csv", "read_face_coco",
-           "normalising_distance", "SUBSET_FILES"]
+           "read_cofw_mat", "normalising_distance", "SUBSET_FILES"]
 
 PIXEL_STD = 200.0
 
@@ -232,6 +233,84 @@ def read_face_coco(path: str | Path, dataset: str) -> tuple[list[FaceRecord], li
                               landmarks=pts, box_size=float(a.get("box_size", 0.0)), ann_id=int(a.get("id", len(out))),
                               image_id=int(a["image_id"])))
     return out, list(data["images"])
+
+
+#: the two COFW releases: (images key, shapes key) of ``COFW_train_color.mat`` and ``COFW_test_color.mat``
+COFW_MAT_KEYS = (("IsTr", "phisTr"), ("IsT", "phisT"))
+
+
+def _load_mat(path: Path) -> tuple[str, list[np.ndarray], np.ndarray]:
+    """``(images key, images, shapes [N, 87])`` of a COFW ``.mat``: MATLAB v7.3 (HDF5, h5py; arrays stored
+    transposed, the image cell array as object references) or v5 (``scipy.io.loadmat``)."""
+    import h5py
+
+    if h5py.is_hdf5(path):
+        with h5py.File(path, "r") as f:
+            keys = next(((i, s) for i, s in COFW_MAT_KEYS if i in f and s in f), None)
+            if keys is None:
+                raise AnnotationError(f"{path}: no COFW arrays (expected IsTr/phisTr or IsT/phisT; found "
+                                      f"{sorted(f.keys())[:8]})")
+            refs = np.asarray(f[keys[0]]).reshape(-1)
+            images = [np.asarray(f[r]).T for r in refs]
+            shapes = np.asarray(f[keys[1]], dtype=np.float64).T
+        return keys[0], images, shapes
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for a bad file
+        raise AnnotationError(f"{path}: not a MATLAB file ({type(exc).__name__}: {exc})") from None
+    keys = next(((i, s) for i, s in COFW_MAT_KEYS if i in mat and s in mat), None)
+    if keys is None:
+        raise AnnotationError(f"{path}: no COFW arrays (expected IsTr/phisTr or IsT/phisT; found "
+                              f"{sorted(k for k in mat if not k.startswith('__'))[:8]})")
+    images = [np.asarray(c) for c in np.asarray(mat[keys[0]], dtype=object).reshape(-1)]
+    return keys[0], images, np.asarray(mat[keys[1]], dtype=np.float64)
+
+
+def read_cofw_mat(path: str | Path, image_dir: str | Path) -> list[FaceRecord]:
+    """The official COFW release (``COFW_train_color.mat`` / ``COFW_test_color.mat``: images ``IsTr`` / ``IsT``,
+    shapes ``phisTr`` / ``phisT`` ``[N, 87]`` = 29 x, 29 y, 29 occlusion flags) -> records, in file order.
+
+    The images are written once as PNG to ``image_dir/<index:04d>.png`` (grey images as three equal channels; an
+    existing file of the same content is kept), so that the split is prepared like any image folder. Centre and
+    scale follow the official COFW loader (HRNet-Facial-Landmark-Detection ``lib/datasets/cofw.py``): the box of the
+    29 points with floor / ceil of its extremes, centre = its middle, scale = its longer side / 200 px (the 1.25
+    crop padding is applied on top, as for every face set).
+
+    Raises:
+        AnnotationError: unreadable file, missing arrays, or shapes without 58 coordinates (names the file).
+    """
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise AnnotationError(f"{p}: not found")
+    key, images, shapes = _load_mat(p)
+    k = face_layout("cofw").num_landmarks
+    if shapes.ndim != 2 or shapes.shape[1] < 2 * k or shapes.shape[0] != len(images):
+        raise AnnotationError(f"{p}: {key} has {len(images)} images but the shapes are {list(shapes.shape)} (expected "
+                              f"[{len(images)}, 87]: 29 x, 29 y, 29 occlusion flags)")
+    out_dir = Path(image_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out: list[FaceRecord] = []
+    for i, (img, phi) in enumerate(zip(images, shapes)):
+        img = np.asarray(img, dtype=np.uint8)
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise AnnotationError(f"{p}: image {i} of {key} has shape {list(img.shape)} (expected H x W or H x W x 3)")
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
+        name = f"{i + 1:04d}.png"
+        target = out_dir / name
+        if not (target.is_file() and target.read_bytes() == buf.tobytes()):
+            target.write_bytes(buf.tobytes())
+        pts = np.stack([phi[:k], phi[k:2 * k]], axis=1)
+        x0, x1 = math.floor(pts[:, 0].min()), math.ceil(pts[:, 0].max())
+        y0, y1 = math.floor(pts[:, 1].min()), math.ceil(pts[:, 1].max())
+        out.append(FaceRecord(file_name=name, center=np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0]),
+                              scale=max(x1 - x0, y1 - y0) / PIXEL_STD, landmarks=pts, ann_id=i))
+    return out
 
 
 def tag_subsets(records: Sequence[FaceRecord], list_file: str | Path, dataset: str) -> list[str]:

@@ -144,19 +144,23 @@ def _read(dataset: str, src: SourceFiles) -> PreparedRows:
     """A split of ``dataset`` (official CSV list or COCO-style json) -> rows (one per face)."""
     import pandas as pd
 
-    from hrnet_core.data.faces import face_layout, read_face_coco, read_face_csv, tag_subsets
+    from hrnet_core.data.faces import face_layout, read_cofw_mat, read_face_coco, read_face_csv, tag_subsets
     from hrnet_core.data.io import AnnotationError
 
     ann = Path(src.files["annotations"])
+    image_root = Path(src.files["images"])
+    subsets: list[str] = []
     if ann.suffix == ".json":
         records, image_table = read_face_coco(ann, dataset)
-        subsets: list[str] = []
     elif ann.suffix == ".csv":
         records, image_table = read_face_csv(ann, dataset), None
         subsets = tag_subsets(records, ann, dataset)
+    elif ann.suffix == ".mat" and dataset == "cofw":  # the official release: images inside, extracted once
+        image_root = ann.with_name(f"{ann.stem}_images")
+        records, image_table = read_cofw_mat(ann, image_root), None
     else:
-        raise AnnotationError(f"{ann}: expected an official face list (.csv) or a COCO-style json; "
-                              f"{'convert the COFW .mat to either' if ann.suffix == '.mat' else 'unknown format'}")
+        raise AnnotationError(f"{ann}: expected an official face list (.csv), a COCO-style json"
+                              f"{' or (COFW) the official .mat' if dataset == 'cofw' else ''}; unknown format")
     if image_table is None:
         ids = {name: i for i, name in enumerate(dict.fromkeys(r.file_name for r in records))}
         images = pd.DataFrame([{"image_id": i, "file_name": f, "width": 0, "height": 0} for f, i in ids.items()],
@@ -176,7 +180,7 @@ def _read(dataset: str, src: SourceFiles) -> PreparedRows:
         "center": [float(v) for v in r.center], "scale": float(r.scale),
         "landmarks": [float(v) for v in r.landmarks.reshape(-1)], "box_size": float(r.box_size),
         "subsets": ",".join(r.subsets)} for r in records])
-    return PreparedRows(images=images, samples=samples, image_root=Path(src.files["images"]),
+    return PreparedRows(images=images, samples=samples, image_root=image_root,
                         files={"annotations": ann},
                         meta={"num_landmarks": face_layout(dataset).num_landmarks, "subsets": subsets})
 
@@ -209,7 +213,8 @@ DATASETS: dict[str, DatasetReader] = {
                                  "test, frontal)",
         inputs=_INPUTS, required=("annotations", "images"), default_layout=_layout("aflw"), read=_read_aflw),
     "cofw": DatasetReader(
-        name="cofw", description="COFW, 29 points (COCO-style json or a CSV list in the 300W column order)",
+        name="cofw", description="COFW, 29 points (the official COFW_{train,test}_color.mat, images extracted beside "
+                                 "it as <stem>_images/; or a COCO-style json / CSV list in the 300W column order)",
         inputs=_INPUTS, required=("annotations", "images"), default_layout=_layout("cofw"), read=_read_cofw),
     "300w": DatasetReader(
         name="300w", description="300W, 68 points (face_landmarks_300w_<split>.csv + images/; full, common, "
