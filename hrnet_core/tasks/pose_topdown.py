@@ -466,8 +466,12 @@ def _batches(records: Sequence[dict[str, Any]], transform, batch_size: int) -> I
             yield batch
 
 
-def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
+def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True, *,
+            folded=None) -> Predictions:
     """Keypoints ``[N, K, 3]`` (x, y original-image px, heatmap maximum) of the items, in item order.
+
+    ``folded``: ``fold_batchnorm(model)`` already on ``device``, for callers that predict many small batches with
+    one network (the pose tracker, frame by frame); folding copies the network, so it is done once there.
 
     The official test procedure (flip test with shifted flipped heatmaps, argmax + quarter offset, inverse crop
     affine), run the fast way (issue 16): BatchNorm folded into the convolutions of an eval-mode copy of ``model``
@@ -487,7 +491,7 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
     k = int(split.manifest["num_joints"])
     flip_pairs = keypoint_spec(d.dataset, k).flip_pairs
     transform = TopDownTransform(d.input_size, d.heatmap_size, d.sigma, flip_pairs, train=False)
-    net = fold_batchnorm(getattr(model, "_orig_mod", model)).to(device)
+    net = folded if folded is not None else fold_batchnorm(getattr(model, "_orig_mod", model)).to(device)
     out = []
     with torch.inference_mode():
         bar = tqdm(total=len(items), desc="evaluate", unit="person", disable=not progress)

@@ -215,8 +215,11 @@ class _PoseEstimator:
     """``(frame, boxes [N, 5]) -> poses [N, K, 3]``: the top-down test procedure of ``pose_topdown`` on boxes."""
 
     def __init__(self, model, recipe, split, device) -> None:
+        from hrnet_core.models.fold import fold_batchnorm
+
         self.model, self.recipe, self.split, self.device = model, recipe, split, device
         self.aspect = recipe.data.input_size[0] / recipe.data.input_size[1]
+        self.folded = fold_batchnorm(getattr(model, "_orig_mod", model)).to(device)  # once, not per frame
 
     def __call__(self, frame: Mapping[str, Any], boxes: np.ndarray) -> np.ndarray:
         from hrnet_core.data.transforms import box_to_center_scale
@@ -226,7 +229,8 @@ class _PoseEstimator:
             c, s = box_to_center_scale(b[:4], self.aspect)
             records.append({"image_file": frame["image_file"], "image_id": frame["image_id"], "center": c,
                             "scale": s, "score": float(b[4]), "joints": np.zeros((17, 3))})
-        return pose_topdown.predict(self.model, records, self.recipe, self.split, self.device, progress=False).values
+        return pose_topdown.predict(self.model, records, self.recipe, self.split, self.device, progress=False,
+                                    folded=self.folded).values
 
 
 def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
