@@ -553,16 +553,21 @@ def steps_per_epoch(num_samples: int, world_size: int, batch_size: int, accumula
 def build_optimizer(recipe: Recipe, model):
     """Adam / AdamW / SGD from ``train.optimizer`` (the official pose recipes: Adam, no weight decay).
 
-    ``model``: the module (parameters named in ``train.optimizer.no_decay`` get weight decay 0) or an iterable of
-    parameters.
+    ``model``: the module (parameters named in ``train.optimizer.no_decay`` get weight decay 0; the entry ``<1d>``
+    exempts every parameter of at most one dimension -- biases and normalisation weights, as DeiT / Swin do) or an
+    iterable of parameters.
     """
     import torch
 
     o = recipe.train.optimizer
     if isinstance(model, torch.nn.Module):
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        exempt = [p for n, p in named if any(k in n for k in o.no_decay)]
-        rest = [p for n, p in named if not any(k in n for k in o.no_decay)]
+
+        def exempt_from_decay(name: str, p) -> bool:
+            return any(k in name for k in o.no_decay) or ("<1d>" in o.no_decay and p.ndim <= 1)
+
+        exempt = [p for n, p in named if exempt_from_decay(n, p)]
+        rest = [p for n, p in named if not exempt_from_decay(n, p)]
         params = [{"params": rest}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
     else:
         params = model
