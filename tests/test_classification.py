@@ -278,6 +278,181 @@ def test_generated_data_is_deterministic_and_prepared(cls_data, tmp_path):
     assert val.num_samples == 24 and val.file("synsets") is not None
 
 
+# ------------------------------------------------------------------------------------------------ official files
+
+
+def test_official_checkpoint_evaluation_fills_the_imagenet_rows(cls_data, tmp_path, capsys):
+    """``hrnet evaluate <cls recipe> --checkpoint <file in the official release layout>`` (a plain state dict named as
+    cls_hrnet_w*.json, generated here) loads strictly, records a ``source=official-checkpoint`` run, and the report
+    puts it beside Table 14's HRNet-W18-C row (top-1 error = 100 - top-1) and HRFormer Table 6's HRNet-W18 row."""
+    from hrnet_cli.main import main
+    from hrnet_core.tasks.classification import TASK
+    from pipelines import report, tracking
+
+    torch.manual_seed(3)
+    r = load_recipe(RECIPE, {"data.root": str(cls_data / "prepared")}, profile=PROFILE)
+    state = TASK.build_model(r).state_dict()
+    assert list(state)[:3] == ["conv1.weight", "bn1.weight", "bn1.bias"] and list(state)[-1] == "classifier.bias"
+    official = tmp_path / "hrnetv2_w18_imagenet_pretrained.pth"
+    torch.save(state, official)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "eval"
+    argv = ["evaluate", RECIPE, "--profile", PROFILE, "--set", f"data.root={cls_data / 'prepared'}", "--checkpoint",
+            str(official), "--mlflow-uri", uri, "--out-dir", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    runs = tracking.client(uri).search_runs([tracking.experiment_id(uri)])
+    assert len(runs) == 1 and runs[0].data.tags["source"] == "official-checkpoint"
+    assert runs[0].data.tags["recipe"] == RECIPE and runs[0].data.metrics["top1"] == pytest.approx(metrics["top1"])
+    rep = report.build_report(tmp_path / "reports", tracking_uri=uri, log_to_mlflow=False, plots=False)
+    rows = {(x["paper"], x["table"], x["row"]): x for x in json.loads(rep.json.read_text())["rows"]}
+    t14 = rows[("hrnetv2_2019", "14", "HRNet-W18-C")]
+    assert t14["official_run"] == runs[0].info.run_id
+    assert t14["official"] == f"{100 - metrics['top1']:.2f}", (t14["official"], metrics["top1"])
+    assert rows[("hrformer_neurips2021", "6", "HRNet-W18")]["official_run"] == runs[0].info.run_id
+    # one tensor of another shape: one line naming it, exit 2
+    key = "stage2.0.fuse_layers.0.1.0.weight"
+    shape = list(state[key].shape)
+    state[key] = torch.zeros(shape[0], shape[1] + 1, 1, 1)
+    torch.save(state, official)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"first: {key} {[shape[0], shape[1] + 1, 1, 1]} in the checkpoint vs {shape}" in err[0]
+
+
+# ------------------------------------------------------------------------------------------------ DeiT recipes
+
+
+def test_hrformer_recipes_follow_the_paper_and_the_official_code():
+    """HRFormer paper Sec. 4.3 / Table 6 + the official cls config (recipe comments)."""
+    for v, row, dp in (("t", "HRFormer-T", 0.0), ("s", "HRFormer-S", 0.0), ("b", "HRFormer-B", 0.2)):
+        r = load_recipe(f"cls_hrformer_{v}_224x224_imagenet")
+        assert (r.model.name, r.model.drop_path_rate, r.paper.table, r.paper.row) == (f"cls_hrformer_{v}", dp, "6", row)
+        o, s, a = r.train.optimizer, r.train.schedule, r.augment
+        assert (o.name, o.lr, o.weight_decay, r.train.global_batch_size, r.train.epochs) == ("adamw", 1e-3, 0.05, 1024, 300)
+        assert (s.name, s.warmup_iters, s.warmup_ratio) == ("cosine", 20 * 1251, 5e-7 / 1e-3)
+        assert "<1d>" in o.no_decay and "relative_position_bias_table" in o.no_decay
+        assert (a.auto_augment, a.random_erasing, a.mixup_alpha, a.cutmix_alpha, a.mixup_switch_prob) == (
+            "rand-m9-mstd0.5-inc1", 0.25, 0.8, 1.0, 0.5)
+        assert (r.train.loss.label_smoothing, r.data.interpolation, r.test.resize) == (0.1, "bicubic", 256)
+    for over, key in (("augment.auto_augment=bogus", "augment.auto_augment"), ("augment.mixup_mode=row", "augment.mixup_mode"),
+                      ("data.interpolation=lanczos", "data.interpolation"), ("augment.random_erasing=2", "augment.random_erasing")):
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            load_recipe("cls_hrformer_t_224x224_imagenet", [over])
+
+
+def test_deit_sample_augmentation_is_seeded_and_leaves_global_rngs_alone(tmp_path):
+    """RandAugment and RandomErasing (timm) draw from the sample's generator: the same (seed, epoch, index) gives the
+    same sample, and nobody else's random state moves. Random erasing (pixel mode, probability 1) replaces one
+    axis-aligned box of the crop by normal noise and leaves every other pixel as it was."""
+    import random
+
+    from hrnet_core.tasks.classification import IMAGENET_MEAN, IMAGENET_STD, ClsSample
+
+    f = _sample_images(tmp_path)[0]
+    row = {"file_name": str(f), "label": 1}
+    kw = dict(image_root="/", input_size=(64, 64), mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=73,
+              interpolation="bicubic")
+    aa = ClsSample(**kw, auto_augment="rand-m9-mstd0.5-inc1")
+    aa_re = ClsSample(**kw, auto_augment="rand-m9-mstd0.5-inc1", random_erasing=1.0)
+    plain = ClsSample(**kw)
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    before = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    outs = {s: aa_re(row, np.random.default_rng(s))["image"] for s in (7, 7, 8)}
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == before, "global generators untouched"
+    a = aa_re(row, np.random.default_rng(7))["image"]
+    assert np.array_equal(a, outs[7]) and not np.array_equal(a, outs[8])
+    changed = [not np.array_equal(aa(row, np.random.default_rng(s))["image"], plain(row, np.random.default_rng(s))["image"])
+               for s in range(5)]
+    assert sum(changed) >= 4, "RandAugment (2 ops of magnitude ~9) changes the crop"
+    no_erase = aa(row, np.random.default_rng(7))["image"]
+    diff = np.any(a != no_erase, axis=0)
+    ys, xs = np.nonzero(diff)
+    assert len(ys) > 0
+    box = np.zeros_like(diff)
+    box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    assert np.array_equal(diff, box), "one axis-aligned box"
+    noise = a[:, box]
+    assert abs(float(noise.mean())) < 0.3 and 0.7 < float(noise.std()) < 1.3, "pixel mode: N(0, 1) noise"
+
+
+def test_mixup_and_cutmix_batches_and_the_soft_target_loss():
+    """timm's Mixup in batch mode: image = lam x + (1 - lam) x.flip(0), target = lam smooth(y) + (1 - lam)
+    smooth(y.flip(0)) with the recipe's label smoothing; the loss is the soft-target CE (hand computation); CutMix
+    pastes one box of the flipped batch; seeded by the batch's sample indices; an odd last sample stays unmixed."""
+    import torch.nn.functional as F
+
+    from hrnet_core.tasks.classification import build_loss
+
+    r = load_recipe("cls_hrformer_t_224x224_imagenet", {"augment.cutmix_alpha": 0.0}, profile=PROFILE)
+    loss = build_loss(r)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 8, 8, generator=g)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    batch = {"image": x, "label": y, "index": torch.arange(10, 16)}
+    m = loss.mix(batch)
+    lam = float(((m["image"][0] - x[5]) / (x[0] - x[5])).flatten().median())
+    assert 0.0 <= lam <= 1.0 and batch["image"] is x and not torch.equal(m["image"], x)
+    torch.testing.assert_close(m["image"], lam * x + (1 - lam) * x.flip(0), rtol=1e-4, atol=1e-4)
+    smooth = lambda t: F.one_hot(t, 6).float() * 0.9 + 0.1 / 6  # noqa: E731
+    torch.testing.assert_close(m["soft_target"], lam * smooth(y) + (1 - lam) * smooth(y.flip(0)), rtol=1e-4, atol=1e-5)
+    logits = torch.randn(6, 6, generator=g)
+    hand = float(-(m["soft_target"] * F.log_softmax(logits, 1)).sum(1).mean())
+    assert loss(logits, m)["loss"].item() == pytest.approx(hand, rel=1e-6)
+    assert loss(logits, batch)["loss"].item() == pytest.approx(
+        F.cross_entropy(logits, y, label_smoothing=0.1).item(), rel=1e-6), "unmixed batches (validation): CE"
+    assert torch.equal(loss.mix(batch)["image"], m["image"]), "same batch, same draw"
+    other = loss.mix({**batch, "index": torch.arange(6)})["image"]
+    assert not torch.equal(other, m["image"])
+    odd = loss.mix({"image": x[:5], "label": y[:5], "index": torch.arange(5)})
+    assert torch.equal(odd["image"][4], x[4]) and torch.allclose(odd["soft_target"][4], smooth(y[4:5])[0])
+    # CutMix only: every image is the original outside one box and its flipped partner inside it
+    cut = build_loss(load_recipe("cls_hrformer_t_224x224_imagenet", {"augment.mixup_alpha": 0.0}, profile=PROFILE))
+    c = cut.mix({"image": x.clone(), "label": y, "index": torch.arange(6)})["image"]
+    inside = (c != x).any(dim=1)[0]
+    assert torch.equal(c[:, :, inside], x.flip(0)[:, :, inside]) and torch.equal(c[:, :, ~inside], x[:, :, ~inside])
+
+
+def test_hrformer_smoke_steps_with_the_deit_pipeline(cls_data):
+    """The DeiT path end to end without Ray: prepared rows -> sample transform (RandAugment, erasing) -> collate ->
+    train_step (Mixup / CutMix, soft-target CE) -> AdamW with no decay on 1-D parameters and the bias tables."""
+    from hrnet_core.data.prepared import open_split
+    from hrnet_core.data.seeding import sample_rng
+    from hrnet_core.tasks.classification import TASK
+    from pipelines.train import build_optimizer
+
+    r = load_recipe("cls_hrformer_t_224x224_imagenet", {"data.root": str(cls_data / "prepared")}, profile=PROFILE)
+    split = open_split(r.data.root, "train", task="classification")
+    fn = TASK.sample_transform(r, split, True)
+    rows = TASK.eval_items(r, split)[:8]
+    torch.manual_seed(0)
+    model = TASK.build_model(r)
+    opt = build_optimizer(r, model)
+    exempt = {id(p) for p in opt.param_groups[1]["params"]}
+    named = dict(model.named_parameters())
+    assert opt.param_groups[1]["weight_decay"] == 0.0 and opt.param_groups[0]["weight_decay"] == 0.05
+    assert {n for n, p in named.items() if id(p) in exempt} == {
+        n for n, p in named.items() if p.ndim <= 1 or "relative_position_bias_table" in n}
+    loss_fn = TASK.build_loss(r)
+    losses = []
+    for step in range(2):
+        samples = [fn(row, sample_rng(0, step, i)) for i, row in enumerate(rows)]
+        batch = TASK.collate_fn({k: np.stack([s[k] for s in samples]) for k in samples[0]} |
+                                {"index": np.arange(8)})
+        out = TASK.train_step(model, batch, loss_fn)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    assert all(math.isfinite(v) and 0 < v < 3 for v in losses), losses
+
+
 # ------------------------------------------------------------------------------------------------ spine
 
 
@@ -311,4 +486,19 @@ def test_smoke_training_through_the_spine(ray_session, tmp_path_factory, monkeyp
                        progress=False)
     assert metrics["top1"] == pytest.approx(hist[-1]["top1"], abs=1e-6), "sharded validation = single-process eval"
     assert (tmp / "outputs/eval/predictions.json").is_file() and list((tmp / "outputs/eval/vis").glob("*.jpg"))
+    # acceptance 4, the hand-off: this run (by its MLflow run id) -> export-backbone -> a pose smoke model's
+    # model.pretrained (tests/test_pretrained_handoff.py trains pose / face / segmentation models from such a file)
+    from hrnet_cli.main import main
+    from hrnet_core.tasks import get_task
+    from hrnet_core.weights import load_weights
+
+    assert main(["export-backbone", result.run_id, "--mlflow-uri", "sqlite:///mlflow.db",
+                 "--out", "models/imagenet/cls_smoke.pth"]) == 0
+    ours = load_weights("models/cls.pt")["state_dict"]
+    released = torch.load("models/imagenet/cls_smoke.pth", weights_only=True)
+    assert list(released) == list(ours) and all(torch.equal(released[k], ours[k]) for k in ours)
+    pr = load_recipe("pose_hrnet_w32_256x192_coco", {"model.pretrained": "models/imagenet/cls_smoke.pth"},
+                     profile="smoke")
+    pose = get_task(pr.task).build_model(pr).state_dict()
+    assert all(torch.equal(pose[k], ours[k]) for k in pose if k.startswith(("conv1.", "layer1.", "stage2.")))
 

@@ -2,12 +2,16 @@
 ``classification`` task.
 
 One training sample is one image: decoded as RGB with PIL (the torchvision ``ImageFolder`` loader), cropped with
-``RandomResizedCrop(data.input_size, augment.crop_scale, augment.crop_ratio)`` (bilinear, antialiased), flipped with
-probability 0.5 and normalised with ``data.mean`` / ``data.std``. Evaluation: ``Resize(test.resize)`` (shorter side,
-bilinear, antialiased) + ``CenterCrop(data.input_size)`` + normalisation, i.e. torchvision's ``Resize(256)``,
-``CenterCrop(224)``, ``ToTensor()``, ``Normalize(mean, std)`` -- the transforms are torchvision's functional ones;
-only the crop-parameter draw is re-implemented (torchvision's algorithm, drawn from the sample's numpy generator so
-that a sample is a function of ``(row, recipe, seed, epoch, index)``).
+``RandomResizedCrop(data.input_size, augment.crop_scale, augment.crop_ratio)`` (``data.interpolation``,
+antialiased), flipped with probability 0.5 and normalised with ``data.mean`` / ``data.std``. Evaluation:
+``Resize(test.resize)`` (shorter side, antialiased) + ``CenterCrop(data.input_size)`` + normalisation, i.e.
+torchvision's ``Resize(256)``, ``CenterCrop(224)``, ``ToTensor()``, ``Normalize(mean, std)`` -- the transforms are
+torchvision's functional ones; only the crop-parameter draw is re-implemented (torchvision's algorithm, drawn from the
+sample's numpy generator so that a sample is a function of ``(row, recipe, seed, epoch, index)``).
+
+The DeiT-style recipes of HRFormer (HRFormer paper Sec. 4.3) add timm's RandAugment and RandomErasing per sample and
+timm's Mixup / CutMix per batch with a soft-target cross entropy (:class:`ClsAugment`); timm's global random draws
+are seeded from the sample's / batch's own generator (:func:`seeded_global_rngs`).
 
 Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 
@@ -17,7 +21,8 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
   (relative to the split's image folder), ``label``; manifest ``num_classes``, ``classes`` (wnids by index),
   ``class_names``;
 - batch: ``image`` float32 ``[B, 3, H, W]``, ``label`` int64 ``[B]``, ``index`` int64 ``[B]``;
-- loss: cross entropy (``train.loss.label_smoothing``), ``{"loss": total}``;
+- loss: cross entropy (``train.loss.label_smoothing``), or soft-target cross entropy on Mixup / CutMix batches
+  (:func:`train_step`), ``{"loss": total}``;
 - test procedure: single centre crop; predictions are the ``test.topk`` best classes with softmax probabilities;
   metrics ``top1``, ``top5`` in percent; ``predictions.json`` (per image: file name, label, top-k indices and scores)
   and ``confusion.json`` (most confused class pairs);
@@ -27,8 +32,11 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
+import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,24 +57,58 @@ DEFAULT_NUM_CLASSES = 1000
 # ------------------------------------------------------------------------------------------------ recipe sections
 
 
+INTERPOLATIONS = ("bilinear", "bicubic")
+MIXUP_MODES = ("batch", "pair", "elem")
+
+
 @dataclass
 class ClsData(DataConfig):
     """``data:`` of a classification recipe: the shared keys (``input_size`` is the crop ``[W, H]``, 224x224 for
-    ImageNet) plus the normalisation, per RGB channel on ``[0, 1]`` pixel values (torchvision ``Normalize``)."""
+    ImageNet) plus the normalisation, per RGB channel on ``[0, 1]`` pixel values (torchvision ``Normalize``), and the
+    ``interpolation`` of the random resized crop and of the test resize (``bilinear``: HRNet-C, torchvision's
+    default; ``bicubic``: the DeiT / Swin recipes HRFormer trains with)."""
 
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    interpolation: str = "bilinear"
 
 
 @dataclass
 class ClsAugment:
-    """``augment:``: ``RandomResizedCrop`` area fraction ``crop_scale`` ``[min, max]`` of the image and aspect
+    """``augment:``.
+
+    HRNet-C (torchvision): ``RandomResizedCrop`` area fraction ``crop_scale`` ``[min, max]`` of the image and aspect
     ratio ``crop_ratio`` ``[min, max]`` (w / h; torchvision defaults ``[0.08, 1]``, ``[3/4, 4/3]``), horizontal
-    ``flip`` with probability 0.5."""
+    ``flip`` with probability 0.5.
+
+    DeiT-style additions (HRFormer ImageNet recipes; timm's implementations, :mod:`timm.data`), all off by default:
+
+    - ``auto_augment``: a timm policy string applied after crop and flip, e.g. ``rand-m9-mstd0.5-inc1``
+      (RandAugment, magnitude 9, magnitude std 0.5, increasing severity), ``augmix-m5-w3``, ``original``; None = off;
+    - ``random_erasing``: probability of timm's ``RandomErasing`` on the normalised crop (``random_erasing_mode``
+      ``pixel``: per-pixel normal noise, one box);
+    - ``mixup_alpha`` / ``cutmix_alpha``: Beta parameters of timm's ``Mixup`` on the training batch (0 = that one off;
+      both > 0: CutMix with probability ``mixup_switch_prob``), applied with probability ``mixup_prob``, per
+      ``mixup_mode`` (``batch``: one lambda per batch); the loss becomes soft-target cross entropy with
+      ``train.loss.label_smoothing`` folded into the mixed targets.
+    """
 
     flip: bool = True
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     crop_ratio: list[float] = field(default_factory=lambda: [3.0 / 4.0, 4.0 / 3.0])
+    auto_augment: str | None = None
+    random_erasing: float = 0.0
+    random_erasing_mode: str = "pixel"
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+
+    @property
+    def mixes(self) -> bool:
+        """True when Mixup or CutMix is on."""
+        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mixup_prob > 0
 
 
 @dataclass
@@ -117,6 +159,20 @@ def validate(recipe) -> None:
     need(len(s) == 2 and 0 < s[0] <= s[1] <= 1, "augment.crop_scale", f"expected [min, max] in (0, 1], got {s}")
     r = a.crop_ratio
     need(len(r) == 2 and 0 < r[0] <= r[1], "augment.crop_ratio", f"expected [min, max] > 0, got {r}")
+    need(d.interpolation in INTERPOLATIONS, "data.interpolation", f"{d.interpolation!r}; one of {INTERPOLATIONS}")
+    if a.auto_augment:
+        try:
+            _auto_augment(a.auto_augment, tuple(d.input_size), tuple(d.mean), d.interpolation)
+        except Exception as exc:  # noqa: BLE001 - timm raises AssertionError / KeyError / ValueError
+            raise ConfigError(f"augment.auto_augment: {a.auto_augment!r} is not a timm policy "
+                              f"(e.g. rand-m9-mstd0.5-inc1): {type(exc).__name__}: {exc}") from None
+    need(0.0 <= a.random_erasing <= 1.0, "augment.random_erasing", "a probability in [0, 1]")
+    need(a.random_erasing_mode in ("pixel", "rand", "const"), "augment.random_erasing_mode",
+         f"{a.random_erasing_mode!r}; one of pixel, rand, const")
+    need(a.mixup_alpha >= 0 and a.cutmix_alpha >= 0, "augment.mixup_alpha", "mixup_alpha and cutmix_alpha must be >= 0")
+    need(0.0 <= a.mixup_prob <= 1.0 and 0.0 <= a.mixup_switch_prob <= 1.0, "augment.mixup_prob",
+         "mixup_prob and mixup_switch_prob are probabilities in [0, 1]")
+    need(a.mixup_mode in MIXUP_MODES, "augment.mixup_mode", f"{a.mixup_mode!r}; one of {MIXUP_MODES}")
     need(t.resize >= min(d.input_size), "test.resize",
          f"{t.resize} is smaller than the crop data.input_size {d.input_size} (the centre crop would pad)")
     need(t.topk >= 1, "test.topk", "must be >= 1")
@@ -194,13 +250,61 @@ def random_resized_crop_params(width: int, height: int, scale: Sequence[float], 
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed Python's ``random``, NumPy's global and torch's CPU generator with ``seed`` for the block, then restore
+    them. timm's augmentations (RandAugment, RandomErasing, Mixup) draw from these global generators; seeding them
+    from the sample's (or batch's) own generator keeps a sample a function of ``(row, recipe, seed, epoch, index)``
+    without touching anyone else's random state."""
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _auto_augment(policy: str, input_size: Sequence[int], mean: Sequence[float], interpolation: str):
+    """timm's AutoAugment / RandAugment / AugMix transform (PIL -> PIL) for ``policy``, with the hyper-parameters
+    timm's ``create_transform`` gives it (translation 45 % of the crop side, fill = the mean colour, the recipe's
+    interpolation).
+
+    Raises:
+        AssertionError / KeyError / ValueError (timm): not a policy string.
+    """
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+    from timm.data.transforms import str_to_pil_interp
+
+    params = {"translate_const": int(min(input_size) * 0.45),
+              "img_mean": tuple(min(255, round(255 * m)) for m in mean),
+              "interpolation": str_to_pil_interp(interpolation)}
+    if policy.startswith("rand"):
+        return rand_augment_transform(policy, params)
+    if policy.startswith("augmix"):
+        return augment_and_mix_transform(policy, {**params, "translate_pct": 0.3})
+    return auto_augment_transform(policy, params)
+
+
+def _interpolation(name: str):
+    from torchvision.transforms import InterpolationMode
+
+    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[name]
+
+
 @dataclass(frozen=True)
 class ClsSample:
     """The per-sample function of a recipe and split (picklable).
 
     ``__call__(row, rng)``: a ``samples.parquet`` row (``file_name``, ``label``) -> ``image`` float32 ``[3, H, W]``
-    (normalised), ``label`` int64 scalar. Training (``rng`` given and ``train``): random resized crop + flip; else
-    the centre crop of :meth:`eval_tensor`.
+    (normalised), ``label`` int64 scalar. Training (``rng`` given and ``train``): random resized crop + flip (+ the
+    DeiT-style timm ``auto_augment`` policy and ``random_erasing`` when set, drawn under
+    :func:`seeded_global_rngs` from ``rng``); else the centre crop of :meth:`eval_tensor`.
 
     Raises (on call):
         hrnet_core.data.io.ImageReadError: the image is missing or corrupt (names the file).
@@ -215,6 +319,20 @@ class ClsSample:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     train: bool = True
+    interpolation: str = "bilinear"
+    auto_augment: str | None = None
+    random_erasing: float = 0.0
+    random_erasing_mode: str = "pixel"
+
+    @functools.cached_property
+    def _policy(self):
+        return _auto_augment(self.auto_augment, self.input_size, self.mean, self.interpolation)
+
+    @functools.cached_property
+    def _eraser(self):
+        from timm.data.random_erasing import RandomErasing
+
+        return RandomErasing(self.random_erasing, mode=self.random_erasing_mode, max_count=1, device="cpu")
 
     def load(self, file_name: str):
         """The RGB ``PIL.Image`` of ``file_name`` (relative to the split's image folder)."""
@@ -228,27 +346,35 @@ class ClsSample:
         return TF.normalize(TF.to_tensor(img), list(self.mean), list(self.std)).numpy()
 
     def eval_tensor(self, img) -> np.ndarray:
-        """``Resize(resize)`` (shorter side) + ``CenterCrop(H, W)`` + ``ToTensor`` + ``Normalize``: float32
-        ``[3, H, W]``."""
+        """``Resize(resize)`` (shorter side, ``interpolation``) + ``CenterCrop(H, W)`` + ``ToTensor`` +
+        ``Normalize``: float32 ``[3, H, W]``."""
         import torchvision.transforms.functional as TF
-        from torchvision.transforms import InterpolationMode
 
         w, h = self.input_size
-        img = TF.resize(img, self.resize, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        img = TF.resize(img, self.resize, interpolation=_interpolation(self.interpolation), antialias=True)
         return self._finish(TF.center_crop(img, [h, w]))
 
     def train_tensor(self, img, rng: np.random.Generator) -> np.ndarray:
-        """``RandomResizedCrop((H, W), crop_scale, crop_ratio)`` + ``RandomHorizontalFlip`` + ``ToTensor`` +
-        ``Normalize``, the randomness drawn from ``rng``: float32 ``[3, H, W]``."""
+        """``RandomResizedCrop((H, W), crop_scale, crop_ratio)`` + ``RandomHorizontalFlip`` (+ ``auto_augment``) +
+        ``ToTensor`` + ``Normalize`` (+ ``RandomErasing``), the randomness drawn from ``rng``: float32
+        ``[3, H, W]``."""
+        import torch
         import torchvision.transforms.functional as TF
-        from torchvision.transforms import InterpolationMode
 
         w, h = self.input_size
         top, left, ch, cw = random_resized_crop_params(img.width, img.height, self.crop_scale, self.crop_ratio, rng)
-        img = TF.resized_crop(img, top, left, ch, cw, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        img = TF.resized_crop(img, top, left, ch, cw, [h, w], interpolation=_interpolation(self.interpolation),
+                              antialias=True)
         if self.flip and rng.random() < 0.5:
             img = TF.hflip(img)
-        return self._finish(img)
+        if self.auto_augment:
+            with seeded_global_rngs(int(rng.integers(2**62))):
+                img = self._policy(img)
+        x = self._finish(img)
+        if self.random_erasing > 0:
+            with seeded_global_rngs(int(rng.integers(2**62))):
+                x = self._eraser(torch.from_numpy(x)).numpy()
+        return x
 
     def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         img = self.load(str(row["file_name"]))
@@ -277,7 +403,9 @@ def sample_transform(recipe, split, train: bool = True) -> ClsSample:
                      mean=tuple(float(v) for v in d.mean), std=tuple(float(v) for v in d.std),
                      resize=int(recipe.test.resize), flip=bool(a.flip),
                      crop_scale=(float(a.crop_scale[0]), float(a.crop_scale[1])),
-                     crop_ratio=(float(a.crop_ratio[0]), float(a.crop_ratio[1])), train=train)
+                     crop_ratio=(float(a.crop_ratio[0]), float(a.crop_ratio[1])), train=train,
+                     interpolation=d.interpolation, auto_augment=a.auto_augment or None,
+                     random_erasing=float(a.random_erasing), random_erasing_mode=a.random_erasing_mode)
 
 
 BATCH_LAYOUT = {
@@ -287,30 +415,71 @@ BATCH_LAYOUT = {
 }
 
 
-
-
-
-
 # ------------------------------------------------------------------------------------------------ model + loss
-
-
 
 
 class CrossEntropy:
     """Cross entropy in the loss-dict contract: ``(logits float [B, C], batch with label int64 [B]) ->
-    {"loss": mean CE}`` (``label_smoothing`` as torch's ``cross_entropy``)."""
+    {"loss": mean CE}`` (``label_smoothing`` as torch's ``cross_entropy``).
 
-    def __init__(self, cfg: ClsLoss) -> None:
+    With ``mixup`` (a :class:`timm.data.Mixup`; DeiT-style recipes), :meth:`mix` mixes a training batch's images and
+    adds ``soft_target`` float ``[B, C]`` (the mixed, label-smoothed one-hot targets), and the loss of such a batch
+    is timm's ``SoftTargetCrossEntropy`` ``mean(sum(-soft_target * log_softmax(logits)))``. The mixing draws are
+    seeded by ``seed`` and the batch's sample indices (:func:`seeded_global_rngs`).
+    """
+
+    def __init__(self, cfg: ClsLoss, mixup=None, num_classes: int = DEFAULT_NUM_CLASSES, seed: int = 0) -> None:
         self.label_smoothing = float(cfg.label_smoothing)
+        self.mixup, self.num_classes, self.seed = mixup, int(num_classes), int(seed)
+
+    def mix(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``batch`` with Mixup / CutMix applied to ``image`` and ``soft_target`` added (unchanged without mixup).
+        An odd last sample is left unmixed with its smoothed one-hot target (timm mixes pairs)."""
+        if self.mixup is None:
+            return batch
+        import torch
+        from timm.data.mixup import mixup_target
+
+        x, y = batch["image"].clone(), batch["label"]
+        idx = [int(v) for v in np.asarray(batch["index"].cpu() if hasattr(batch["index"], "cpu") else batch["index"])]
+        even = len(x) - len(x) % 2
+        seed = int(np.random.SeedSequence([self.seed, *idx]).generate_state(1)[0])
+        target = mixup_target(y, self.num_classes, 1.0, self.label_smoothing)
+        if even:
+            with seeded_global_rngs(seed):
+                mixed, soft = self.mixup(x[:even], y[:even])
+            x = torch.cat([mixed, x[even:]])
+            target = torch.cat([soft, target[even:]])
+        return {**batch, "image": x, "soft_target": target}
 
     def __call__(self, logits, batch: Mapping[str, Any]) -> dict[str, Any]:
         import torch.nn.functional as F
 
+        if "soft_target" in batch:
+            from timm.loss import SoftTargetCrossEntropy
+
+            return {"loss": SoftTargetCrossEntropy()(logits.float(), batch["soft_target"].float())}
         return {"loss": F.cross_entropy(logits.float(), batch["label"], label_smoothing=self.label_smoothing)}
 
 
 def build_loss(recipe) -> CrossEntropy:
-    return CrossEntropy(recipe.train.loss)
+    """The recipe's loss; with ``augment.mixup_alpha`` / ``cutmix_alpha`` it carries a :class:`timm.data.Mixup`
+    (DeiT settings from ``augment.mixup_*``, smoothing ``train.loss.label_smoothing``)."""
+    a = recipe.augment
+    mixup = None
+    if a.mixes:
+        from timm.data import Mixup
+
+        mixup = Mixup(mixup_alpha=a.mixup_alpha, cutmix_alpha=a.cutmix_alpha, prob=a.mixup_prob,
+                      switch_prob=a.mixup_switch_prob, mode=a.mixup_mode,
+                      label_smoothing=recipe.train.loss.label_smoothing, num_classes=num_classes(recipe))
+    return CrossEntropy(recipe.train.loss, mixup, num_classes(recipe), recipe.train.seed)
+
+
+def train_step(model, batch: Mapping[str, Any], loss_fn: CrossEntropy) -> dict[str, Any]:
+    """One training step: Mixup / CutMix when the recipe asks for it (:meth:`CrossEntropy.mix`), forward, loss."""
+    batch = loss_fn.mix(batch)
+    return loss_fn(model(batch["image"]), batch)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -548,6 +717,7 @@ TASK = Task(
     sample_transform=sample_transform,
     batch_layout=BATCH_LAYOUT,
     build_loss=build_loss,
+    train_step=train_step,
     eval_items=eval_items,
     predict=predict,
     concat=concat,
