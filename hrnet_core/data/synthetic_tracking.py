@@ -122,7 +122,7 @@ def render_clip(rng: np.random.Generator, cfg: ClipConfig, appearance_seed) -> l
     return clip
 
 
-def generate_clips(out_dir: str | Path, num_train: int = 160, num_val: int = 6, seed: int = 0,
+def generate_clips(out_dir: str | Path, num_train: int = 120, num_val: int = 6, seed: int = 0,
                    cfg: ClipConfig = ClipConfig(), progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write ``num_train`` / ``num_val`` clips of the train / val split (module docstring) under ``out_dir``.
 

@@ -358,7 +358,7 @@ SYNTHETIC = SyntheticData(
     generate=generate,
     splits=(SplitPrep("posetrack17", "train"),
             SplitPrep("posetrack17", "val", {"detections": "person_detection_results/posetrack_val_detections.json"})),
-    defaults={"num_train": 160, "num_val": 6},
+    defaults={"num_train": 120, "num_val": 6},
 )
 
 TASK = Task(
