@@ -16,7 +16,7 @@ largest keypoint difference between the two (acceptance: speed-up >= 1.5 with ke
 Usage::
 
     python benchmarks/bench_eval.py [--model pose_hrnet_w32] [--rounds 3] [--threads 1] [--workers 1] [--ablation]
-    python benchmarks/bench_eval.py --device cuda --batch 64       # GPU (goal 5): people/s on the GPU
+    python benchmarks/bench_eval.py --device cuda --batch 64 --ablation   # GPU (goal 5): people/s, + bf16 row
     python benchmarks/bench_eval.py --smoke                         # CI: a few people, tiny model
 
 ``--device cuda`` without a GPU exits 0 with a message.
@@ -88,8 +88,9 @@ def official_style(model, records, transform, batch: int, workers: int, device) 
 
 
 def ablation(model, records, transform, batch: int, device, fold: bool, one_forward: bool,
-             channels_last: bool) -> np.ndarray:
-    """Ours with ingredients switched individually (same background-thread batches as ``predict``)."""
+             channels_last: bool, bf16: bool = False) -> np.ndarray:
+    """Ours with ingredients switched individually (same background-thread batches as ``predict``); ``bf16``:
+    autocast (GPU rows of goal 5; predictions then differ from fp32 by bf16 rounding)."""
     net = fold_batchnorm(model) if fold else model.eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -99,10 +100,12 @@ def ablation(model, records, transform, batch: int, device, fold: bool, one_forw
             x = torch.from_numpy(b["image"]).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if one_forward:
-                hm = flip_test_one_forward(net, x, COCO_KEYPOINTS.flip_pairs)
-            else:
-                hm = (net(x) + flip_back(net(x.flip(3)), COCO_KEYPOINTS.flip_pairs)) * 0.5
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                if one_forward:
+                    hm = flip_test_one_forward(net, x, COCO_KEYPOINTS.flip_pairs)
+                else:
+                    hm = (net(x) + flip_back(net(x.flip(3)), COCO_KEYPOINTS.flip_pairs)) * 0.5
+            hm = hm.float()
             coords, maxvals = (t.cpu().numpy() for t in decode_on_device(hm))
             coords = heatmaps_to_image_coords(coords, b["center"], b["scale"], HEATMAP)
             out.append(np.concatenate([coords, maxvals], axis=2))
@@ -156,6 +159,9 @@ def main() -> None:
         for name, opts in {"  plain, 2 forwards": (False, False, False), "  + one forward": (False, True, False),
                            "  + BN folded": (True, True, False), "  + channels-last": (True, True, True)}.items():
             runs[name] = (lambda o: lambda: ablation(model, records, transform, args.batch, device, *o))(opts)
+        if device.type == "cuda":
+            runs["  + bf16 autocast"] = lambda: ablation(model, records, transform, args.batch, device, True, True,
+                                                         True, True)
     times = {k: [] for k in runs}
     preds = {}
     for k, fn in runs.items():  # warm-up (the smoke run times its only pass)
