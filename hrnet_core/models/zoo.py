@@ -133,13 +133,16 @@ _BACKBONE_KEYS = frozenset(f.name for f in fields(HRNetConfig))
 
 
 def hrformer_models() -> dict[str, Callable[..., nn.Module]]:
-    """HRFormer builders from ``hrnet_core.models.hrformer.HRFORMER_MODELS`` ({} while that module does not exist).
+    """HRFormer builders from ``hrnet_core.models.hrformer.HRFORMER_MODELS`` plus the segmentation networks of
+    ``hrnet_core.models.seg_hrformer.SEG_HRFORMER_MODELS`` ({} while the modules do not exist).
 
-    Only the absence of the module is tolerated; an error inside it propagates.
+    Only the absence of a module is tolerated; an error inside it propagates.
     """
-    if importlib.util.find_spec(f"{__package__}.hrformer") is None:
-        return {}
-    return dict(importlib.import_module(f"{__package__}.hrformer").HRFORMER_MODELS)
+    models: dict[str, Callable[..., nn.Module]] = {}
+    for module, registry in (("hrformer", "HRFORMER_MODELS"), ("seg_hrformer", "SEG_HRFORMER_MODELS")):
+        if importlib.util.find_spec(f"{__package__}.{module}") is not None:
+            models.update(getattr(importlib.import_module(f"{__package__}.{module}"), registry))
+    return models
 
 
 def list_models() -> list[str]:
@@ -240,7 +243,8 @@ def model_overrides(name: str) -> frozenset[str]:
     if name in MODEL_SPECS:
         return _BACKBONE_KEYS | frozenset(_head_keys(MODEL_SPECS[name].task))
     if name in hrformer_models():
-        return frozenset(importlib.import_module(f"{__package__}.hrformer").override_keys(name))
+        module = "seg_hrformer" if name.startswith("seg_") else "hrformer"
+        return frozenset(importlib.import_module(f"{__package__}.{module}").override_keys(name))
     raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}")
 
 
