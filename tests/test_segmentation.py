@@ -441,3 +441,24 @@ def test_smoke_training_through_the_spine(ray_session, tmp_path, monkeypatch):
     trained = hist[-1]["mIoU"]
     print(f"segmentation smoke: mIoU trained {trained:.2f} vs untrained {untrained['mIoU']:.2f}")
     assert trained > max(2.0 * untrained["mIoU"], untrained["mIoU"] + 15.0), (trained, untrained["mIoU"])
+
+
+def test_head_ablation_networks_use_every_weight():
+    """HRNetV2 paper Figure 4 (a): v1 reads the high-resolution branch only (the last module fuses into it alone, so
+    no weight is unused under DDP), v1h widens it to 15C by a 1x1 conv, v2 concatenates the four branches."""
+    from hrnet_core.models import build_model
+
+    kw = {"width": 8, "stage1_blocks": 1, "stage1_planes": 16, "stage_modules": [1, 1, 1], "stage_blocks": [1, 1, 1],
+          "num_classes": 3}
+    first = {}
+    for head, in_ch in (("v2", 8 * 15), ("v1", 8), ("v1h", 8 * 15)):
+        net = build_model("seg_hrnetv2_w18", head=head, **kw)
+        assert net.last_layer[0].in_channels == in_ch and hasattr(net, "increase") == (head == "v1h")
+        out = net(torch.randn(2, 3, 32, 32))
+        assert out.shape == (2, 3, 8, 8)
+        out.sum().backward()
+        assert [n for n, p in net.named_parameters() if p.grad is None] == [], head
+        first[head] = sum(p.numel() for p in net.parameters())
+    assert first["v1"] < first["v1h"], "v1h adds the 1x1 widening conv to v1"
+    with pytest.raises(ValueError, match="head"):
+        build_model("seg_hrnetv2_w18", head="v3")

@@ -13,6 +13,8 @@ OCR paper "Object-Contextual Representations", FACTS.md section 3).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,20 +47,42 @@ class SegHRNet(HRNet):
             BN momentum 0.01, multi-scale output.
         num_classes: 19 (Cityscapes), 59 / 60 (PASCAL-Context), 20 (LIP).
         final_kernel: kernel of the classifier conv (1 in every official config).
+        head: the representation the head reads (HRNetV2 paper Sec. 4.4, Figure 4 (a)): ``"v2"`` the concatenation
+            of all four branches (HRNetV2, official layout); ``"v1"`` the high-resolution branch only (HRNetV1,
+            ``C`` channels into ``last_layer``); ``"v1h"`` the high-resolution branch through a 1x1 conv + BN + ReLU
+            (``increase``) to ``15C`` channels first (HRNetV1h). Only ``"v2"`` loads the official checkpoints.
     """
 
-    def __init__(self, config: HRNetConfig | None = None, num_classes: int = 19, final_kernel: int = 1) -> None:
+    HEADS = ("v2", "v1", "v1h")
+
+    def __init__(self, config: HRNetConfig | None = None, num_classes: int = 19, final_kernel: int = 1,
+                 head: str = "v2") -> None:
         config = config or HRNetConfig(upsample="bilinear", bn_momentum=0.01)
-        if not config.multi_scale_output:
+        if head not in self.HEADS:
+            raise ValueError(f"SegHRNet head must be one of {self.HEADS}, got {head!r}")
+        if head != "v2":  # HRNetV1: the last module fuses into the high-resolution branch only (no unused weights)
+            config = dataclasses.replace(config, multi_scale_output=False)
+        elif not config.multi_scale_output:
             raise ValueError("SegHRNet needs multi_scale_output=True (HRNetV2 concatenates all branches)")
         super().__init__(config)
         self.num_classes = num_classes
-        self.last_layer = _linear_head(hrnetv2_channels(config), num_classes, config.bn_momentum, final_kernel)
+        self.head = head
+        wide = hrnetv2_channels(config)
+        if head == "v1h":
+            c = config.branch_widths[0]
+            self.increase = nn.Sequential(nn.Conv2d(c, wide, 1, bias=False),
+                                          nn.BatchNorm2d(wide, momentum=config.bn_momentum), nn.ReLU(inplace=True))
+            init_weights(self.increase, "normal")
+        in_ch = config.branch_widths[0] if head == "v1" else wide
+        self.last_layer = _linear_head(in_ch, num_classes, config.bn_momentum, final_kernel)
         init_weights(self.last_layer, "normal")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = concat_branches(self.forward_features(x), self.config.align_corners)
-        return self.last_layer(feats)
+        feats = self.forward_features(x)
+        if self.head == "v2":
+            return self.last_layer(concat_branches(feats, self.config.align_corners))
+        high = feats[0]
+        return self.last_layer(self.increase(high) if self.head == "v1h" else high)
 
 
 class SpatialGather(nn.Module):
