@@ -99,8 +99,10 @@ class ModelConfig:
     module, whether its input concatenates the previous prediction), ``ae_outputs`` (per output, whether it also
     predicts tags).
 
-    Head sizes of the other tasks' networks: ``num_classes`` (segmentation, classification), ``num_landmarks``
-    (facial landmarks).
+    Head sizes of the other tasks' networks: ``num_classes`` (segmentation, classification; detection counts the
+    background too), ``num_landmarks`` (facial landmarks). ``detector``: the detection architecture around an
+    HRNetV2p backbone (``faster_rcnn``, ``mask_rcnn``, ``cascade_rcnn``; ``hrnet_core.tasks.detection``);
+    ``out_channels``: the width of its HRFPN pyramid (standard 256).
     """
 
     name: str
@@ -127,6 +129,8 @@ class ModelConfig:
     num_classes: int | None = None
     num_landmarks: int | None = None
     bn_momentum: float | None = None  # HRNet backbones: BatchNorm momentum (zoo default per task: SEG 0.01, OCR 0.1)
+    detector: str | None = None
+    out_channels: int | None = None
 
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword overrides for ``build_model(self.name, **kwargs)``: every field but ``name`` and ``pretrained``

@@ -29,6 +29,7 @@ _MODULES: dict[str, str] = {
     "classification": "classification",
     "face_alignment": "face_alignment",
     "pose_bottomup": "pose_bottomup",
+    "detection": "detection",
     "pose_tracking": "pose_tracking",
     "segmentation": "segmentation",
 }
