@@ -3,7 +3,8 @@
 The default data of the ``pose_tracking`` task (``hrnet data generate pose_tracking``), so that training, tracking and
 the PoseTrack metrics run offline. The figures are drawn by :mod:`hrnet_core.data.synthetic` (same bodies, limbs and
 heads as the top-down data); here each figure keeps its colours and body through a clip, walks across the image at
-its own speed (figures cross and occlude each other), and swings its arms and legs. Output::
+its own speed (figures cross and occlude each other), upright (:func:`walking_pose`), and swings its arms and legs.
+Output::
 
     <out>/annotations/{train,val}/<vid>_synthetic_<split>.json    one PoseTrack json per sequence
     <out>/images/{train,val}/<vid>_synthetic_<split>/<frame:06d>.jpg
@@ -27,9 +28,10 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .synthetic import _JOINT, _Canvas, _bbox, _place, draw_figure, render_background, sample_pose, simulate_detections
+from .synthetic import (_JOINT, _Canvas, _bbox, _place, _rot, draw_figure, render_background, sample_pose,
+                        simulate_detections)
 
-__all__ = ["ClipConfig", "render_clip", "generate_clips", "DETECTIONS_FILE"]
+__all__ = ["ClipConfig", "render_clip", "generate_clips", "walking_pose", "DETECTIONS_FILE"]
 
 DETECTIONS_FILE = "person_detection_results/posetrack_{split}_detections.json"
 _SWING = ("left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_knee", "right_knee", "left_ankle",
@@ -53,6 +55,31 @@ class ClipConfig:
     swing: float = 0.04
     back_facing_prob: float = 0.2
     jpeg_quality: int = 92
+
+
+def walking_pose(rng: np.random.Generator) -> np.ndarray:
+    """An upright walking pose ``[17, 2]`` in the body units of :func:`hrnet_core.data.synthetic.sample_pose` (height
+    ~1, y down, hips at y=0, the figure's left at x > 0): arms hang or swing (up to 45 degrees), elbows bend up to 60,
+    legs stride up to 25 degrees. Narrower than ``sample_pose`` (which draws any arm and leg angle): the clips test
+    tracking, and a smoke-sized network learns these bodies within the ``dvc repro`` budget."""
+    p = sample_pose(rng)  # proportions, head and shoulders of a random body; limbs re-drawn below
+    for side, sgn in (("left", 1.0), ("right", -1.0)):
+        sh, hip = p[_JOINT[f"{side}_shoulder"]], p[_JOINT[f"{side}_hip"]]
+        upper = np.linalg.norm(p[_JOINT[f"{side}_elbow"]] - sh)
+        fore = np.linalg.norm(p[_JOINT[f"{side}_wrist"]] - p[_JOINT[f"{side}_elbow"]])
+        thigh = np.linalg.norm(p[_JOINT[f"{side}_knee"]] - hip)
+        shin = np.linalg.norm(p[_JOINT[f"{side}_ankle"]] - p[_JOINT[f"{side}_knee"]])
+        a1 = rng.uniform(-15, 45)
+        a2 = a1 + rng.uniform(0, 60)
+        l1 = rng.uniform(-20, 25)
+        l2 = l1 - rng.uniform(0, 25)
+        elbow = sh + _rot(np.array([0.0, upper]), -sgn * a1)
+        knee = hip + _rot(np.array([0.0, thigh]), -sgn * l1)
+        p[_JOINT[f"{side}_elbow"]] = elbow
+        p[_JOINT[f"{side}_wrist"]] = elbow + _rot(np.array([0.0, fore]), -sgn * a2)
+        p[_JOINT[f"{side}_knee"]] = knee
+        p[_JOINT[f"{side}_ankle"]] = knee + _rot(np.array([0.0, shin]), -sgn * l2)
+    return p
 
 
 def _posetrack_joints(coco: np.ndarray, h: float) -> np.ndarray:
@@ -85,7 +112,7 @@ def render_clip(rng: np.random.Generator, cfg: ClipConfig, appearance_seed) -> l
         start = np.array([rng.uniform(0.15, 0.85) * width, rng.uniform(0.45, 0.6) * height])
         speed = rng.uniform(*cfg.speed) * (1 if rng.random() < 0.5 else -1)
         vel = np.array([speed, rng.normal(0, 0.5)])
-        pts = _place(sample_pose(rng), rng, h, np.zeros(2), back)
+        pts = _place(walking_pose(rng), rng, h, np.zeros(2), back)
         phase = rng.uniform(0, 2 * math.pi, size=len(_SWING))
         people.append({"h": h, "back": back, "start": start, "vel": vel, "pts": pts, "phase": phase})
     clip = []
