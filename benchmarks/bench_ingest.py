@@ -146,8 +146,8 @@ def part_ingest(root: Path, rounds: int) -> None:
             best[name] = max(best[name], n / s)
     load = os.getloadavg()
     print(f"Top-down training ingest, smoke recipe ({recipe.data.input_size[0]}x{recipe.data.input_size[1]} crops, "
-          f"batch {recipe.train.batch_size_per_device}), {table.num_rows} samples, best of {rounds} interleaved epochs; "
-          f"Ray start-up {t_ray:.1f} s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+          f"batch {recipe.train.batch_size_per_device}), {table.num_rows} samples, best of {rounds} interleaved "
+          f"epochs; Ray start-up {t_ray:.1f} s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     for name, (_, n_cpu) in runs.items():
         print(f"  {name:<28} {best[name]:8.1f} crops/s  {best[name] / n_cpu:7.1f} crops/s per CPU ({n_cpu:g} CPUs)  "
               f"ratio Ray / this {best['Ray Data ingest'] / best[name]:5.2f}")
