@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from hrnet_core.data.segmentation import LAYOUTS, IGNORE, apply_lut, read_label, seg_layout
+from hrnet_core.data.segmentation import IGNORE, LAYOUTS, apply_lut, read_label
 from hrnet_core.evaluation.miou import confusion_matrix, segmentation_metrics
 from hrnet_core.evaluation.seg_inference import predict_probs, window_grid
-from hrnet_core.losses.segmentation import (SegLossConfig, SegmentationLoss, ohem_cross_entropy, ohem_keep_mask)
+from hrnet_core.losses.segmentation import SegLossConfig, SegmentationLoss, ohem_cross_entropy, ohem_keep_mask
 from hrnet_core.recipes import ConfigError, load_recipe
 from hrnet_core.tasks import get_task
 

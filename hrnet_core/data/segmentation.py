@@ -30,7 +30,7 @@ file exists, decodes, and has its image's size, and store the label file's SHA-2
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -126,7 +126,7 @@ class SegLayout:
                 "palette": [list(c) for c in self.palette], "class_weights": list(self.class_weights)}
 
 
-def _palette(n: int, seed: int = 7) -> tuple[tuple[int, int, int], ...]:
+def _palette(n: int) -> tuple[tuple[int, int, int], ...]:
     """``n`` distinct-looking RGB colours (the PASCAL VOC bit-interleaving palette)."""
     out = []
     for k in range(n):

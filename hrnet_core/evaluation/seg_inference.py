@@ -5,8 +5,8 @@ HRNetV2 paper Sec. 4.1 and the official SEG test code (FACTS.md section 3):
 * ``whole``: the network sees the whole (rescaled) image; logits at 1/4 are upsampled bilinearly to the image size.
 * ``slide``: windows of the training crop size at a stride of ``stride`` x crop (2/3), the last window of a row /
   column aligned with the image border (mmsegmentation's grid); every window's logits are upsampled to the window
-  and averaged where windows overlap. An image smaller than the window is padded with zeros (normalised mean
-  image colour ... the official code pads with 0 after normalisation) to the window and the padding is cropped off.
+  and averaged where windows overlap. An image smaller than the window is padded with zeros (after normalisation,
+  i.e. the mean colour) to the window size, and the padding is cropped off the scores.
 * ``resize``: the image is resized to the crop size, the prediction back to the image size (the official LIP test).
 * ``flip``: the mirrored image is predicted too; its class scores are mirrored back and their channels permuted
   (LIP left/right classes) before averaging.

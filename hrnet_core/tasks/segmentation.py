@@ -486,7 +486,7 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
                 pred = probs.argmax(0)
                 label = torch.from_numpy(apply_lut(read_label(r["label_path"]), lut)).to(device)
                 cm = confusion_matrix(pred, label, n, IGNORE).cpu().numpy()
-                ok, png = cv2.imencode(".png", pred.to(torch.uint8).cpu().numpy())
+                png = cv2.imencode(".png", pred.to(torch.uint8).cpu().numpy())[1]
                 out.append({"confusion": _sparse(cm), "png": png.tobytes()})
     finally:
         model.train(was_training)
