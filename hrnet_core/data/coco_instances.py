@@ -55,7 +55,8 @@ def category_labels(categories: Sequence[Mapping[str, Any]]) -> dict[int, int]:
 
 def read_instances(path: str | Path) -> tuple[list[InstanceImage], list[dict[str, Any]]]:
     """Read a COCO instances file -> (one :class:`InstanceImage` per listed image, in file order; categories sorted
-    by id as ``{"id", "name"}``).
+    by id as ``{"id", "name"}``). An image-info file without ``annotations`` (``image_info_test-dev2017.json``)
+    gives images without objects.
 
     Raises:
         AnnotationError: missing / invalid json, missing sections, an annotation of an unknown image or category, or
@@ -63,7 +64,7 @@ def read_instances(path: str | Path) -> tuple[list[InstanceImage], list[dict[str
     """
     p = Path(path)
     data = load_json(p, "COCO instances file")
-    for key in ("images", "annotations", "categories"):
+    for key in ("images", "categories"):
         if not isinstance(data, dict) or key not in data:
             raise AnnotationError(f"{p}: not a COCO instances file (no {key!r} section)")
     cats = sorted(({"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in data["categories"]),
@@ -79,7 +80,7 @@ def read_instances(path: str | Path) -> tuple[list[InstanceImage], list[dict[str
         except (KeyError, TypeError, ValueError) as exc:
             raise AnnotationError(f"{p}: malformed image entry {im!r} ({exc})") from None
     per: dict[int, dict[str, list]] = {i: {"b": [], "c": [], "s": [], "crowd": [], "a": []} for i in images}
-    for ann in data["annotations"]:
+    for ann in data.get("annotations", []):  # image-info files (test-dev) list no annotations
         aid = ann.get("id")
         iid = int(ann.get("image_id", -1))
         if iid not in images:

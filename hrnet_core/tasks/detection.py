@@ -140,6 +140,8 @@ _DETECTOR_KEYS = ("detector", "num_classes")
 
 
 def _layout(split: str) -> dict[str, str]:
+    if split.startswith("test"):  # test-dev2017 images are listed in an image-info file (no annotations)
+        return {"annotations": f"annotations/image_info_{split}.json", "images": "test2017"}
     return {"annotations": f"annotations/instances_{split}.json", "images": split}
 
 
@@ -173,7 +175,9 @@ DATASETS: dict[str, DatasetReader] = {
         downloads={"train2017": ("http://images.cocodataset.org/zips/train2017.zip",
                                  "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"),
                    "val2017": ("http://images.cocodataset.org/zips/val2017.zip",
-                               "http://images.cocodataset.org/annotations/annotations_trainval2017.zip")}),
+                               "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"),
+                   "test-dev2017": ("http://images.cocodataset.org/zips/test2017.zip",
+                                    "http://images.cocodataset.org/annotations/image_info_test2017.zip")}),
 }
 
 # ------------------------------------------------------------------------------------------------ samples
@@ -431,13 +435,16 @@ def results_json(predictions: Predictions) -> list[dict[str, Any]]:
 def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split,
           out_dir: str | Path | None = None) -> dict[str, float]:
     """COCO box AP (and mask AP for Mask R-CNN) in percent on the items' images, plus ``eval_items``; with
-    ``out_dir`` also ``predictions.json`` (COCO results format)."""
+    ``out_dir`` also ``predictions.json`` (COCO results format). A split without annotations (test-dev image info)
+    gets only ``eval_items``: its results file goes to the COCO evaluation server."""
     from hrnet_core.evaluation.coco_detection import coco_detection_metrics
 
     res = results_json(predictions)
     types = ("bbox", "segm") if recipe.model.detector == "mask_rcnn" else ("bbox",)
     ann = split.file("annotations")
-    metrics = coco_detection_metrics(ann, res, [int(r["image_id"]) for r in items], types)
+    # test-dev: an image-info file without annotations; the results file is for the COCO evaluation server
+    metrics = coco_detection_metrics(ann, res, [int(r["image_id"]) for r in items], types) \
+        if split.manifest.get("num_objects", 1) else {}
     metrics["eval_items"] = float(len(items))
     if out_dir is not None:
         out = Path(out_dir)
