@@ -22,7 +22,8 @@ from sweeps.spec import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ["cls_width_imagenet", "face_sigma_resolution_300w", "pose_fusion_ablation_coco", "pose_input_size_coco",
+SHIPPED = ["cls_width_imagenet", "face_sigma_resolution_300w", "higherhrnet_ablation_coco",
+           "higherhrnet_deconv_count_coco", "pose_fusion_ablation_coco", "pose_input_size_coco",
            "pose_representation_resolution_coco",
            "pose_tracking_thresholds_posetrack", "pose_width_coco", "seg_head_v1_v2_cityscapes", "seg_width_cityscapes"]
 
@@ -53,7 +54,7 @@ def test_shipped_sweeps_are_listed():
 @pytest.mark.parametrize("name", [
     "pose_fusion_ablation_coco", "pose_input_size_coco", "pose_width_coco", "pose_representation_resolution_coco",
     "pose_tracking_thresholds_posetrack", "cls_width_imagenet", "face_sigma_resolution_300w",
-    "seg_width_cityscapes", "seg_head_v1_v2_cityscapes",
+    "seg_width_cityscapes", "seg_head_v1_v2_cityscapes", "higherhrnet_ablation_coco", "higherhrnet_deconv_count_coco",
 ])
 def test_shipped_sweeps_validate(name, smoke):
     plan = build_plan(load_sweep(name), smoke=smoke)
