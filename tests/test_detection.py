@@ -297,3 +297,61 @@ def test_smoke_training_through_the_spine(ray_session, tmp_path, monkeypatch):
     print(f"box AP untrained {untrained['AP']:.2f} -> trained {hist[-1]['AP']:.2f} (AP50 {hist[-1]['AP50']:.2f})")
     assert untrained["AP"] < 2.0 and hist[-1]["AP"] > untrained["AP"] + 10.0
     assert Path("models/det.pt").is_file()
+
+
+# --------------------------------------------------------------------------------------------- official weights
+
+OFFICIAL_CLS_W18 = ROOT.parent / "shared" / "reference" / "official_models" / "cls_hrnet_w18.json"
+
+
+def _mmdet_state_dict(detector: str) -> dict:
+    """An mmdetection-named HRNetV2p-W18 detector state dict (meta tensors): the HRNet keys of the official CLS
+    layout (its classification head dropped) under ``backbone.``, the neck / RPN / R-CNN heads under the fork's
+    names, written out here independently of the converter."""
+    layout = json.loads(OFFICIAL_CLS_W18.read_text())["state_dict"]
+    sd = {f"backbone.{k}": s for k, s in layout
+          if not k.startswith(("incre_modules", "downsamp_modules", "final_layer", "classifier"))}
+    sd["neck.reduction_conv.0.weight"], sd["neck.reduction_conv.0.bias"] = [256, 270, 1, 1], [256]
+    for i in range(5):
+        sd[f"neck.fpn_conv.{i}.weight"], sd[f"neck.fpn_conv.{i}.bias"] = [256, 256, 3, 3], [256]
+    sd.update({"rpn_head.rpn_conv.weight": [256, 256, 3, 3], "rpn_head.rpn_conv.bias": [256],
+               "rpn_head.rpn_cls.weight": [3, 256, 1, 1], "rpn_head.rpn_cls.bias": [3],
+               "rpn_head.rpn_reg.weight": [12, 256, 1, 1], "rpn_head.rpn_reg.bias": [12]})
+    heads = [("bbox_head.", 324)] if detector != "cascade_rcnn" else [(f"bbox_head.{t}.", 4) for t in range(3)]
+    for p, reg in heads:
+        sd.update({f"{p}shared_fcs.0.weight": [1024, 256 * 49], f"{p}shared_fcs.0.bias": [1024],
+                   f"{p}shared_fcs.1.weight": [1024, 1024], f"{p}shared_fcs.1.bias": [1024],
+                   f"{p}fc_cls.weight": [81, 1024], f"{p}fc_cls.bias": [81],
+                   f"{p}fc_reg.weight": [reg, 1024], f"{p}fc_reg.bias": [reg]})
+    if detector == "mask_rcnn":
+        for i in range(4):
+            sd[f"mask_head.convs.{i}.conv.weight"], sd[f"mask_head.convs.{i}.conv.bias"] = [256, 256, 3, 3], [256]
+        sd.update({"mask_head.upsample.weight": [256, 256, 2, 2], "mask_head.upsample.bias": [256],
+                   "mask_head.conv_logits.weight": [81, 256, 1, 1], "mask_head.conv_logits.bias": [81]})
+    return {k: torch.empty(s, device="meta") for k, s in sd.items()}
+
+
+@pytest.mark.skipif(not OFFICIAL_CLS_W18.is_file(), reason="../shared/reference/official_models absent")
+@pytest.mark.parametrize("detector", ["faster_rcnn", "mask_rcnn", "cascade_rcnn"])
+def test_mmdet_checkpoint_converts_strictly(detector):
+    from hrnet_core.models import build_model
+    from hrnet_core.models.checkpoint import match_state_dict
+    from hrnet_core.models.detectors import DetectorConfig, build_detector
+    from hrnet_core.models.mmdet_convert import UnmappedKeyError, convert_mmdet_state_dict
+
+    with torch.device("meta"):
+        model = build_detector(build_model("det_hrnetv2p_w18"), DetectorConfig(detector, 81))
+    src = _mmdet_state_dict(detector)
+    ours = convert_mmdet_state_dict(src)
+    matched = match_state_dict(model, ours, "mmdet")  # raises on any missing / unexpected / mis-shaped key
+    assert len(matched) == len(src)
+    assert ours["rpn.head.cls_logits.weight"] is src["rpn_head.rpn_cls.weight"]
+    assert ours["backbone.backbone.stage4.2.fuse_layers.3.0.0.0.weight"] is \
+        src["backbone.stage4.2.fuse_layers.3.0.0.0.weight"]
+    mmdet2 = {k.replace("neck.fpn_conv.", "neck.fpn_convs.").replace("reduction_conv.0", "reduction_conv.conv"): v
+              for k, v in src.items()}
+    mmdet2 = {(k.replace(".weight", ".conv.weight").replace(".bias", ".conv.bias")
+               if k.startswith("neck.fpn_convs.") else k): v for k, v in mmdet2.items()}
+    assert set(convert_mmdet_state_dict(mmdet2)) == set(ours), "mmdetection 2.x neck names"
+    with pytest.raises(UnmappedKeyError, match="semantic_head.conv_embedding.weight"):
+        convert_mmdet_state_dict({**src, "semantic_head.conv_embedding.weight": torch.empty(1)})
