@@ -30,9 +30,12 @@ def trial_complexity(plan: SweepPlan, keys: Sequence[str] | None = None) -> dict
     """``{trial_key: {"params", "gmacs", "gflops"}}`` of each trial's model at its input size (``keys``: a subset).
 
     ``gflops`` is MACs / 2**30, the "GFLOPs" printed in the pose paper's tables; ``gmacs`` is MACs / 1e9
-    (:mod:`hrnet_core.models.complexity`). Trials sharing a network and input size are counted once.
+    (:mod:`hrnet_core.models.complexity`). Trials sharing a network and input size are counted once. The network is
+    the zoo entry ``model.name`` with the overrides it accepts: for a detection recipe that is the HRNetV2p backbone
+    + neck (the RPN / RoI heads and ``model.detector`` / ``num_classes`` are the task's, not the zoo's).
     """
     from hrnet_core.models import build_model, count_macs, count_params
+    from hrnet_core.models.zoo import model_overrides
     from hrnet_core.recipes import load_recipe
 
     out: dict[str, dict[str, float]] = {}
@@ -41,7 +44,8 @@ def trial_complexity(plan: SweepPlan, keys: Sequence[str] | None = None) -> dict
         if keys is not None and t.key not in keys:
             continue
         recipe = load_recipe(plan.spec.recipe, overrides=t.overrides, profile=plan.profile)
-        kwargs = recipe.model.build_kwargs()
+        accepted = model_overrides(recipe.model.name)
+        kwargs = {k: v for k, v in recipe.model.build_kwargs().items() if k in accepted}
         w, h = recipe.data.input_size
         sig = json.dumps([recipe.model.name, kwargs, w, h], sort_keys=True, default=str)
         if sig not in cache:

@@ -22,7 +22,7 @@ from sweeps.spec import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ["cls_width_imagenet", "face_sigma_resolution_300w", "higherhrnet_ablation_coco",
+SHIPPED = ["cls_width_imagenet", "det_width_coco", "face_sigma_resolution_300w", "higherhrnet_ablation_coco",
            "higherhrnet_deconv_count_coco", "pose_fusion_ablation_coco", "pose_input_size_coco",
            "pose_representation_resolution_coco",
            "pose_tracking_thresholds_posetrack", "pose_width_coco", "seg_head_v1_v2_cityscapes", "seg_width_cityscapes"]
@@ -55,6 +55,7 @@ def test_shipped_sweeps_are_listed():
     "pose_fusion_ablation_coco", "pose_input_size_coco", "pose_width_coco", "pose_representation_resolution_coco",
     "pose_tracking_thresholds_posetrack", "cls_width_imagenet", "face_sigma_resolution_300w",
     "seg_width_cityscapes", "seg_head_v1_v2_cityscapes", "higherhrnet_ablation_coco", "higherhrnet_deconv_count_coco",
+    "det_width_coco",
 ])
 def test_shipped_sweeps_validate(name, smoke):
     plan = build_plan(load_sweep(name), smoke=smoke)
