@@ -163,6 +163,7 @@ def main() -> None:
             runs["  + bf16 autocast"] = lambda: ablation(model, records, transform, args.batch, device, True, True,
                                                          True, True)
     times = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}
     preds = {}
     for k, fn in runs.items():  # warm-up (the smoke run times its only pass)
         if not args.smoke:
@@ -171,11 +172,12 @@ def main() -> None:
         for k, fn in runs.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             preds[k] = fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
 
     load = os.getloadavg()
     n = len(records)
@@ -184,12 +186,16 @@ def main() -> None:
           f"flip test, {n} people in {images} images, batch {args.batch}, device {device}, threads "
           f"{torch.get_num_threads()}, official-style DataLoader workers {args.workers}, best of {args.rounds} "
           f"interleaved rounds; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print("  wall: best round; cpu: CPU time of this process in its best round (robust on a shared machine; with "
+          "--workers > 0 the official-style loop's DataLoader processes are not counted, so compare CPU at --workers 0)")
     base = min(times["official-style loop"])
+    base_cpu = min(cpu["official-style loop"])
     ref = preds["official-style loop"]
     for k in runs:
         best = min(times[k])
         diff = np.abs(preds[k][..., :2] - ref[..., :2])
         print(f"  {k:<30} {best:7.2f} s  {n / best:7.1f} people/s  speed-up {base / best:5.2f}x   "
+              f"cpu {min(cpu[k]):7.2f} s  cpu speed-up {base_cpu / min(cpu[k]):5.2f}x   "
               f"max |dxy| vs official-style {diff.max():.2e} px ({int((diff > 1e-3).sum())} coords > 1e-3 px), "
               f"max |dscore| {np.abs(preds[k][..., 2] - ref[..., 2]).max():.1e}")
 
