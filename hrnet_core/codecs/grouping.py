@@ -21,7 +21,8 @@ Speed: the official parser runs the pure-Python ``munkres`` solver and per-joint
 argmax only over the strongest heatmap cells (exact: ``heatmap - round(distance) <= heatmap``, so cells weaker than
 the best candidate value cannot win; the full map is used when the bound does not decide). The Hungarian optimum is
 the same for every solver when it is unique; when the optimum is tied (several assignments of equal cost, where a
-solver's tie-breaking decides) the matching is delegated to ``munkres`` on the official padded matrix, so the result
+solver's tie-breaking decides; one perturbed ``linear_sum_assignment`` detects it) the matching is delegated to
+``munkres`` on the official padded matrix, so the result
 is the official one in every case. :func:`group` returns identical people, joints and scores as the official
 procedure (``benchmarks/grouping_reference.py`` is a straightforward ``munkres`` implementation; tests compare).
 """
@@ -104,11 +105,13 @@ def top_k(heatmaps, tags, params: GroupingParams):
     """
     import torch
 
-    k, pad = params.nms_kernel, (params.nms_kernel - 1) // 2
-    # the k x k max-pool as a 1 x k then a k x 1 pool: the same maxima (max is exact), ~5x less work
-    maxm = torch.nn.functional.max_pool2d(heatmaps, (1, k), 1, (0, pad))
-    maxm = torch.nn.functional.max_pool2d(maxm, (k, 1), 1, (pad, 0))
-    det = heatmaps * torch.eq(maxm, heatmaps).float()
+    from scipy.ndimage import maximum_filter1d
+
+    # the k x k max-pool (padding -inf) as two 1-D running maxima: the same maxima (max is exact), much less work
+    hm = heatmaps.detach().cpu().float().numpy()
+    maxm = maximum_filter1d(hm, params.nms_kernel, axis=3, mode="constant", cval=-np.inf)
+    maxm = maximum_filter1d(maxm, params.nms_kernel, axis=2, mode="constant", cval=-np.inf)
+    det = torch.from_numpy(hm * (maxm == hm))
     b, nj, h, w = det.shape
     val_k, ind = det.view(b, nj, -1).topk(params.max_num_people, dim=2)
     t = tags.reshape(b, nj, h * w, -1)
@@ -153,26 +156,19 @@ def _assignment(cost: np.ndarray, stats: GroupingStats | None) -> np.ndarray:
     return out
 
 
-def _unique_optimum(cost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> bool:
-    """True when no other assignment (set of matched pairs) reaches the optimum ``cost[rows, cols].sum()``: forbidding
-    each matched pair in turn must make the optimum strictly worse."""
+def _unique_optimum(cost: np.ndarray, rows: np.ndarray, cols: np.ndarray, delta: float = 1e-7) -> bool:
+    """True when the optimal assignment ``(rows, cols)`` of ``cost`` is the only one (as a set of pairs).
+
+    One more solve with the chosen pairs made ``delta`` dearer: an equally cheap assignment shares fewer pairs, so it
+    becomes strictly cheaper and is found; a unique optimum ahead by more than ``delta * n`` is found again. (An
+    alternative within ``delta * n`` of the optimum counts as a tie: munkres decides, as officially.)
+    """
     from scipy.optimize import linear_sum_assignment
 
-    base = float(cost[rows, cols].sum())
-    tol = 1e-9 * (1.0 + abs(base))
     work = cost.astype(np.float64, copy=True)
-    for r, c in zip(rows, cols):
-        saved = work[r, c]
-        work[r, c] = np.inf
-        try:
-            r2, c2 = linear_sum_assignment(work)
-            alt = float(work[r2, c2].sum())
-        except ValueError:  # no assignment without this pair
-            alt = np.inf
-        work[r, c] = saved
-        if alt <= base + tol:
-            return False
-    return True
+    work[rows, cols] += delta
+    r2, c2 = linear_sum_assignment(work)
+    return np.array_equal(r2, rows) and np.array_equal(c2, cols)
 
 
 def match_by_tag(tag_k: np.ndarray, loc_k: np.ndarray, val_k: np.ndarray, params: GroupingParams,
@@ -260,17 +256,18 @@ def adjust(people: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
     return people
 
 
-def refine(heatmaps: np.ndarray, tags: np.ndarray, person: np.ndarray, order: dict | None = None) -> np.ndarray:
+def refine(heatmaps: np.ndarray, tags: np.ndarray, person: np.ndarray, cache: dict | None = None) -> np.ndarray:
     """Official ``refine`` for one person: fill its missing joints (in place; returned).
 
     Args:
         heatmaps: float32 ``[K, H, W]``. tags: float32 ``[K, H, W, L]``. person: float32 ``[K, 3 + L]`` (adjusted).
-        order: cache ``{joint: [(cells, bound), ...]}`` of the candidate tiers, shared by the people of an image.
+        cache: ``{joint: _Tiles}`` shared by the people of an image.
 
-    Exactness: ``heatmap - round(distance) <= heatmap``, so when the best score among the cells of the strongest
-    heatmap values exceeds every value outside them, no other cell can reach (or tie) it; the tiers grow (64, 1024,
-    16384 cells) and the whole map is the last resort, so the result is the official whole-map argmax
-    (first maximum in row-major order) in every case.
+    The official code evaluates ``heatmap - round(|tag - person mean tag|)`` on every cell of every joint's map.
+    Here the map is cut into 8x8 tiles with their heatmap maximum and tag range: ``round`` is monotone, so a tile's
+    score is at most ``max heatmap - round(distance of the person's tag to the tile's tag box)``; tiles are scored in
+    decreasing order of that bound and the search stops when no remaining tile can reach (or tie) the best score.
+    The result is the official whole-map argmax (first maximum in row-major order) in every case.
     """
     k, h, w = heatmaps.shape
     found = person[:, 2] > 0
@@ -278,24 +275,11 @@ def refine(heatmaps: np.ndarray, tags: np.ndarray, person: np.ndarray, order: di
         return person
     xy = person[found, :2].astype(np.int32)
     prev = np.mean([tags[j, y, x] for j, (x, y) in zip(np.flatnonzero(found), xy)], axis=0)
-    flat_hm = heatmaps.reshape(k, -1)
-    flat_tag = tags.reshape(k, h * w, -1)
-    order = {} if order is None else order
+    cache = {} if cache is None else cache
     for j in np.flatnonzero(~found):
-        hm = flat_hm[j]
-        if j not in order:
-            order[j] = [_candidates(hm, n) for n in _TIERS]
-        best = -1
-        for cand, outside in order[j]:
-            tt = (((flat_tag[j, cand] - prev[None, :]) ** 2).sum(axis=1)) ** 0.5
-            score = hm[cand] - np.round(tt)
-            b = int(np.argmax(score))
-            if score[b] > outside:  # every other cell has a lower heatmap value, hence a lower score
-                best = int(cand[b])
-                break
-        if best < 0:  # the bounds did not decide: the whole map, as officially
-            tt = (((flat_tag[j] - prev[None, :]) ** 2).sum(axis=1)) ** 0.5
-            best = int(np.argmax(hm - np.round(tt)))
+        if j not in cache:
+            cache[j] = _Tiles(heatmaps[j], tags[j])
+        best = cache[j].argmax(prev)
         yy, xx = divmod(best, w)
         val = heatmaps[j, yy, xx]
         if not val > 0:
@@ -306,19 +290,58 @@ def refine(heatmaps: np.ndarray, tags: np.ndarray, person: np.ndarray, order: di
     return person
 
 
-# cells examined, in tiers, before the whole map (refine)
-_TIERS = (64, 1024, 16384)
+class _Tiles:
+    """One joint's heatmap ``[H, W]`` and tags ``[H, W, L]`` seen as ``T x T`` tiles (maps padded to a multiple of
+    ``T`` with heatmap -inf when needed): per tile the heatmap maximum and the tag range."""
 
+    T = 8
+    CHUNK = 8
 
-def _candidates(hm: np.ndarray, n: int) -> tuple[np.ndarray, float]:
-    """``(cells, bound)``: the cells of the ``n`` highest values of ``hm`` (all cells tied with the n-th included),
-    in increasing index order, and the highest value outside them (``-inf`` when none)."""
-    if hm.size <= n:
-        return np.arange(hm.size), -np.inf
-    cut = hm[np.argpartition(-hm, n - 1)[n - 1]]
-    inside = hm >= cut
-    rest = hm[~inside]
-    return np.flatnonzero(inside), (float(rest.max()) if rest.size else -np.inf)
+    def __init__(self, hm: np.ndarray, tag: np.ndarray) -> None:
+        t = self.T
+        h, w = hm.shape
+        hp, wp = -(-h // t) * t, -(-w // t) * t
+        if (hp, wp) != (h, w):
+            hm = np.pad(hm, ((0, hp - h), (0, wp - w)), constant_values=-np.inf)
+            edge = np.pad(tag, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")  # range of real cells only
+            tag = edge
+        self.h, self.w, self.wp = h, w, wp
+        nl = tag.shape[-1]
+        self.hm_flat = hm.reshape(-1)
+        self.tag_flat = tag.reshape(-1, nl)
+        self.top = hm.reshape(hp // t, t, wp // t, t).max(axis=(1, 3)).reshape(-1).astype(np.float64)
+        t5 = tag.reshape(hp // t, t, wp // t, t, nl)
+        self.lo = t5.min(axis=(1, 3)).reshape(-1, nl).astype(np.float64)
+        self.hi = t5.max(axis=(1, 3)).reshape(-1, nl).astype(np.float64)
+        tiles_x = wp // t
+        tile = np.arange(self.top.size)
+        self.base = (tile // tiles_x) * t * wp + (tile % tiles_x) * t
+        self.offs = (np.arange(t)[:, None] * wp + np.arange(t)[None, :]).reshape(-1)
+
+    def argmax(self, prev: np.ndarray) -> int:
+        """Flat index of the first maximum of ``hm - round(||tag - prev||)`` over the map (official ``refine``)."""
+        p = prev.astype(np.float64)
+        gap = np.maximum(0.0, np.maximum(self.lo - p, p - self.hi))
+        lb = np.sqrt((gap * gap).sum(axis=1)) * (1 - 1e-6) - 1e-6
+        bound = self.top - np.round(np.maximum(lb, 0.0))
+        order = np.argsort(-bound, kind="stable")
+        best_val, best_idx = -np.inf, -1
+        for start in range(0, len(order), self.CHUNK):
+            sel = order[start:start + self.CHUNK]
+            if best_idx >= 0 and bound[sel[0]] + 1e-5 * (1.0 + abs(best_val)) < best_val:
+                break
+            cells = (self.base[sel][:, None] + self.offs[None, :]).reshape(-1)
+            tt = (((self.tag_flat[cells] - prev[None, :]) ** 2).sum(axis=1)) ** 0.5
+            score = self.hm_flat[cells] - np.round(tt)
+            top = score.max()
+            if top >= best_val:
+                y, x = np.divmod(cells[score == top], self.wp)
+                inside = (y < self.h) & (x < self.w)
+                if inside.any():
+                    c = int((y[inside] * self.w + x[inside]).min())
+                    if top > best_val or c < best_idx:
+                        best_val, best_idx = float(top), c
+        return best_idx
 
 
 def group(heatmaps, tags, params: GroupingParams, adjust_joints: bool = True, refine_joints: bool = True,
