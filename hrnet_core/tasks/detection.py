@@ -288,9 +288,10 @@ def collate(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
     import torch
 
     n = len(batch["image"])
-    images = [torch.from_numpy(np.ascontiguousarray(batch["image"][i])).float().div_(255.0) for i in range(n)]
+    # copies: the elements of object arrays can be read-only views of Ray's Arrow blocks
+    images = [torch.from_numpy(np.multiply(batch["image"][i], 1.0 / 255.0, dtype=np.float32)) for i in range(n)]
     keys = [k for k in ("boxes", "labels", "masks") if k in batch]
-    targets = [{k: torch.from_numpy(np.ascontiguousarray(batch[k][i])) for k in keys} for i in range(n)]
+    targets = [{k: torch.from_numpy(np.array(batch[k][i])) for k in keys} for i in range(n)]
     for t in targets:
         t["boxes"] = t["boxes"].reshape(-1, 4).float()
         t["labels"] = t["labels"].reshape(-1).long()
