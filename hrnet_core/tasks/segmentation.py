@@ -77,7 +77,8 @@ class SegTest:
     """``test:`` (the official test procedure as options): ``mode`` whole / slide / resize; ``stride`` of the
     sliding windows as a fraction of the crop (2/3); ``flip``; ``scales`` (long side ``scale * data.base_size``;
     official multi-scale 0.5 .. 1.75 (Cityscapes) or 2.0 in steps of 0.25); ``save_label_pngs``: write predictions
-    in the dataset's ids; ``num_vis_images`` drawings."""
+    in the dataset's ids; ``num_vis_images`` drawings; ``cpu_threads``: torch intra-op threads while predicting on the
+    CPU (0 leaves torch's setting; restored afterwards)."""
 
     mode: str = "whole"
     stride: float = 2.0 / 3.0
@@ -85,6 +86,7 @@ class SegTest:
     scales: list[float] = field(default_factory=lambda: [1.0])
     save_label_pngs: bool = True
     num_vis_images: int = 4
+    cpu_threads: int = 0
 
 
 def _is_seg_model(name: str) -> bool:
@@ -124,6 +126,7 @@ def validate(recipe) -> None:
     need(a.scale_step >= 0, "augment.scale_step", "must be >= 0")
     need(t.mode in ("whole", "slide", "resize"), "test.mode", f"whole, slide or resize, got {t.mode!r}")
     need(0.0 < t.stride <= 1.0, "test.stride", "must be in (0, 1]")
+    need(t.cpu_threads >= 0, "test.cpu_threads", "must be >= 0 (0 leaves torch's setting)")
     need(len(t.scales) > 0 and all(s > 0 for s in t.scales), "test.scales", "a non-empty list of scales > 0")
     n_out = _num_outputs(recipe.model.name)
     need(len(loss.balance_weights) == n_out, "train.loss.balance_weights",
@@ -474,6 +477,9 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
     align = model_align_corners(recipe.model.name)
     perm = layout.flip_permutation() if layout.flip_pairs else None
     was_training = model.training
+    threads = torch.get_num_threads()
+    if t.cpu_threads > 0 and str(device).startswith("cpu"):
+        torch.set_num_threads(t.cpu_threads)
     model.eval()
     out = []
     try:
@@ -490,6 +496,7 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
                 out.append({"confusion": _sparse(cm), "png": png.tobytes()})
     finally:
         model.train(was_training)
+        torch.set_num_threads(threads)
     return Predictions(out)
 
 
