@@ -164,6 +164,30 @@ def test_faster_rcnn_w32_parameters_in_the_papers_convention():
     assert model.roi_heads.box_coder.weights == (10.0, 10.0, 5.0, 5.0)
 
 
+def test_norm_eval_freezes_backbone_batchnorm_statistics_only():
+    """DET's norm_eval: backbone BatchNorm running statistics stay put in training (deepcopies too), affine weights
+    keep their gradients; without it the statistics move."""
+    import copy
+
+    from hrnet_core.models import build_model
+    from hrnet_core.models.detectors import DetectorConfig, build_detector, set_norm_eval
+
+    tiny = dict(width=8, stage1_blocks=1, stage1_planes=16, stage_modules=[1, 1, 1], stage_blocks=[1, 1, 1],
+                out_channels=32)
+    images, targets = _small_batch()
+    for frozen in (True, False):
+        torch.manual_seed(0)
+        model = build_detector(build_model("det_hrnetv2p_w18", **tiny),
+                               DetectorConfig("faster_rcnn", 4, representation_size=32, box_batch_size_per_image=32))
+        model = copy.deepcopy(set_norm_eval(model, frozen))
+        bn = model.backbone.backbone.bn1
+        before = bn.running_mean.clone()
+        model.train()
+        sum(model(images, [{k: v for k, v in t.items() if k != "masks"} for t in targets]).values()).backward()
+        assert torch.equal(bn.running_mean, before) == frozen
+        assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+
+
 def test_cascade_stages_follow_the_cascade_paper():
     from hrnet_core.models import build_model
     from hrnet_core.models.detectors import CascadeRoIHeads, DetectorConfig, build_detector

@@ -278,23 +278,18 @@ def build_detector(backbone: HRNetV2p, cfg: DetectorConfig | None = None) -> nn.
     return model
 
 
+def _freeze_bn_statistics(module: nn.Module, args) -> None:
+    """Forward pre-hook: BatchNorm layers inside ``module`` run in eval mode while ``module`` trains."""
+    if module.training:
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def set_norm_eval(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Keep the backbone's BatchNorm layers in eval mode (frozen running statistics, affine weights still trained)
-    whenever ``model.train()`` is called: DET's ``norm_eval=True`` for ImageNet-initialised backbones trained with 2
-    images per GPU. Returns ``model`` (its ``train`` method wrapped on the instance)."""
-    if not enabled:
-        return model
-    backbone = model.backbone
-    plain_train = type(model).train
-
-    def train(mode: bool = True):
-        plain_train(model, mode)
-        if mode:
-            for m in backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return model
-
-    model.train = train  # type: ignore[method-assign]
-    model.train(model.training)
+    """Keep the backbone's BatchNorm layers in eval mode in training (frozen running statistics, affine weights still
+    trained): DET's ``norm_eval=True`` for ImageNet-initialised backbones trained with 2 images per GPU. Implemented
+    as a forward pre-hook on ``model.backbone`` (survives ``deepcopy`` and pickling). Returns ``model``."""
+    if enabled:
+        model.backbone.register_forward_pre_hook(_freeze_bn_statistics)
     return model
