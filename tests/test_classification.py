@@ -382,6 +382,25 @@ def test_deit_sample_augmentation_is_seeded_and_leaves_global_rngs_alone(tmp_pat
     assert abs(float(noise.mean())) < 0.3 and 0.7 < float(noise.std()) < 1.3, "pixel mode: N(0, 1) noise"
 
 
+def test_posterize_at_full_magnitude_is_a_black_image_not_an_error():
+    """timm's increasing posterize keeps 4 - int(4 * m / 10) bits: 0 at magnitude 10, which rand-m9-mstd0.5 reaches
+    (gauss(9, 0.5) clipped to 10). Current Pillow refuses 0 bits; the policy's meaning is a black image."""
+    from PIL import Image
+    from timm.data.auto_augment import posterize
+
+    from hrnet_core.tasks.classification import _auto_augment
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="bits"):
+        posterize(img, 0)
+    ra = _auto_augment("rand-m9-mstd0.5-inc1", (32, 32), (0.485, 0.456, 0.406), "bicubic")
+    (op,) = [o for o in ra.ops if o.name == "PosterizeIncreasing"]
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10.0, 0.0
+    assert not np.asarray(op(img)).any()
+    op.magnitude = 5.0  # 4 - int(2.0) = 2 bits kept: the two high bits of every value
+    assert np.array_equal(np.asarray(op(img)), np.asarray(img) & 0b11000000)
+
+
 def test_mixup_and_cutmix_batches_and_the_soft_target_loss():
     """timm's Mixup in batch mode: image = lam x + (1 - lam) x.flip(0), target = lam smooth(y) + (1 - lam)
     smooth(y.flip(0)) with the recipe's label smoothing; the loss is the soft-target CE (hand computation); CutMix

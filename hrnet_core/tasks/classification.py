@@ -285,10 +285,28 @@ def _auto_augment(policy: str, input_size: Sequence[int], mean: Sequence[float],
               "img_mean": tuple(min(255, round(255 * m)) for m in mean),
               "interpolation": str_to_pil_interp(interpolation)}
     if policy.startswith("rand"):
-        return rand_augment_transform(policy, params)
-    if policy.startswith("augmix"):
-        return augment_and_mix_transform(policy, {**params, "translate_pct": 0.3})
-    return auto_augment_transform(policy, params)
+        transform = rand_augment_transform(policy, params)
+    elif policy.startswith("augmix"):
+        transform = augment_and_mix_transform(policy, {**params, "translate_pct": 0.3})
+    else:
+        transform = auto_augment_transform(policy, params)
+    ops = list(getattr(transform, "ops", [])) + [op for sub in getattr(transform, "policy", []) for op in sub]
+    for op in ops:
+        if getattr(op, "name", "").startswith("Posterize"):
+            op.aug_fn = posterize_keeping_zero_bits
+    return transform
+
+
+def posterize_keeping_zero_bits(img, bits_to_keep: int, **kwargs):
+    """timm's ``posterize`` op, where keeping 0 bits gives the black image the policy means ("keep 4 down to 0
+    most significant bits": ``PosterizeIncreasing`` at magnitude 10, which ``rand-m9-mstd0.5`` draws in ~2 % of its
+    ops) as Pillow < 10 did; current Pillow refuses ``bits < 1`` with a ValueError that would end a training run."""
+    from PIL import Image
+    from timm.data.auto_augment import posterize
+
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return posterize(img, bits_to_keep, **kwargs)
 
 
 def _interpolation(name: str):
