@@ -94,6 +94,21 @@ class GroupingStats:
     munkres: int = 0
 
 
+def _running_max(a: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Maximum over a centred window of ``k`` cells along ``axis`` (outside the array: -inf)."""
+    r, n = (k - 1) // 2, a.shape[axis]
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (r, r)
+    p = np.pad(a, pad, constant_values=-np.inf)
+    window = [slice(None)] * a.ndim
+    window[axis] = slice(0, n)
+    out = p[tuple(window)].copy()
+    for s in range(1, k):
+        window[axis] = slice(s, s + n)
+        np.maximum(out, p[tuple(window)], out=out)
+    return out
+
+
 def top_k(heatmaps, tags, params: GroupingParams):
     """Peak NMS + top-k (official ``top_k``).
 
@@ -105,12 +120,9 @@ def top_k(heatmaps, tags, params: GroupingParams):
     """
     import torch
 
-    from scipy.ndimage import maximum_filter1d
-
-    # the k x k max-pool (padding -inf) as two 1-D running maxima: the same maxima (max is exact), much less work
+    # the k x k max-pool (padding -inf) as two 1-D running maxima of shifted views: the same maxima (max is exact)
     hm = heatmaps.detach().cpu().float().numpy()
-    maxm = maximum_filter1d(hm, params.nms_kernel, axis=3, mode="constant", cval=-np.inf)
-    maxm = maximum_filter1d(maxm, params.nms_kernel, axis=2, mode="constant", cval=-np.inf)
+    maxm = _running_max(_running_max(hm, params.nms_kernel, 3), params.nms_kernel, 2)
     det = torch.from_numpy(hm * (maxm == hm))
     b, nj, h, w = det.shape
     val_k, ind = det.view(b, nj, -1).topk(params.max_num_people, dim=2)
@@ -290,6 +302,21 @@ def refine(heatmaps: np.ndarray, tags: np.ndarray, person: np.ndarray, cache: di
     return person
 
 
+def _tile_reduce(a: np.ndarray, t: int, ufunc) -> np.ndarray:
+    """``ufunc``-reduction of ``a`` ``[H, W, ...]`` (H, W multiples of ``t``) over ``t x t`` tiles -> ``[H/t * W/t,
+    ...]`` in row-major tile order (elementwise ufunc calls over strided views: no per-element Python work)."""
+    h, w = a.shape[:2]
+    v = a.reshape(h, w // t, t, *a.shape[2:])
+    out = v[:, :, 0].copy()
+    for s in range(1, t):
+        ufunc(out, v[:, :, s], out=out)
+    v2 = out.reshape(h // t, t, w // t, *a.shape[2:])
+    out2 = v2[:, 0].copy()
+    for s in range(1, t):
+        ufunc(out2, v2[:, s], out=out2)
+    return out2.reshape(-1, *a.shape[2:])
+
+
 class _Tiles:
     """One joint's heatmap ``[H, W]`` and tags ``[H, W, L]`` seen as ``T x T`` tiles (maps padded to a multiple of
     ``T`` with heatmap -inf when needed): per tile the heatmap maximum and the tag range."""
@@ -309,10 +336,9 @@ class _Tiles:
         nl = tag.shape[-1]
         self.hm_flat = hm.reshape(-1)
         self.tag_flat = tag.reshape(-1, nl)
-        self.top = hm.reshape(hp // t, t, wp // t, t).max(axis=(1, 3)).reshape(-1).astype(np.float64)
-        t5 = tag.reshape(hp // t, t, wp // t, t, nl)
-        self.lo = t5.min(axis=(1, 3)).reshape(-1, nl).astype(np.float64)
-        self.hi = t5.max(axis=(1, 3)).reshape(-1, nl).astype(np.float64)
+        self.top = _tile_reduce(hm, t, np.maximum).astype(np.float64)       # [nT]
+        self.lo = _tile_reduce(tag, t, np.minimum).astype(np.float64)       # [nT, L]
+        self.hi = _tile_reduce(tag, t, np.maximum).astype(np.float64)
         tiles_x = wp // t
         tile = np.arange(self.top.size)
         self.base = (tile // tiles_x) * t * wp + (tile % tiles_x) * t
