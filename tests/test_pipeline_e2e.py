@@ -25,8 +25,8 @@ def workdir(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("e2e")
     generate_dataset(tmp / "raw", num_train=24, num_val=6, seed=1)
-    prepare_split("coco", str(tmp / "raw"), "train2017", tmp / "prepared", progress=False)
-    prepare_split("coco", str(tmp / "raw"), "val2017", tmp / "prepared", progress=False,
+    prepare_split("coco", str(tmp / "raw"), "train2017", tmp / "prepared", progress=False, task="pose_topdown")
+    prepare_split("coco", str(tmp / "raw"), "val2017", tmp / "prepared", progress=False, task="pose_topdown",
                   detections=DETECTIONS_FILE.format(split="val2017"))
     return tmp
 
