@@ -44,8 +44,8 @@ def reader_for(dataset: str, task: str | None = None):
     """``(task, reader)`` of dataset ``dataset`` (of ``task`` when given).
 
     Raises:
-        DataError: unknown dataset or task (the message lists the valid choices), or a dataset several tasks read
-            without ``task``.
+        DataError: unknown dataset or task (the message lists the valid choices). A dataset several tasks read goes
+            to the first of them in :data:`hrnet_core.tasks.TASK_NAMES` order unless ``task`` names another.
     """
     from hrnet_core.tasks import UnknownTaskError, get_task, tasks_for_dataset
 
@@ -56,9 +56,8 @@ def reader_for(dataset: str, task: str | None = None):
         found = tasks_for_dataset(dataset)
     except (UnknownTaskError, KeyError) as exc:
         raise DataError(str(exc.args[0]) if exc.args else str(exc)) from None
-    if len(found) > 1:
-        raise DataError(f"dataset {dataset!r} is read by several tasks ({', '.join(t.name for t in found)}); "
-                        f"name one with --task")
+    # several tasks read the dataset (coco: pose_topdown, pose_bottomup): the first in TASK_NAMES order, so that
+    # commands written before the later task landed keep their meaning; --task names another
     return found[0], found[0].datasets[dataset]
 
 
