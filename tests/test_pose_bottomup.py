@@ -489,3 +489,31 @@ def test_smoke_training_through_the_spine(ray_session, tmp_path, monkeypatch, ca
             assert a.shape == b.shape and np.array_equal(a, b) and np.array_equal(sa, sb)
             found += len(a)
     assert found > 0
+
+
+@requires_samples
+def test_readers_give_one_row_per_image_with_people_and_ignore_regions(tmp_path):
+    """COCO: every person of an image in one row (unlabelled people too, in people order), their segmentations as
+    ignore regions; CrowdPose: 14 joints and the crowd index of the image."""
+    import pyarrow.parquet as pq
+
+    from hrnet_core.data.bottomup import ignore_mask
+    from pipelines.prepare import prepare_split
+
+    for ds, ann in (("coco", "test_coco.json"), ("crowdpose", "test_crowdpose.json")):
+        prepare_split(ds, str(SAMPLES / ds), "test", tmp_path / ds, {"annotations": ann, "images": "."},
+                      task="pose_bottomup", progress=False)
+    coco = {r["image_id"]: r for r in pq.read_table(tmp_path / "coco" / "test" / "samples.parquet").to_pylist()}
+    raw = json.loads(ANN["coco"].read_text())
+    assert set(coco) == {i["id"] for i in raw["images"]}
+    row = coco[40083]  # two labelled people and one unlabelled person with a polygon
+    assert row["num_people"] == 3 and len(row["joints"]) == 3 * 17 * 3 and row["crowd_index"] == -1
+    regions = json.loads(row["ignore"])
+    assert len(regions) == 1
+    mask = ignore_mask(regions, row["height"], row["width"])
+    x, y, w, h = next(a["bbox"] for a in raw["annotations"] if a["id"] == 1202706)
+    assert mask[int(y + h / 2), int(x + w / 2)] == 0 and mask.mean() > 0.9
+    crowd = {r["image_id"]: r for r in pq.read_table(tmp_path / "crowdpose" / "test" / "samples.parquet").to_pylist()}
+    assert {k: v["crowd_index"] for k, v in crowd.items()} == {106848: 0.33, 103319: 0.39}
+    assert crowd[106848]["num_people"] == 3 and len(crowd[106848]["joints"]) == 3 * 14 * 3
+    assert crowd[106848]["ignore"] == "[]"  # CrowdPose annotations carry no segmentation: nothing is masked
