@@ -10,8 +10,9 @@ as ``xtcocotools``' ``keypoints_crowd`` mode with ``use_area=False``):
   (``get_type_result(0.2, 0.8)``), the mean precision rounded to 4 decimals as the official evaluator does (-1:
   no image of that kind).
 
-``xtcocotools`` is in the dependencies, but its compiled mask module does not load against this NumPy (binary
-ABI mismatch), hence the subclass; the tests check it against hand OKS computations and AP 1.0 of ground truth.
+``xtcocotools`` (pip) installs here but its compiled mask module does not load against NumPy 2 (binary ABI
+mismatch: "numpy.dtype size changed"), hence the subclass and no dependency on it; the tests check it against hand
+OKS computations and AP 1.0 of ground truth.
 """
 
 from __future__ import annotations

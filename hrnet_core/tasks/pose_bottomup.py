@@ -21,7 +21,7 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
   64, flip test, heatmap aggregation over outputs, optional multi-scale (``test.scales``), projection to the input
   size; grouping (:mod:`hrnet_core.codecs.grouping`); joints mapped back to image pixels;
 - metrics: COCO ``AP, AP50, AP75, APM, APL, AR, ...`` (pycocotools, percent); CrowdPose ``AP, AP50, AP75, AR, ...,
-  AP/easy, AP/medium, AP/hard`` (xtcocotools ``keypoints_crowd``); ``predictions.json`` in the COCO results format;
+  AP/easy, AP/medium, AP/hard`` (the CrowdPose evaluator's rules, ``hrnet_core.evaluation.crowdpose``); ``predictions.json`` in the COCO results format;
 - drawings: predicted skeletons over ground truth;
 - synthetic default: the multi-person generated COCO data of the top-down task (:mod:`hrnet_core.data.synthetic`:
   1-3 people, crowd regions, unlabelled far-away people).
@@ -438,7 +438,7 @@ def coco_results(items: Sequence[Mapping[str, Any]], predictions: Predictions) -
 
 def score_results(results: Sequence[Mapping[str, Any]], ann_file: str | Path, dataset: str,
                   out_dir: str | Path) -> dict[str, float]:
-    """Write ``<out_dir>/predictions.json`` and evaluate it: COCO (pycocotools) or CrowdPose (xtcocotools); metrics
+    """Write ``<out_dir>/predictions.json`` and evaluate it: COCO (pycocotools) or CrowdPose (``hrnet_core.evaluation.crowdpose``); metrics
     in percent (areas without ground truth omitted)."""
     from hrnet_core.evaluation.coco_keypoints import evaluate_coco_keypoints, write_coco_results
 
