@@ -271,12 +271,20 @@ def test_tracker_keeps_identities_where_order_swaps(tmp_path):
         return np.asarray(out)
 
     read = lambda p: cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)  # noqa: E731
+    outs = {}
     for assoc, expect_switch in (("flow_oks", False), ("oks", False), ("order", True)):
         cfg = TrackerConfig(association=assoc)
-        out = track_sequence(frames, dets, estimate, read, np.full(17, 0.07), cfg)
+        out = outs[assoc] = track_sequence(frames, dets, estimate, read, np.full(17, 0.07), cfg)
         left = [int(fr["track_ids"][np.argmin(fr["poses"][:, 0, 0])]) for fr in out]
         assert (len(set(left)) > 1) == expect_switch, (assoc, left)
         assert all(len(fr["poses"]) == 2 for fr in out)  # propagated duplicates are suppressed by box NMS
+    # the order baseline of the task's metrics: the tracker's poses with ids by detection order = association order
+    from hrnet_core.tasks.pose_tracking import Predictions, order_ids
+
+    (relabelled,) = order_ids(Predictions([outs["flow_oks"]])).values
+    for a, b in zip(relabelled, outs["order"]):
+        np.testing.assert_array_equal(a["poses"], b["poses"])
+        np.testing.assert_array_equal(a["track_ids"], b["track_ids"])
 
 
 # ------------------------------------------------------------------------------------------------ the task

@@ -269,6 +269,13 @@ def concat(parts: Sequence[Predictions]) -> Predictions:
     return Predictions([v for p in parts for v in p.values])
 
 
+def order_ids(predictions: Predictions) -> Predictions:
+    """The same tracked poses with the ids of tracking by detection order alone: the i-th pose of a frame gets id i
+    (what ``test.association=order`` gives, since the poses do not depend on the ids): the baseline that the ids of
+    the tracker are compared with (``order/*`` metrics of :func:`score`)."""
+    return Predictions([[{**fr, "track_ids": np.arange(len(fr["poses"]))} for fr in seq] for seq in predictions.values])
+
+
 def results(items, predictions: Predictions, keypoint_thr: float) -> dict[str, dict]:
     """PoseTrack results json per sequence (``vid_id -> json``); joints scored below ``keypoint_thr`` are absent."""
     from hrnet_core.evaluation.posetrack import results_json
@@ -296,7 +303,9 @@ def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, spl
 
     Returns:
         ``mAP``, ``AP/<joint|group>``, ``MOTA``, ``MOTP``, ``precision``, ``recall``, ``MOTA/<joint>`` (percent), the
-        CLEAR MOT counts, ``num_labeled_frames`` and ``eval_items`` (sequences).
+        CLEAR MOT counts, ``num_labeled_frames``, ``eval_items`` (sequences), and ``order/MOTA``,
+        ``order/num_switches``: the same poses with the ids of tracking by detection order alone (:func:`order_ids`;
+        only the ids differ, so MOTA differs by the switches alone).
     """
     import json
 
@@ -318,6 +327,9 @@ def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, spl
     videos.sequences = {v: ids for v, ids in videos.sequences.items() if v in scored}
     videos.frames = {i: videos.frames[i] for ids in videos.sequences.values() for i in ids}
     metrics = evaluate_posetrack(videos, read_results(per_seq.values()))
+    order = evaluate_posetrack(videos, read_results(results(items, order_ids(predictions), recipe.test.keypoint_thr)
+                                                    .values()))
+    metrics["order/MOTA"], metrics["order/num_switches"] = order["MOTA"], order["num_switches"]
     metrics["eval_items"] = float(len(items))
     return metrics
 
