@@ -1,7 +1,8 @@
 """Ray Data streaming ingest for training, generic over tasks, with seeded augmentation and deterministic shards.
 
-Every training worker builds its own dataset for each epoch (:func:`build_train_dataset`): the rows of
-``samples.parquet`` that :func:`hrnet_core.data.seeding.epoch_shard` gives its rank, in the epoch's order, ->
+Every training worker builds its own dataset once for all the epochs it trains (:func:`build_train_dataset`, one
+streaming execution): the rows of ``samples.parquet`` that :func:`hrnet_core.data.seeding.epoch_shard` gives its
+rank, epoch after epoch in each epoch's order (each cut to whole batches), in blocks of a few batches ->
 ``map_batches(encode_batch)``: the task's per-sample function (:attr:`hrnet_core.tasks.Task.sample_transform`:
 decode, augment, encode targets) on each row with the generator
 :func:`~hrnet_core.data.seeding.sample_rng` ``(train.seed, epoch, index)`` -> numpy batches that the worker turns
@@ -22,8 +23,8 @@ import numpy as np
 
 from hrnet_core.data.prepared import DataError, PreparedSplit
 
-__all__ = ["samples_table", "encode_batch", "build_train_dataset", "stack_samples", "task_collate", "preserve_order",
-           "move_to"]
+__all__ = ["samples_table", "encode_batch", "shard_rows", "default_rows_per_block", "build_train_dataset",
+           "warm_decode_workers", "started", "stack_samples", "task_collate", "preserve_order", "move_to"]
 
 
 def samples_table(split: PreparedSplit):
@@ -62,9 +63,11 @@ def encode_batch(batch, fn: Callable, seed: int, epoch: int, train: bool = True)
     targets, plus ``index`` int64 ``[B]``.
 
     Args:
-        batch: ``pandas.DataFrame`` of ``samples.parquet`` rows plus the ``index`` column (:func:`samples_table`).
+        batch: ``pandas.DataFrame`` of ``samples.parquet`` rows plus the ``index`` column (:func:`samples_table`) and,
+            for rows of several epochs (:func:`build_train_dataset` with ``epochs > 1``), an ``epoch`` column.
         fn: the task's per-sample function (``Task.sample_transform(recipe, split, train)``).
-        seed, epoch: with ``train``, sample ``index`` is augmented with ``sample_rng(seed, epoch, index)``.
+        seed, epoch: with ``train``, sample ``index`` is augmented with ``sample_rng(seed, epoch, index)``; a row's
+            ``epoch`` column, when there is one, takes the place of ``epoch``.
 
     Raises:
         ValueError: no ``index`` column. hrnet_core.data.io.ImageReadError: a missing or corrupt image (named).
@@ -75,46 +78,164 @@ def encode_batch(batch, fn: Callable, seed: int, epoch: int, train: bool = True)
         raise ValueError("encode_batch: rows need an 'index' column (the sample's row in samples.parquet, added by "
                          "pipelines.ingest.samples_table) to seed their augmentation")
     indices = batch["index"].to_numpy(np.int64)
-    samples = [fn(row, sample_rng(seed, epoch, index) if train else None)
-               for row, index in zip(batch.to_dict("records"), indices)]
+    epochs = batch["epoch"].to_numpy(np.int64) if "epoch" in batch.columns else np.full(len(indices), int(epoch))
+    records = batch.drop(columns=["epoch"]).to_dict("records") if "epoch" in batch.columns else batch.to_dict("records")
+    samples = [fn(row, sample_rng(seed, e, index) if train else None)
+               for row, index, e in zip(records, indices, epochs)]
     out = stack_samples(samples)
     out["index"] = indices
     return out
 
 
+def shard_rows(table, seed: int, epoch: int, rank: int = 0, world_size: int = 1, *, epochs: int = 1,
+               batch_size: int | None = None, shuffle: bool = True):
+    """The rows one rank trains on in epochs ``epoch .. epoch + epochs - 1``, in training order, as one
+    ``pyarrow.Table`` (the :func:`samples_table` columns, plus an int64 ``epoch`` column when ``epochs > 1``).
+
+    Each epoch is :func:`~hrnet_core.data.seeding.epoch_shard` ``(seed, e, rows, rank, world_size)``; with
+    ``batch_size`` it is cut to whole batches (the rows that ``drop_last`` would drop), so that batches of
+    ``batch_size`` never straddle two epochs.
+    """
+    import pyarrow as pa
+
+    from hrnet_core.data.seeding import epoch_shard
+
+    parts = []
+    for e in range(int(epoch), int(epoch) + max(1, int(epochs))):
+        idx = epoch_shard(seed, e, table.num_rows, rank, world_size, shuffle=shuffle)
+        if batch_size:
+            idx = idx[:len(idx) // int(batch_size) * int(batch_size)]
+        part = table.take(idx)
+        if epochs > 1:
+            part = part.append_column("epoch", pa.array(np.full(len(idx), e, dtype=np.int64)))
+        parts.append(part)
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def default_rows_per_block(rows_per_epoch: int, task_batch_size: int, decode_cpus: float) -> int:
+    """Rows per input block: about four blocks per decode CPU and epoch (every CPU decodes from the start, the first
+    batch arrives after one block), in whole ``task_batch_size`` calls, at most 128 rows.
+
+    Ray Data pays a fixed cost per block (task launch, object store round trip; about 40 ms on the shared 2-core
+    machine): 16-row blocks streamed 110-117 crops/s there against 211-222 for 64-row and 245-288 for 130-row blocks
+    (``bench_ingest``, interleaved, load average 27-31).
+    """
+    per = max(1, int(rows_per_epoch) // max(1, int(4 * max(1.0, float(decode_cpus)))))
+    per = min(max(per, int(task_batch_size)), 128)
+    return max(int(task_batch_size), per // int(task_batch_size) * int(task_batch_size))
+
+
+def _decode_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else 1.0
+
+
 def build_train_dataset(task, recipe, split: PreparedSplit, *, epoch: int, rank: int = 0, world_size: int = 1,
                         table=None, task_batch_size: int = 16, cpus_per_task: float = 1.0,
-                        rows_per_block: int = 64, shuffle: bool = True):
-    """The training :class:`ray.data.Dataset` of one rank for one epoch (lazy).
+                        rows_per_block: int | None = None, shuffle: bool = True, epochs: int = 1,
+                        batch_size: int | None = None, concurrency: int | None = None):
+    """The training :class:`ray.data.Dataset` of one rank for ``epochs`` consecutive epochs from ``epoch`` (lazy).
+
+    One dataset for all the epochs of a run (``epochs`` = the epochs left) is one streaming execution: Ray Data's
+    executor, its decode tasks and the worker processes they run in (imports paid once) start once, and decoding
+    the next epoch overlaps the end of the current one (checkpoint, report, validation). Blocks of
+    ``rows_per_block`` rows (about four per decode CPU and epoch) stream: the first batch arrives after one block
+    is decoded, and every decode CPU gets blocks from the start.
 
     Args:
         task: the recipe's :class:`~hrnet_core.tasks.Task`.
         recipe: resolved recipe (``train.seed``, the task's data/augment sections).
         split: the prepared training split.
-        epoch: 0-based epoch (seeds the order and the augmentation).
+        epoch: 0-based first epoch (seeds the order and the augmentation).
         rank, world_size: this worker's shard (:func:`~hrnet_core.data.seeding.epoch_shard`).
         table: :func:`samples_table` of ``split`` if already read (the driver puts it in the object store once).
         task_batch_size: rows per ``encode_batch`` call.
         cpus_per_task: CPUs reserved by each decode/augment task.
-        rows_per_block: rows per input block (small blocks: the first batch arrives before the epoch is decoded).
+        rows_per_block: rows per input block (default :func:`default_rows_per_block` of the epoch's rows, the task
+            batch and ``concurrency`` or the cluster's CPUs).
         shuffle: the epoch permutation; otherwise split order.
+        epochs: consecutive epochs in this dataset (:func:`shard_rows`).
+        batch_size: cut each epoch to whole batches of this size (needed with ``epochs > 1`` and ``drop_last``
+            iteration, so that every epoch's batches are the ones a dataset of that epoch alone gives).
+        concurrency: at most this many decode tasks at a time (default: as many as the CPUs allow).
 
     Raises:
         DataError: the split has no samples.
     """
     import ray.data
 
-    from hrnet_core.data.seeding import epoch_shard
-
     table = samples_table(split) if table is None else table
     seed = int(recipe.train.seed)
-    idx = epoch_shard(seed, epoch, table.num_rows, rank, world_size, shuffle=shuffle)
-    shard = table.take(idx)
-    step = max(1, int(rows_per_block))
+    shard = shard_rows(table, seed, epoch, rank, world_size, epochs=epochs, batch_size=batch_size, shuffle=shuffle)
+    step = max(1, int(rows_per_block or default_rows_per_block(shard.num_rows // max(1, int(epochs)), task_batch_size,
+                                                               concurrency or _decode_cpus())))
     ds = ray.data.from_arrow([shard.slice(i, step) for i in range(0, shard.num_rows, step)] or [shard])
     fn = task.sample_transform(recipe, split, True)
+    extra = {"concurrency": int(concurrency)} if concurrency else {}
     return ds.map_batches(encode_batch, fn_kwargs={"fn": fn, "seed": seed, "epoch": int(epoch)},
-                          batch_size=task_batch_size, batch_format="pandas", num_cpus=cpus_per_task)
+                          batch_size=task_batch_size, batch_format="pandas", num_cpus=cpus_per_task, **extra)
+
+
+def _warm(modules: list[str]) -> int:
+    import importlib
+    import os
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a task module outside the package (tests): the decode task imports it itself
+            pass
+    return os.getpid()
+
+
+def warm_decode_workers(task, n: int, cpus_per_task: float = 1.0) -> list:
+    """Start ``n`` Ray worker processes that import what the decode tasks of ``task`` need (NumPy, pandas,
+    PyArrow, OpenCV, Ray Data, the module of the task's per-sample function, this module), without waiting for
+    them: Ray runs the dataset's decode tasks in these idle workers afterwards (same job and runtime environment),
+    so the imports are paid while the caller builds its model instead of in the first epoch. Returns the tasks'
+    refs (the workers' pids)."""
+    import ray
+
+    modules = ["numpy", "pandas", "pyarrow", "cv2", "pipelines.ingest", "hrnet_core.data.seeding",
+               getattr(task.sample_transform, "__module__", None) or "hrnet_core.tasks", "ray.data"]
+    warm = ray.remote(num_cpus=cpus_per_task, max_retries=0)(_warm)
+    return [warm.remote(modules) for _ in range(max(0, int(n)))]
+
+
+class started:  # noqa: N801 - used like a function
+    """An iterator over ``iterable`` whose first item is fetched in a background thread from now on (a Ray Data
+    iterator starts its executor and first decode tasks then, while the caller builds its model); ``next`` waits for
+    it, then iterates in the caller's thread. An exception of the first fetch is raised by the first ``next``."""
+
+    def __init__(self, iterable) -> None:
+        import threading
+
+        self._it = iter(iterable)
+        self._first: list = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fetch, name="ingest-start", daemon=True)
+        self._thread.start()
+
+    def _fetch(self) -> None:
+        try:
+            self._first.append(next(self._it))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread (StopIteration included)
+            self._error = exc
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            if self._error is not None:
+                err, self._error = self._error, None
+                raise err
+            if self._first:
+                return self._first.pop()
+        return next(self._it)
 
 
 def task_collate(collate_fn: Callable[[Mapping[str, np.ndarray]], Any]):

@@ -21,8 +21,10 @@ Driver (:func:`train`), in the process that calls it:
 Worker loop (:func:`train_loop_per_worker`): ``task.build_model`` (+ ImageNet backbone), SyncBatchNorm on multi-GPU,
 DDP via ``ray.train.torch.prepare_model``, Adam/AdamW/SGD with the recipe's schedule (per epoch, or per iteration for
 ``poly``; linear warm-up per step), gradient accumulation to reach ``train.global_batch_size`` on fewer devices, bf16
-(or fp16 with loss scaling) autocast on GPU. Each epoch the worker builds its own deterministic shard of the epoch
-(:func:`pipelines.ingest.build_train_dataset`) and iterates it with the task's ``collate_fn``; the task's
+(or fp16 with loss scaling) autocast on GPU. The worker builds one dataset of its deterministic shards of all the
+epochs left (:func:`pipelines.ingest.build_train_dataset`, one streaming execution: decoding of the next epoch
+overlaps checkpointing and validation; decode worker processes warmed while the model is built) and takes each
+epoch's whole batches from it with the task's ``collate_fn``; the task's
 ``train_step`` returns the loss dict (``{"loss": total, ...parts}``). Validation runs on every rank's contiguous
 share of the eval items, gathered to rank 0 for scoring. Every epoch ``ray.train.report(metrics, checkpoint)`` with
 model + optimiser + scaler + history; rank 0 logs to MLflow.
@@ -602,17 +604,47 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from hrnet_core.tasks import get_task
     from hrnet_core.weights import safe_load, save_weights
 
-    from .ingest import build_train_dataset, move_to, preserve_order, task_collate
+    from .ingest import build_train_dataset, move_to, preserve_order, started, task_collate, warm_decode_workers
 
     recipe = recipe_from_dict(config["recipe"])
     shown = recipe_from_dict(config.get("recipe_shown", config["recipe"]))
     task = get_task(recipe.task)
+    # decode worker processes import their modules while this worker starts (not in the first epoch)
+    warm_decode_workers(task, min(8, int(ray.available_resources().get("CPU", 1.0))))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(int(config["threads"]))
     torch.manual_seed(recipe.train.seed)
     use_gpu = bool(config["use_gpu"])
     device = ray.train.torch.get_device()
+
+    start_epoch, step, history, restored = 0, 0, [], None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            restored = safe_load(Path(d) / "model.pt"), safe_load(Path(d) / "train_state.pt")
+            history = json.loads((Path(d) / "history.json").read_text())
+        start_epoch, step = int(restored[1]["epoch"]), int(restored[1]["step"])
+
+    train_split = open_split(config["train_root"], config["train_split"])
+    val_split = open_split(config["val_root"], config["val_split"])
+    table = ray.get(config["samples"])
+    bs = recipe.train.batch_size_per_device
+    accum = int(config["accumulation_steps"])
+    total_steps = recipe.train.epochs * steps_per_epoch(table.num_rows, world, bs, accum)
+    preserve_order()
+    ray.data.DataContext.get_current().enable_progress_bars = bool(config.get("progress_bars", False))
+    _quiet_ray_reports()
+    primary = task.metrics.primary_for(recipe.data.dataset)
+    # one streaming execution for every epoch left: each epoch's shard cut to whole batches, in epoch order; it
+    # starts (executor, first blocks) in the background while the model is built
+    batches_per_epoch = (table.num_rows // world) // bs
+    stream = iter(())
+    if start_epoch < recipe.train.epochs:
+        shard = build_train_dataset(task, recipe, train_split, epoch=start_epoch, rank=rank, world_size=world,
+                                    table=table, epochs=recipe.train.epochs - start_epoch, batch_size=bs)
+        stream = started(shard.iter_torch_batches(batch_size=bs, drop_last=True,
+                                                  collate_fn=task_collate(task.collate_fn), prefetch_batches=2))
 
     model = task.build_model(recipe)
     if use_gpu and recipe.train.sync_bn and world > 1:
@@ -623,29 +655,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     amp_dtype = _amp_dtype(recipe.train.precision, use_gpu)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     loss_fn = task.build_loss(recipe)
-    accum = int(config["accumulation_steps"])
-
-    start_epoch, step, history = 0, 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            weights = safe_load(Path(d) / "model.pt")
-            state = safe_load(Path(d) / "train_state.pt")
-            bare.load_state_dict(weights["state_dict"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            start_epoch, step = int(state["epoch"]), int(state["step"])
-            history = json.loads((Path(d) / "history.json").read_text())
-
-    train_split = open_split(config["train_root"], config["train_split"])
-    val_split = open_split(config["val_root"], config["val_split"])
-    table = ray.get(config["samples"])
-    bs = recipe.train.batch_size_per_device
-    total_steps = recipe.train.epochs * steps_per_epoch(table.num_rows, world, bs, accum)
-    preserve_order()
-    ray.data.DataContext.get_current().enable_progress_bars = bool(config.get("progress_bars", False))
-    _quiet_ray_reports()
-    primary = task.metrics.primary_for(recipe.data.dataset)
+    if restored is not None:
+        bare.load_state_dict(restored[0]["state_dict"])
+        optimizer.load_state_dict(restored[1]["optimizer"])
+        scaler.load_state_dict(restored[1]["scaler"])
+        del restored
     for epoch in range(start_epoch, recipe.train.epochs):
         model.train()
         t_epoch = time.time()
@@ -654,9 +668,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         seen = 0
         micro = 0
         optimizer.zero_grad(set_to_none=True)
-        shard = build_train_dataset(task, recipe, train_split, epoch=epoch, rank=rank, world_size=world, table=table)
-        for batch in shard.iter_torch_batches(batch_size=bs, drop_last=True, collate_fn=task_collate(task.collate_fn),
-                                              prefetch_batches=2):
+        waited = 0.0  # seconds this epoch waited for the ingest (the rest is compute, logging, checkpointing)
+        for _ in range(batches_per_epoch):
+            t_wait = time.perf_counter()
+            batch = next(stream)
+            waited += time.perf_counter() - t_wait
             batch = move_to(batch, device)
             lr = lr_at(recipe, epoch, step, total_steps)
             for g in optimizer.param_groups:
@@ -696,6 +712,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             **{name: float(stats[k] / n_batches) for k, name in enumerate(names)},
             "lr": float(lr_at(recipe, epoch, step, total_steps)),
             "epoch_time_s": elapsed,
+            "data_wait_s": waited,
             "samples_per_s": float(stats[-1]) / max(elapsed, 1e-9),
             "optimizer_steps": float(step),
         }

@@ -16,6 +16,7 @@ import torch
 from hrnet_core.data.synthetic import DETECTIONS_FILE, generate_dataset
 from hrnet_core.models import build_model, load_checkpoint
 from hrnet_core.recipes import load_recipe
+from tests.official import torch_threads
 
 
 
@@ -273,6 +274,67 @@ def test_ray_ingest_shards_are_reproducible_per_rank_and_epoch(ray_session, work
     assert _same_batch(run(0, 0, 2), a0), "run to run identical"
     b0 = run(1, 0, 2)
     assert list(b0["index"]) != list(a0["index"]), "a new epoch has a new order"
+
+
+@pytest.mark.ray
+def test_streamed_ingest_trains_with_the_losses_of_the_per_epoch_and_plain_paths(ray_session, workdir):
+    """Issue 16: the streaming ingest of the training loop (one dataset for all epochs, each epoch cut to whole
+    batches) gives, for the first steps across an epoch boundary, the losses of the per-epoch datasets
+    (``epochs=1``, ``drop_last``: the ingest before issue 16) and of a plain in-process loop over the per-sample
+    reference (``fn(row, sample_rng(seed, epoch, index))`` in ``epoch_shard`` order), same model seed."""
+    from hrnet_core.data.prepared import open_split
+    from hrnet_core.data.seeding import epoch_shard, sample_rng
+    from hrnet_core.tasks import get_task
+    from pipelines.ingest import build_train_dataset, preserve_order, samples_table, stack_samples, task_collate
+    from pipelines.train import build_optimizer
+
+    r = _recipe(workdir, 2)
+    task = get_task(r.task)
+    split = open_split(workdir / "prepared", "train2017")
+    table = samples_table(split)
+    bs, seed = r.train.batch_size_per_device, r.train.seed
+    per_epoch = table.num_rows // bs
+    steps = per_epoch + 2  # into the second epoch
+    assert table.num_rows % bs, "the split leaves a partial batch per epoch (what each epoch must drop)"
+    preserve_order()
+
+    def losses(batches) -> list[float]:
+        torch.manual_seed(seed)
+        model = task.build_model(r).train()
+        opt, loss_fn, out = build_optimizer(r, model), task.build_loss(r), []
+        for _, batch in zip(range(steps), batches):
+            opt.zero_grad(set_to_none=True)
+            loss = task.train_step(model, batch, loss_fn)["loss"]
+            loss.backward()
+            opt.step()
+            out.append(float(loss.detach()))
+        return out
+
+    def ray_batches(ds):
+        return ds.iter_torch_batches(batch_size=bs, drop_last=True, collate_fn=task_collate(task.collate_fn))
+
+    def streamed():
+        yield from ray_batches(build_train_dataset(task, r, split, epoch=0, epochs=2, batch_size=bs, table=table))
+
+    def per_epoch_datasets():
+        for epoch in range(2):
+            yield from ray_batches(build_train_dataset(task, r, split, epoch=epoch, table=table, rows_per_block=8))
+
+    rows, fn = table.to_pylist(), task.sample_transform(r, split, True)
+
+    def plain(epochs=(0, 1)):
+        for epoch in epochs:
+            order = epoch_shard(seed, epoch, len(rows), 0, 1)
+            for k in range(0, len(order) // bs * bs, bs):
+                samples = [fn(rows[i], sample_rng(seed, epoch, i)) for i in order[k:k + bs]]
+                yield task.collate_fn({**stack_samples(samples), "index": order[k:k + bs]})
+
+    with torch_threads():
+        ref = losses(plain())
+        assert len(ref) == steps
+        assert losses(streamed()) == ref, "streamed ingest = per-sample reference, bit for bit"
+        assert losses(per_epoch_datasets()) == ref, "per-epoch datasets (the ingest before issue 16) = reference"
+        assert losses(plain((0, 2)))[per_epoch:] != ref[per_epoch:], "the losses see the second epoch's samples"
 
 
 def test_ddp_options_let_hrformer_pose_train(tmp_path):
