@@ -113,14 +113,15 @@ def shard_rows(table, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
 
 
 def default_rows_per_block(rows_per_epoch: int, task_batch_size: int, decode_cpus: float) -> int:
-    """Rows per input block: about four blocks per decode CPU and epoch (every CPU decodes from the start, the first
+    """Rows per input block: about two blocks per decode CPU and epoch (every CPU decodes from the start; the first
     batch arrives after one block), in whole ``task_batch_size`` calls, at most 128 rows.
 
-    Ray Data pays a fixed cost per block (task launch, object store round trip; about 40 ms on the shared 2-core
-    machine): 16-row blocks streamed 110-117 crops/s there against 211-222 for 64-row and 245-288 for 130-row blocks
-    (``bench_ingest``, interleaved, load average 27-31).
+    Ray Data pays a fixed cost per block (task launch, tensor columns to Arrow, object store round trip, the
+    executor's scheduling step in the consuming process): on the shared 2-core machine 2 decode tasks streamed
+    110-117 crops/s with 16-row blocks, 179-293 with 32, 198-316 with 64, 323-466 with 128 and 213-551 with 256
+    (first batch after 1.1-2.7 s) (``bench_ingest``'s Ray rows, 518 crops x 2 epochs, load average 27-32).
     """
-    per = max(1, int(rows_per_epoch) // max(1, int(4 * max(1.0, float(decode_cpus)))))
+    per = max(1, int(rows_per_epoch) // max(1, int(2 * max(1.0, float(decode_cpus)))))
     per = min(max(per, int(task_batch_size)), 128)
     return max(int(task_batch_size), per // int(task_batch_size) * int(task_batch_size))
 
@@ -140,7 +141,7 @@ def build_train_dataset(task, recipe, split: PreparedSplit, *, epoch: int, rank:
     One dataset for all the epochs of a run (``epochs`` = the epochs left) is one streaming execution: Ray Data's
     executor, its decode tasks and the worker processes they run in (imports paid once) start once, and decoding
     the next epoch overlaps the end of the current one (checkpoint, report, validation). Blocks of
-    ``rows_per_block`` rows (about four per decode CPU and epoch) stream: the first batch arrives after one block
+    ``rows_per_block`` rows (about two per decode CPU and epoch) stream: the first batch arrives after one block
     is decoded, and every decode CPU gets blocks from the start.
 
     Args:
