@@ -200,7 +200,13 @@ def warm_decode_workers(task, n: int, cpus_per_task: float = 1.0) -> list:
 
     modules = ["numpy", "pandas", "pyarrow", "cv2", "pipelines.ingest", "hrnet_core.data.seeding",
                getattr(task.sample_transform, "__module__", None) or "hrnet_core.tasks", "ray.data"]
-    warm = ray.remote(num_cpus=cpus_per_task, max_retries=0)(_warm)
+    import ray.data
+
+    # Ray Data's own scheduling strategy, stated explicitly: a task launched from a Ray Train worker would otherwise be
+    # captured by the worker's placement group (a Tune trial's bundles may hold less than one CPU), where the decode
+    # tasks never run.
+    strategy = ray.data.DataContext.get_current().scheduling_strategy
+    warm = ray.remote(num_cpus=cpus_per_task, max_retries=0, scheduling_strategy=strategy)(_warm)
     return [warm.remote(modules) for _ in range(max(0, int(n)))]
 
 
