@@ -78,8 +78,10 @@ def encode_batch(batch, fn: Callable, seed: int, epoch: int, train: bool = True)
         raise ValueError("encode_batch: rows need an 'index' column (the sample's row in samples.parquet, added by "
                          "pipelines.ingest.samples_table) to seed their augmentation")
     indices = batch["index"].to_numpy(np.int64)
-    epochs = batch["epoch"].to_numpy(np.int64) if "epoch" in batch.columns else np.full(len(indices), int(epoch))
-    records = batch.drop(columns=["epoch"]).to_dict("records") if "epoch" in batch.columns else batch.to_dict("records")
+    epochs = np.full(len(indices), int(epoch))
+    if "epoch" in batch.columns:
+        epochs, batch = batch["epoch"].to_numpy(np.int64), batch.drop(columns=["epoch"])
+    records = batch.to_dict("records")
     samples = [fn(row, sample_rng(seed, e, index) if train else None)
                for row, index, e in zip(records, indices, epochs)]
     out = stack_samples(samples)
@@ -197,11 +199,10 @@ def warm_decode_workers(task, n: int, cpus_per_task: float = 1.0) -> list:
     so the imports are paid while the caller builds its model instead of in the first epoch. Returns the tasks'
     refs (the workers' pids)."""
     import ray
+    import ray.data
 
     modules = ["numpy", "pandas", "pyarrow", "cv2", "pipelines.ingest", "hrnet_core.data.seeding",
                getattr(task.sample_transform, "__module__", None) or "hrnet_core.tasks", "ray.data"]
-    import ray.data
-
     # Ray Data's own scheduling strategy, stated explicitly: a task launched from a Ray Train worker would otherwise be
     # captured by the worker's placement group (a Tune trial's bundles may hold less than one CPU), where the decode
     # tasks never run.

@@ -545,11 +545,16 @@ def lr_at(recipe: Recipe, epoch: int, step: int, total_steps: int | None = None)
     return lr
 
 
+def batches_per_epoch(num_samples: int, world_size: int, batch_size: int) -> int:
+    """Full batches of one rank in one epoch: its ``num_samples // world_size`` samples
+    (:func:`~hrnet_core.data.seeding.epoch_shard`), the partial last batch dropped (``drop_last``)."""
+    return (int(num_samples) // max(1, int(world_size))) // int(batch_size)
+
+
 def steps_per_epoch(num_samples: int, world_size: int, batch_size: int, accumulation: int) -> int:
-    """Optimiser steps of one epoch: each rank's ``num_samples // world_size`` samples in full batches, grouped by
-    ``accumulation`` (an incomplete last group still steps)."""
-    micro = (int(num_samples) // max(1, int(world_size))) // int(batch_size)
-    return math.ceil(micro / max(1, int(accumulation)))
+    """Optimiser steps of one epoch: each rank's :func:`batches_per_epoch`, grouped by ``accumulation`` (an
+    incomplete last group still steps)."""
+    return math.ceil(batches_per_epoch(num_samples, world_size, batch_size) / max(1, int(accumulation)))
 
 
 def build_optimizer(recipe: Recipe, model):
@@ -638,7 +643,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     primary = task.metrics.primary_for(recipe.data.dataset)
     # one streaming execution for every epoch left: each epoch's shard cut to whole batches, in epoch order; it
     # starts (executor, first blocks) in the background while the model is built
-    batches_per_epoch = (table.num_rows // world) // bs
+    epoch_batches = batches_per_epoch(table.num_rows, world, bs)
     stream = iter(())
     if start_epoch < recipe.train.epochs:
         shard = build_train_dataset(task, recipe, train_split, epoch=start_epoch, rank=rank, world_size=world,
@@ -669,7 +674,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         micro = 0
         optimizer.zero_grad(set_to_none=True)
         waited = 0.0  # seconds this epoch waited for the ingest (the rest is compute, logging, checkpointing)
-        for _ in range(batches_per_epoch):
+        for _ in range(epoch_batches):
             t_wait = time.perf_counter()
             batch = next(stream)
             waited += time.perf_counter() - t_wait
@@ -811,4 +816,5 @@ def _amp_dtype(precision: str, use_gpu: bool):
 
 
 __all__ = ["TrainResult", "train", "train_loop_per_worker", "default_run_name", "config_hash", "lr_at",
-           "steps_per_epoch", "build_optimizer", "validate_sharded", "write_history_csv", "DataError"]
+           "batches_per_epoch", "steps_per_epoch", "build_optimizer", "validate_sharded", "write_history_csv",
+           "DataError"]
