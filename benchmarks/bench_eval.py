@@ -9,8 +9,9 @@ largest keypoint difference between the two (acceptance: speed-up >= 1.5 with ke
   ``--batch``) decoding and warping each person's image, ``model.eval()`` under ``torch.no_grad``, one forward on the
   crops and one on the numpy-flipped crops, numpy ``flip_back`` + 1-cell shift, average, numpy argmax + quarter offset
   + inverse affine (``get_final_preds``);
-- ours: :func:`hrnet_core.tasks.pose_topdown.predict` (BatchNorm folded, original and flipped crops in one forward,
-  inference mode, decoding on device, image decoding in a background thread);
+- ours: :func:`hrnet_core.tasks.pose_topdown.predict` (BatchNorm folded, channels-last, original and flipped crops in
+  one forward run in micro-batches of 8 crops on CPU, inference mode, decoding on device, image decoding in a
+  background thread);
 - ``--ablation`` adds rows with one ingredient of ours at a time, to show where the time goes.
 
 Usage::
@@ -45,6 +46,7 @@ from hrnet_core.data.io import read_image  # noqa: E402
 from hrnet_core.data.keypoints import COCO_KEYPOINTS  # noqa: E402
 from hrnet_core.data.transforms import TopDownTransform  # noqa: E402
 from hrnet_core.models.fold import fold_batchnorm  # noqa: E402
+from hrnet_core.models.microbatch import CPU_MICRO_BATCH, MicroBatched  # noqa: E402
 from hrnet_core.models.zoo import build_model  # noqa: E402
 from hrnet_core.tasks import pose_topdown  # noqa: E402
 
@@ -88,12 +90,15 @@ def official_style(model, records, transform, batch: int, workers: int, device) 
 
 
 def ablation(model, records, transform, batch: int, device, fold: bool, one_forward: bool,
-             channels_last: bool, bf16: bool = False) -> np.ndarray:
-    """Ours with ingredients switched individually (same background-thread batches as ``predict``); ``bf16``:
-    autocast (GPU rows of goal 5; predictions then differ from fp32 by bf16 rounding)."""
+             channels_last: bool, micro: int = 0, bf16: bool = False) -> np.ndarray:
+    """Ours with ingredients switched individually (same background-thread batches as ``predict``); ``micro``:
+    crops per network call (0: the whole batch); ``bf16``: autocast (GPU rows of goal 5; predictions then differ
+    from fp32 by bf16 rounding)."""
     net = fold_batchnorm(model) if fold else model.eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
+    if micro:
+        net = MicroBatched(net, micro)
     out = []
     with torch.inference_mode():
         for b in pose_topdown._batches(records, transform, batch):
@@ -157,11 +162,12 @@ def main() -> None:
     }
     if args.ablation:
         for name, opts in {"  plain, 2 forwards": (False, False, False), "  + one forward": (False, True, False),
-                           "  + BN folded": (True, True, False), "  + channels-last": (True, True, True)}.items():
+                           "  + BN folded": (True, True, False), "  + channels-last": (True, True, True),
+                           f"  + {CPU_MICRO_BATCH}-crop micro-batches": (True, True, True, CPU_MICRO_BATCH)}.items():
             runs[name] = (lambda o: lambda: ablation(model, records, transform, args.batch, device, *o))(opts)
         if device.type == "cuda":
             runs["  + bf16 autocast"] = lambda: ablation(model, records, transform, args.batch, device, True, True,
-                                                         True, True)
+                                                         True, bf16=True)
     times = {k: [] for k in runs}
     cpu = {k: [] for k in runs}
     preds = {}

@@ -102,6 +102,30 @@ def test_fold_batchnorm_keeps_outputs(name, overrides):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
 
 
+def test_micro_batched_equals_one_call():
+    from hrnet_core.models.microbatch import MicroBatched
+
+    torch.manual_seed(0)
+    model = build_model("pose_hrnet_w32", width=8, stage_modules=(1, 1, 1))
+    _trained_like_bn(model)
+    model.eval()
+    x = torch.randn(11, 3, 64, 48)
+    with torch.inference_mode():
+        ref = model(x)
+        out = MicroBatched(model, size=4)(x)  # 4 + 4 + 3
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+    listed = MicroBatched(_TwoOutputs(), size=3)(x)
+    assert isinstance(listed, list) and [t.shape[0] for t in listed] == [11, 11]
+    torch.testing.assert_close(listed[1], x.mean((1, 2, 3)))
+    with pytest.raises(ValueError, match="micro-batch size"):
+        MicroBatched(model, size=0)
+
+
+class _TwoOutputs(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x[:, 0], x.mean((1, 2, 3))]
+
+
 # ---------------------------------------------------------------------------------------------- predictions
 def official_style_predictions(model, records, transform) -> np.ndarray:
     """The reference test loop: two forwards under no_grad, numpy flip-back, numpy decoding (independent of predict)."""
@@ -138,7 +162,8 @@ def test_predict_matches_official_style_loop():
     model.train()
     recipe = SimpleNamespace(data=SimpleNamespace(input_size=[48, 64], heatmap_size=[12, 16], sigma=2.0,
                                                   dataset="coco"),
-                             test=SimpleNamespace(flip=True, shift_heatmap=True, batch_size=3))
+                             test=SimpleNamespace(flip=True, shift_heatmap=True, batch_size=5))
+    # batch 5 -> 10 crops per flip-tested forward: the CPU micro-batches (8 + 2) are exercised
     preds = pose_topdown.predict(model, records, recipe, SimpleNamespace(manifest={"num_joints": 17}),
                                  progress=False).values
     assert model.training  # predict works on a folded copy

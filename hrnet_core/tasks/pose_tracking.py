@@ -220,11 +220,11 @@ class _PoseEstimator:
     """``(frame, boxes [N, 5]) -> poses [N, K, 3]``: the top-down test procedure of ``pose_topdown`` on boxes."""
 
     def __init__(self, model, recipe, split, device) -> None:
-        from hrnet_core.models.fold import fold_batchnorm
+        from hrnet_core.tasks.pose_topdown import inference_network
 
         self.model, self.recipe, self.split, self.device = model, recipe, split, device
         self.aspect = recipe.data.input_size[0] / recipe.data.input_size[1]
-        self.folded = fold_batchnorm(getattr(model, "_orig_mod", model)).to(device)  # once, not per frame
+        self.folded = inference_network(model, device)  # once, not per frame
 
     def __call__(self, frame: Mapping[str, Any], boxes: np.ndarray) -> np.ndarray:
         from hrnet_core.data.transforms import box_to_center_scale
