@@ -62,6 +62,13 @@ def test_train_resume_evaluate(ray_session, workdir, monkeypatch):
     assert second.run_id == first.run_id
     assert [h["epoch"] for h in second.history] == [1.0, 2.0]
     assert second.history[1]["optimizer_steps"] > second.history[0]["optimizer_steps"]
+    # time outside the epochs, per part (issue 16): each process's first epoch has its start-up; the resumed run's
+    # workers started again, so epoch 2 has its own
+    for h in second.history:
+        assert h["worker_start_s"] > 0 and h["worker_setup_s"] > 0 and h["val_time_s"] > 0
+        assert h["checkpoint_write_s"] > 0
+    assert 0 < second.metrics["driver_setup_s"] < second.metrics["train_time_s"]
+    assert 0 < second.metrics["fit_s"] < second.metrics["train_time_s"]
 
     # a finished run started again (e.g. `dvc repro --force`) trains no further and returns the same weights
     third = train(_recipe(workdir, 2), **common)

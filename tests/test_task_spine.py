@@ -205,3 +205,19 @@ def test_pose_gt_box_evaluation_reads_the_prepared_rows(tmp_path):
         for key in ("center", "scale", "joints", "bbox"):
             assert np.allclose(a[key], b[key], atol=1e-9), key
         assert a["area"] == pytest.approx(b["area"]) and a["score"] == b["score"] == 1.0
+
+
+def test_controller_poll_interval_is_scoped_and_yields_to_the_user(monkeypatch):
+    import os
+
+    from pipelines.train import controller_poll_interval
+
+    key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+    monkeypatch.delenv(key, raising=False)
+    with controller_poll_interval(0.25):
+        assert os.environ[key] == "0.25"
+    assert key not in os.environ
+    monkeypatch.setenv(key, "5")
+    with controller_poll_interval(0.25):
+        assert os.environ[key] == "5"
+    assert os.environ[key] == "5"
