@@ -23,8 +23,9 @@ import numpy as np
 
 from hrnet_core.data.prepared import DataError, PreparedSplit
 
-__all__ = ["samples_table", "encode_batch", "shard_rows", "default_rows_per_block", "build_train_dataset",
-           "warm_decode_workers", "started", "stack_samples", "task_collate", "preserve_order", "move_to"]
+__all__ = ["samples_table", "encode_batch", "shard_rows", "default_rows_per_block", "sample_nbytes",
+           "build_train_dataset", "warm_decode_workers", "started", "stack_samples", "task_collate", "preserve_order",
+           "move_to"]
 
 
 def samples_table(split: PreparedSplit):
@@ -114,9 +115,14 @@ def shard_rows(table, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
     return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
-def default_rows_per_block(rows_per_epoch: int, task_batch_size: int, decode_cpus: float) -> int:
+#: decoded bytes per block at most: a block is decoded by one ``encode_batch`` call (see :func:`build_train_dataset`)
+MAX_BLOCK_BYTES = 128 << 20
+
+
+def default_rows_per_block(rows_per_epoch: int, decode_cpus: float, sample_bytes: int = 0) -> int:
     """Rows per input block: about two blocks per decode CPU and epoch (every CPU decodes from the start; the first
-    batch arrives after one block), in whole ``task_batch_size`` calls, at most 128 rows.
+    batch arrives after one block), at most 128 rows and at most :data:`MAX_BLOCK_BYTES` of decoded samples of
+    ``sample_bytes`` each (0: unknown, no byte limit).
 
     Ray Data pays a fixed cost per block (task launch, tensor columns to Arrow, object store round trip, the
     executor's scheduling step in the consuming process): on the shared 2-core machine 2 decode tasks streamed
@@ -124,8 +130,14 @@ def default_rows_per_block(rows_per_epoch: int, task_batch_size: int, decode_cpu
     (first batch after 1.1-2.7 s) (``bench_ingest``'s Ray rows, 518 crops x 2 epochs, load average 27-32).
     """
     per = max(1, int(rows_per_epoch) // max(1, int(2 * max(1.0, float(decode_cpus)))))
-    per = min(max(per, int(task_batch_size)), 128)
-    return max(int(task_batch_size), per // int(task_batch_size) * int(task_batch_size))
+    if sample_bytes > 0:
+        per = min(per, max(1, MAX_BLOCK_BYTES // int(sample_bytes)))
+    return min(per, 128)
+
+
+def sample_nbytes(sample: Mapping[str, Any]) -> int:
+    """Bytes of a decoded sample's arrays (the per-sample function's output)."""
+    return int(sum(np.asarray(v).nbytes for v in sample.values()))
 
 
 def _decode_cpus() -> float:
@@ -135,7 +147,7 @@ def _decode_cpus() -> float:
 
 
 def build_train_dataset(task, recipe, split: PreparedSplit, *, epoch: int, rank: int = 0, world_size: int = 1,
-                        table=None, task_batch_size: int = 16, cpus_per_task: float = 1.0,
+                        table=None, task_batch_size: int | None = None, cpus_per_task: float = 1.0,
                         rows_per_block: int | None = None, shuffle: bool = True, epochs: int = 1,
                         batch_size: int | None = None, concurrency: int | None = None):
     """The training :class:`ray.data.Dataset` of one rank for ``epochs`` consecutive epochs from ``epoch`` (lazy).
@@ -144,7 +156,10 @@ def build_train_dataset(task, recipe, split: PreparedSplit, *, epoch: int, rank:
     executor, its decode tasks and the worker processes they run in (imports paid once) start once, and decoding
     the next epoch overlaps the end of the current one (checkpoint, report, validation). Blocks of
     ``rows_per_block`` rows (about two per decode CPU and epoch) stream: the first batch arrives after one block
-    is decoded, and every decode CPU gets blocks from the start.
+    is decoded, and every decode CPU gets blocks from the start. A block is decoded by one ``encode_batch`` call, so
+    its arrays are one contiguous chunk that the consumer slices into batches without copying the block first
+    (blocks of several 16-row calls were concatenated by Ray Data's batcher in the training process: 2 decode tasks
+    streamed 1,145 crops/s, one call per block 1,700-1,800 on the idle 2-core machine, ``bench_ingest``).
 
     Args:
         task: the recipe's :class:`~hrnet_core.tasks.Task`.
@@ -153,10 +168,10 @@ def build_train_dataset(task, recipe, split: PreparedSplit, *, epoch: int, rank:
         epoch: 0-based first epoch (seeds the order and the augmentation).
         rank, world_size: this worker's shard (:func:`~hrnet_core.data.seeding.epoch_shard`).
         table: :func:`samples_table` of ``split`` if already read (the driver puts it in the object store once).
-        task_batch_size: rows per ``encode_batch`` call.
+        task_batch_size: rows per ``encode_batch`` call (default: the whole block).
         cpus_per_task: CPUs reserved by each decode/augment task.
-        rows_per_block: rows per input block (default :func:`default_rows_per_block` of the epoch's rows, the task
-            batch and ``concurrency`` or the cluster's CPUs).
+        rows_per_block: rows per input block (default :func:`default_rows_per_block` of the epoch's rows,
+            ``concurrency`` or the cluster's CPUs, and the decoded size of the shard's first sample).
         shuffle: the epoch permutation; otherwise split order.
         epochs: consecutive epochs in this dataset (:func:`shard_rows`).
         batch_size: cut each epoch to whole batches of this size (needed with ``epochs > 1`` and ``drop_last``
@@ -171,10 +186,14 @@ def build_train_dataset(task, recipe, split: PreparedSplit, *, epoch: int, rank:
     table = samples_table(split) if table is None else table
     seed = int(recipe.train.seed)
     shard = shard_rows(table, seed, epoch, rank, world_size, epochs=epochs, batch_size=batch_size, shuffle=shuffle)
-    step = max(1, int(rows_per_block or default_rows_per_block(shard.num_rows // max(1, int(epochs)), task_batch_size,
-                                                               concurrency or _decode_cpus())))
-    ds = ray.data.from_arrow([shard.slice(i, step) for i in range(0, shard.num_rows, step)] or [shard])
     fn = task.sample_transform(recipe, split, True)
+    if rows_per_block is None:
+        first = shard.slice(0, 1).to_pandas()
+        probe = sample_nbytes(encode_batch(first, fn, seed, int(epoch))) if shard.num_rows else 0
+        rows_per_block = default_rows_per_block(shard.num_rows // max(1, int(epochs)), concurrency or _decode_cpus(),
+                                                probe)
+    step = max(1, int(rows_per_block))
+    ds = ray.data.from_arrow([shard.slice(i, step) for i in range(0, shard.num_rows, step)] or [shard])
     extra = {"concurrency": int(concurrency)} if concurrency else {}
     return ds.map_batches(encode_batch, fn_kwargs={"fn": fn, "seed": seed, "epoch": int(epoch)},
                           batch_size=task_batch_size, batch_format="pandas", num_cpus=cpus_per_task, **extra)

@@ -221,3 +221,14 @@ def test_controller_poll_interval_is_scoped_and_yields_to_the_user(monkeypatch):
     with controller_poll_interval(0.25):
         assert os.environ[key] == "5"
     assert os.environ[key] == "5"
+
+
+def test_default_rows_per_block_by_cpus_and_bytes():
+    from pipelines.ingest import MAX_BLOCK_BYTES, default_rows_per_block, sample_nbytes
+
+    assert default_rows_per_block(518, 2) == 128  # 518 // (2 * 2) = 129 rows, at most 128
+    assert default_rows_per_block(256, 2) == 64  # two blocks per decode CPU
+    assert default_rows_per_block(10, 16) == 1
+    big = 3 * 512 * 1024 * 4 + 512 * 1024 * 8  # a 512x1024 float crop and its int64 label map
+    assert default_rows_per_block(2975, 16, big) == MAX_BLOCK_BYTES // big == 12
+    assert sample_nbytes({"image": np.zeros((2, 3, 4), np.float32), "index": np.zeros(2, np.int64)}) == 96 + 16
