@@ -232,3 +232,16 @@ def test_default_rows_per_block_by_cpus_and_bytes():
     big = 3 * 512 * 1024 * 4 + 512 * 1024 * 8  # a 512x1024 float crop and its int64 label map
     assert default_rows_per_block(2975, 16, big) == MAX_BLOCK_BYTES // big == 12
     assert sample_nbytes({"image": np.zeros((2, 3, 4), np.float32), "index": np.zeros(2, np.int64)}) == 96 + 16
+
+
+@pytest.mark.parametrize("rows, per", [(518, 128), (5, 8), (0, 8), (10, 1), (1036, 64)])
+def test_block_bounds_ramp_up_then_cover_every_row_once(rows, per):
+    from pipelines.ingest import block_bounds
+
+    bounds = block_bounds(rows, per)
+    assert [a for a, _ in bounds[1:]] == [b for _, b in bounds[:-1]]  # contiguous
+    assert (bounds[0][0], bounds[-1][1]) == (0, rows) if rows else bounds == []
+    sizes = [b - a for a, b in bounds]
+    assert all(0 < n <= per for n in sizes)
+    if rows >= per * 2:
+        assert sizes[:3] == [max(1, per // 4), max(1, per // 2), per]
