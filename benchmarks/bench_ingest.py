@@ -1,36 +1,39 @@
-"""Training ingest and the Ray Train spine vs plain PyTorch (issue 16, goals 1-2), on generated top-down data.
+"""Training ingest and the Ray Train spine vs plain PyTorch (issue 16, goals 1-2), on a task's generated data.
 
-Part ``ingest`` (default): crops/s of the Ray Data ingest (:func:`pipelines.ingest.build_train_dataset` over
-``--ingest-epochs`` epochs in one dataset, as the training loop streams them, iterated as it does:
-``iter_torch_batches`` with the task's collate, prefetch 2) with 1 decode task (``concurrency=1``) and with as many
-as the Ray instance has CPUs, vs a ``torch.utils.data.DataLoader`` with 1 and 2 worker processes over the same
-samples (the task's per-sample function with the same ``(seed, epoch, index)`` generators, same order, one loader
-for the same epochs), interleaved round by round. Printed: crops/s of the whole measurement (dataset / loader start
-included), crops/s after the first batch (streaming), streaming crops/s per decode CPU, the first batch's latency.
+``--task`` (default ``pose_topdown``): a task of ``params.yaml``; its generated default data (``--samples`` training
+items, default the task's ``num_train`` up to 256) is prepared in a temporary folder and its ``dvc repro`` recipe
+(recipe, profile, overrides) is used, without validation.
 
-Part ``epoch`` (``--epoch``): the smoke recipe trained for ``--epochs`` epochs through :func:`pipelines.train.train`
+Part ``ingest`` (default; ``--skip-ingest`` skips it): samples/s (crops for top-down pose) of the Ray Data ingest
+(:func:`pipelines.ingest.build_train_dataset` over ``--ingest-epochs`` epochs in one dataset, as the training loop
+streams them, iterated as it does: ``iter_torch_batches`` with the task's collate, prefetch 2) with 1 decode task
+(``concurrency=1``) and with as many as the Ray instance has CPUs, vs a ``torch.utils.data.DataLoader`` with 1 and 2
+worker processes over the same samples (the task's per-sample function with the same ``(seed, epoch, index)``
+generators, same order, the task's collate, one loader for the same epochs), interleaved round by round. Printed:
+rate of the whole measurement (dataset / loader start included), rate after the first batch (streaming), streaming
+rate per decode CPU, the first batch's latency.
+
+Part ``epoch`` (``--epoch``): the recipe trained for ``--epochs`` epochs through :func:`pipelines.train.train`
 (1 Ray Train worker with 1 CPU, Ray Data ingest on the other; the epoch time from the run's history, with the time
 the loop waited for data) between two runs of a plain PyTorch loop with the same model, per-sample transform,
 optimiser, batch size and seed on ``DataLoader(num_workers=1)`` (plain, Ray, plain: the load drifts); the time
-outside the epochs (Ray Train start-up, MLflow, checkpoints; Ray itself is already running) printed separately.
+outside the epochs (Ray itself already running) printed separately, by part: driver, Ray Train worker group start,
+worker setup, validation, checkpoint files, and the rest (reports, MLflow logging, Ray Train stop).
 Target: Ray epoch <= 1.10x the plain one.
 
-What the profiles say (py-spy of the consuming process, ``ds.stats()``, 2-core machine shared with other jobs):
-the consumer spends most of its time waiting for decoded blocks; each block costs Ray Data a fixed ~40 ms beyond
-the decode itself (task launch, tensor columns to Arrow, object store put/get, the executor's scheduling step that
-runs in the consumer's own process), decode tasks' remote wall time is about twice their CPU time at load averages
-of 10-30, and every dataset execution registers with Ray Data's stats actor (re-exporting its class: ~17 % of the
-consumer's samples in a 2-epoch measurement). A ``DataLoader`` worker has none of these costs, so with every core
-busy (2 decode tasks + the consumer on 2 cores) Ray Data stays below ``DataLoader(num_workers=2)``; with one decode
-task the streaming rate matches ``DataLoader(num_workers=1)``, and a second decode task adds nothing (1 vs 2 tasks,
-interleaved: 513/461, 404/392, 579/504 crops/s at load 21-27): the consuming process bounds Ray Data's rate on 2
-shared cores. The training loop pays the start-up once per run
-(one execution for all epochs, decode workers warmed and the executor started while the model is built), so its
-epochs do not pay it.
+What the profiles said (py-spy of the consuming process): with one ``encode_batch`` call per 16 rows, a block's
+arrays were several chunks that Ray Data's batcher concatenated in the training process before slicing batches
+(``concat_tensor_arrays``, ~15 % of its samples), and 2 decode tasks streamed 0.70-0.78 of ``DataLoader(num_workers=
+2)`` on the idle 2-core machine; one call per block (:func:`pipelines.ingest.build_train_dataset`) removed that copy
+(1.02-1.51). Ray Data still pays a fixed cost per block (task launch, tensor columns to Arrow, object store put/get,
+the executor's scheduling step in the consumer's own process) and a start per execution (first batch after ~0.2 s vs
+~0.07 s for a ``DataLoader``); the training loop pays that once per run (one execution for all epochs, decode workers
+warmed and the executor started while the model is built).
 
 Usage::
 
-    python benchmarks/bench_ingest.py [--samples 256] [--rounds 2] [--ingest-epochs 2] [--epoch] [--epochs 2]
+    python benchmarks/bench_ingest.py [--task pose_topdown] [--samples N] [--rounds 2] [--ingest-epochs 2]
+                                      [--epoch] [--epochs 2] [--skip-ingest]
     python benchmarks/bench_ingest.py --smoke       # CI: a few samples, one round, ingest part only
 """
 
@@ -72,29 +75,49 @@ class ShardDataset:
         return sample
 
 
-def collate(samples):
-    from hrnet_core.tasks.base import tensor_collate
-    from pipelines.ingest import stack_samples
+class Collate:
+    """The task's ``collate_fn`` over stacked samples (what ``iter_torch_batches(collate_fn=task_collate(...))``
+    gives the training loop)."""
 
-    return tensor_collate(stack_samples(samples))
+    def __init__(self, task) -> None:
+        self.fn = task.collate_fn
+
+    def __call__(self, samples):
+        from pipelines.ingest import stack_samples
+
+        return self.fn(stack_samples(samples))
 
 
-def prepare_data(work: Path, num_train: int) -> Path:
-    from hrnet_core.data.synthetic import DETECTIONS_FILE, generate_dataset
-    from pipelines.prepare import prepare_split
+def task_params(task: str) -> dict:
+    """The task's section of ``params.yaml`` (generate sizes, recipe, profile, recipe overrides)."""
+    import yaml
 
-    generate_dataset(work / "raw", num_train=num_train, num_val=8, seed=1)
-    prepare_split("coco", str(work / "raw"), "train2017", work / "prepared", progress=False, task="pose_topdown")
-    prepare_split("coco", str(work / "raw"), "val2017", work / "prepared", progress=False, task="pose_topdown",
-                  detections=DETECTIONS_FILE.format(split="val2017"))
+    tasks = yaml.safe_load((ROOT / "params.yaml").read_text())["tasks"]
+    if task not in tasks:
+        sys.exit(f"unknown task {task!r}; params.yaml has {sorted(tasks)}")
+    return tasks[task]
+
+
+def prepare_data(work: Path, num_train: int, task: str = "pose_topdown") -> Path:
+    """The task's generated default data (``num_train`` training items, a few validation ones), prepared."""
+    from pipelines.prepare import prepare_generated
+
+    prepare_generated(task, work / "prepared", work / "raw", num_train=num_train, num_val=8, seed=1, progress=False)
     return work / "prepared"
 
 
-def smoke_recipe(root: Path, epochs: int):
+def smoke_recipe(root: Path, epochs: int, task: str = "pose_topdown"):
+    """The recipe ``dvc repro`` trains for ``task`` (params.yaml: recipe, profile, overrides) on ``root``, for
+    ``epochs`` epochs without validation."""
+    import copy
+
     from hrnet_core.recipes import load_recipe
 
-    return load_recipe("pose_hrnet_w32_256x192_coco", {"data.root": str(root), "train.epochs": epochs,
-                                                       "train.val_every": 0}, profile="smoke")
+    params = task_params(task)
+    overrides = copy.deepcopy(params.get("recipe_overrides") or {})
+    overrides.setdefault("data", {})["root"] = str(root)
+    overrides.setdefault("train", {}).update({"epochs": epochs, "val_every": 0})
+    return load_recipe(params["recipe"], overrides, profile=params.get("profile") or None)
 
 
 def loader_epoch(recipe, split, table, workers: int, epoch: int, step=None, epochs: int = 1
@@ -112,14 +135,14 @@ def loader_epoch(recipe, split, table, workers: int, epoch: int, step=None, epoc
     rows = shard_rows(table, seed, epoch, epochs=epochs, batch_size=bs).to_pylist()
     ds = ShardDataset(rows, task.sample_transform(recipe, split, True), seed, epoch)
     t0 = time.perf_counter()
-    loader = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=workers, collate_fn=collate, drop_last=True,
-                                         prefetch_factor=2 if workers else None)
+    loader = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=workers, collate_fn=Collate(task),
+                                         drop_last=True, prefetch_factor=2 if workers else None)
     seen, first = 0, None
     for batch in loader:
         first = time.perf_counter() - t0 if first is None else first
         if step is not None:
             step(batch)
-        seen += len(batch["image"])
+        seen += task.batch_size(batch)
     return seen, time.perf_counter() - t0, first
 
 
@@ -144,11 +167,11 @@ def ray_epoch(recipe, split, table_ref, epoch: int, epochs: int = 1, concurrency
     for batch in ds.iter_torch_batches(batch_size=bs, drop_last=True, collate_fn=task_collate(task.collate_fn),
                                        prefetch_batches=2):
         first = time.perf_counter() - t0 if first is None else first
-        seen += len(batch["image"])
+        seen += task.batch_size(batch)
     return seen, time.perf_counter() - t0, first
 
 
-def part_ingest(root: Path, rounds: int, epochs: int = 2) -> None:
+def part_ingest(root: Path, rounds: int, epochs: int = 2, task_name: str = "pose_topdown") -> None:
     import ray
     import ray.data
 
@@ -156,8 +179,8 @@ def part_ingest(root: Path, rounds: int, epochs: int = 2) -> None:
     from pipelines.ingest import samples_table, warm_decode_workers
     from pipelines.train import init_ray
 
-    recipe = smoke_recipe(root, 1)
-    split = open_split(root, "train2017")
+    recipe = smoke_recipe(root, 1, task_name)
+    split = open_split(root, recipe.data.train_split)
     table = samples_table(split)
     t0 = time.perf_counter()
     if not ray.is_initialized():
@@ -182,7 +205,8 @@ def part_ingest(root: Path, rounds: int, epochs: int = 2) -> None:
             n, s, first = fn((r + 1) * epochs)
             rates[name].append((n / s, (n - bs) / max(s - first, 1e-9), first))
     load = os.getloadavg()
-    print(f"Top-down training ingest, smoke recipe ({recipe.data.input_size[0]}x{recipe.data.input_size[1]} crops, "
+    size = getattr(recipe.data, "input_size", None)
+    print(f"{task_name} training ingest, {recipe.name} ({f'{size[0]}x{size[1]} crops, ' if size else ''}"
           f"batch {bs}), {table.num_rows} samples, {epochs} epochs per measurement (one dataset / one DataLoader), "
           f"{rounds} interleaved rounds, best round; Ray start-up {t_ray:.1f} s; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -199,7 +223,7 @@ def part_ingest(root: Path, rounds: int, epochs: int = 2) -> None:
               f"first batch {first:5.2f} s{cmp}")
 
 
-def part_epoch(root: Path, epochs: int, work: Path) -> None:
+def part_epoch(root: Path, epochs: int, work: Path, task_name: str = "pose_topdown") -> None:
     import torch
 
     from hrnet_core.data.prepared import open_split
@@ -207,8 +231,8 @@ def part_epoch(root: Path, epochs: int, work: Path) -> None:
     from pipelines.ingest import samples_table
     from pipelines.train import build_optimizer, train
 
-    recipe = smoke_recipe(root, epochs)
-    split = open_split(root, "train2017")
+    recipe = smoke_recipe(root, epochs, task_name)
+    split = open_split(root, recipe.data.train_split)
     table = samples_table(split)
     task = get_task(recipe.task)
 
@@ -240,8 +264,8 @@ def part_epoch(root: Path, epochs: int, work: Path) -> None:
     ray_epochs = [h["epoch_time_s"] for h in result.history]
     waits = [h.get("data_wait_s", float("nan")) for h in result.history]
     load = os.getloadavg()
-    print(f"Training epoch, smoke recipe, {table.num_rows} samples, batch {recipe.train.batch_size_per_device}, "
-          f"{epochs} epochs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"{task_name} training epoch, {recipe.name}, {table.num_rows} samples, batch "
+          f"{recipe.train.batch_size_per_device}, {epochs} epochs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"  plain PyTorch loop, DataLoader(num_workers=1): epochs {', '.join(f'{s:.1f}' for s in plain)} s before, "
           f"{', '.join(f'{s:.1f}' for s in plain_after)} s after the Ray run; outside the epochs 0.0 s")
     print(f"  Ray Train (1 worker) + Ray Data ingest:        epochs {', '.join(f'{s:.1f}' for s in ray_epochs)} s "
@@ -262,7 +286,10 @@ def part_epoch(root: Path, epochs: int, work: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=int, default=256, help="generated training images")
+    ap.add_argument("--task", default="pose_topdown", help="a task of params.yaml (its dvc repro recipe and data)")
+    ap.add_argument("--samples", type=int, default=None,
+                    help="generated training items (default: the task's params.yaml num_train, at most 256)")
+    ap.add_argument("--skip-ingest", action="store_true", help="part 'epoch' only")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epoch", action="store_true", help="also run part 'epoch' (Ray Train vs plain loop)")
     ap.add_argument("--epochs", type=int, default=2)
@@ -271,14 +298,17 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.samples, args.rounds, args.epoch, args.ingest_epochs = 32, 1, False, 1
+    if args.samples is None:
+        args.samples = min(256, int(task_params(args.task)["generate"]["num_train"]))
     import torch
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
-        root = prepare_data(Path(tmp), args.samples)
-        part_ingest(root, args.rounds, args.ingest_epochs)
+        root = prepare_data(Path(tmp), args.samples, args.task)
+        if not args.skip_ingest:
+            part_ingest(root, args.rounds, args.ingest_epochs, args.task)
         if args.epoch:
-            part_epoch(root, args.epochs, Path(tmp))
+            part_epoch(root, args.epochs, Path(tmp), args.task)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,15 @@ def test_benchmark_smoke(script, args, expected, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [script, *args])
     module.main()
     assert expected in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_bench_ingest_smoke_on_another_task(ray_session, monkeypatch, capsys):
+    """bench_ingest runs on any task of params.yaml (here segmentation: its data, recipe and collate)."""
+    from benchmarks import bench_ingest
+
+    monkeypatch.setattr(sys, "argv", ["bench_ingest", "--smoke", "--task", "segmentation"])
+    bench_ingest.main()
+    out = capsys.readouterr().out
+    assert "segmentation training ingest" in out and "DataLoader(num_workers=2)" in out
+    assert "ratio Ray / DataLoader" in out
