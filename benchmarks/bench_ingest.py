@@ -254,7 +254,13 @@ def part_epoch(root: Path, epochs: int, work: Path, task_name: str = "pose_topdo
             out.append(loader_epoch(recipe, split, table, 1, epoch, step)[1])
         return out
 
-    # interleaved: plain, Ray Train, plain (the machine's load drifts)
+    # interleaved: plain, Ray Train, plain (the machine's load drifts); Ray itself started outside the timing
+    import ray
+
+    from pipelines.train import init_ray
+
+    if not ray.is_initialized():
+        init_ray()
     plain = plain_run()
     t0 = time.perf_counter()
     result = train(recipe, num_workers=1, use_gpu=False, run_name="bench", storage_path=str(work / "ray_results"),

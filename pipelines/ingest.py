@@ -227,15 +227,16 @@ def _warm(modules: list[str]) -> int:
 
 def warm_decode_workers(task, n: int, cpus_per_task: float = 1.0) -> list:
     """Start ``n`` Ray worker processes that import what the decode tasks of ``task`` need (NumPy, pandas,
-    PyArrow, OpenCV, Ray Data, the module of the task's per-sample function, this module), without waiting for
-    them: Ray runs the dataset's decode tasks in these idle workers afterwards (same job and runtime environment),
-    so the imports are paid while the caller builds its model instead of in the first epoch. Returns the tasks'
-    refs (the workers' pids)."""
+    PyArrow, OpenCV, Ray Data, the module of the task's per-sample function, its ``decode_modules``, this module),
+    without waiting for them: Ray runs the dataset's decode tasks in these idle workers afterwards (same job and
+    runtime environment), so the imports are paid while the caller builds its model instead of in the first epoch.
+    Returns the tasks' refs (the workers' pids)."""
     import ray
     import ray.data
 
     modules = ["numpy", "pandas", "pyarrow", "cv2", "pipelines.ingest", "hrnet_core.data.seeding",
-               getattr(task.sample_transform, "__module__", None) or "hrnet_core.tasks", "ray.data"]
+               getattr(task.sample_transform, "__module__", None) or "hrnet_core.tasks", "ray.data",
+               *getattr(task, "decode_modules", ())]
     # Ray Data's own scheduling strategy, stated explicitly: a task launched from a Ray Train worker would otherwise be
     # captured by the worker's placement group (a Tune trial's bundles may hold less than one CPU), where the decode
     # tasks never run.

@@ -245,3 +245,16 @@ def test_block_bounds_ramp_up_then_cover_every_row_once(rows, per):
     assert all(0 < n <= per for n in sizes)
     if rows >= per * 2:
         assert sizes[:3] == [max(1, per // 4), max(1, per // 2), per]
+
+
+@pytest.mark.parametrize("task_name", ["pose_topdown", "classification", "face_alignment", "segmentation",
+                                       "pose_bottomup", "detection", "pose_tracking"])
+def test_warm_up_covers_the_per_sample_imports(task_name):
+    """After the modules ``warm_decode_workers`` imports (the task's ``decode_modules`` included), the per-sample
+    function imports no heavy module in a fresh process: the first epoch does not pay them (bench_ingest
+    --task classification waited 2.7 s for its first block before torch/torchvision/PIL were warmed)."""
+    probe = Path(__file__).with_name("_decode_imports_probe.py")
+    out = subprocess.run([sys.executable, str(probe), task_name], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "NEW []" in out.stdout, out.stdout

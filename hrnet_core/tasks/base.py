@@ -250,6 +250,9 @@ class Task:
         draw: ``(items, predictions, recipe, split, out_dir, num_images) -> [image files]``: drawings for MLflow.
         iteration_schedule: True when the LR schedule of the task's recipes is per iteration (poly LR); the loop
             steps it per optimiser step either way, this only documents the default.
+        decode_modules: modules that ``sample_transform``'s function imports when it first runs (lazily), beyond
+            NumPy/OpenCV: the training ingest imports them in its decode worker processes while the model is built
+            (``pipelines.ingest.warm_decode_workers``), not in the first epoch.
     """
 
     name: str
@@ -274,6 +277,7 @@ class Task:
     build_model: Callable[["Recipe"], "torch.nn.Module"] = build_zoo_model
     train_step: Callable[..., dict[str, "torch.Tensor"]] = default_train_step
     iteration_schedule: bool = False
+    decode_modules: tuple[str, ...] = ()
 
     def dataset(self, name: str) -> DatasetReader:
         """The reader ``name``.

@@ -733,6 +733,9 @@ TASK = Task(
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
+    # the per-sample function's lazy imports (PIL decoding, torchvision resize/crop on tensors): ~2.7 s in the first
+    # epoch of bench_ingest --task classification before they were warmed
+    decode_modules=("torch", "torchvision.transforms.functional", "PIL.Image"),
     batch_layout=BATCH_LAYOUT,
     build_loss=build_loss,
     train_step=train_step,

@@ -523,6 +523,7 @@ TASK = Task(
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
+    decode_modules=("pycocotools.mask",),  # crowd / instance masks are rasterised per sample
     collate_fn=collate,
     batch_layout=BATCH_LAYOUT,
     batch_size=batch_size,

@@ -523,6 +523,7 @@ TASK = Task(
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
+    decode_modules=("pycocotools.mask",),  # crowd / instance masks are rasterised per sample
     batch_layout=BATCH_LAYOUT,
     build_loss=build_loss,
     eval_items=eval_items,
