@@ -451,8 +451,8 @@ def DataErrorsAreFinal(failure_config):  # noqa: N802 - builds the policy class,
 
 
 #: seconds between the Ray Train controller's polls of the worker group (Ray's default 2.0 s: the run's end is noticed
-#: up to 2 s late, 4.4 s after the last report in bench_ingest; with 0.2 s: 1.0 s). ``$RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``
-#: wins when set.
+#: up to 2 s late, 4.4 s after the last report in bench_ingest; with 0.2 s: 1.0 s).
+#: ``$RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` wins when set.
 CONTROLLER_POLL_INTERVAL_S = 0.25
 
 
