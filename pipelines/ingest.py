@@ -24,8 +24,8 @@ import numpy as np
 from hrnet_core.data.prepared import DataError, PreparedSplit
 
 __all__ = ["samples_table", "encode_batch", "shard_rows", "default_rows_per_block", "block_bounds", "sample_nbytes",
-           "build_train_dataset", "warm_decode_workers", "started", "stack_samples", "task_collate", "preserve_order",
-           "move_to"]
+           "build_train_dataset", "decode_warm_modules", "warm_decode_workers", "started", "stack_samples",
+           "task_collate", "preserve_order", "move_to"]
 
 
 def samples_table(split: PreparedSplit):
@@ -206,8 +206,8 @@ def build_train_dataset(task, recipe, split: PreparedSplit, *, epoch: int, rank:
         probe = sample_nbytes(encode_batch(first, fn, seed, int(epoch))) if shard.num_rows else 0
         rows_per_block = default_rows_per_block(shard.num_rows // max(1, int(epochs)), concurrency or _decode_cpus(),
                                                 probe)
-    step = max(1, int(rows_per_block))
-    ds = ray.data.from_arrow([shard.slice(a, b - a) for a, b in block_bounds(shard.num_rows, step)] or [shard])
+    ds = ray.data.from_arrow([shard.slice(a, b - a) for a, b in block_bounds(shard.num_rows, rows_per_block)]
+                             or [shard])
     extra = {"concurrency": int(concurrency)} if concurrency else {}
     return ds.map_batches(encode_batch, fn_kwargs={"fn": fn, "seed": seed, "epoch": int(epoch)},
                           batch_size=task_batch_size, batch_format="pandas", num_cpus=cpus_per_task, **extra)
@@ -225,18 +225,24 @@ def _warm(modules: list[str]) -> int:
     return os.getpid()
 
 
+def decode_warm_modules(task) -> list[str]:
+    """The modules a decode task of ``task`` needs, which :func:`warm_decode_workers` imports ahead of it: NumPy,
+    pandas, PyArrow, OpenCV, Ray Data, this module, the module of the task's per-sample function and its
+    ``decode_modules`` (the function's lazy imports)."""
+    return ["numpy", "pandas", "pyarrow", "cv2", "pipelines.ingest", "hrnet_core.data.seeding",
+            getattr(task.sample_transform, "__module__", None) or "hrnet_core.tasks", "ray.data",
+            *getattr(task, "decode_modules", ())]
+
+
 def warm_decode_workers(task, n: int, cpus_per_task: float = 1.0) -> list:
-    """Start ``n`` Ray worker processes that import what the decode tasks of ``task`` need (NumPy, pandas,
-    PyArrow, OpenCV, Ray Data, the module of the task's per-sample function, its ``decode_modules``, this module),
-    without waiting for them: Ray runs the dataset's decode tasks in these idle workers afterwards (same job and
-    runtime environment), so the imports are paid while the caller builds its model instead of in the first epoch.
-    Returns the tasks' refs (the workers' pids)."""
+    """Start ``n`` Ray worker processes that import what the decode tasks of ``task`` need
+    (:func:`decode_warm_modules`), without waiting for them: Ray runs the dataset's decode tasks in these idle
+    workers afterwards (same job and runtime environment), so the imports are paid while the caller builds its model
+    instead of in the first epoch. Returns the tasks' refs (the workers' pids)."""
     import ray
     import ray.data
 
-    modules = ["numpy", "pandas", "pyarrow", "cv2", "pipelines.ingest", "hrnet_core.data.seeding",
-               getattr(task.sample_transform, "__module__", None) or "hrnet_core.tasks", "ray.data",
-               *getattr(task, "decode_modules", ())]
+    modules = decode_warm_modules(task)
     # Ray Data's own scheduling strategy, stated explicitly: a task launched from a Ray Train worker would otherwise be
     # captured by the worker's placement group (a Tune trial's bundles may hold less than one CPU), where the decode
     # tasks never run.

@@ -15,19 +15,19 @@ def main(task_name: str) -> None:
 
     from hrnet_core.data.prepared import open_split
     from hrnet_core.tasks import get_task
-    from pipelines.ingest import encode_batch, samples_table
+    from pipelines.ingest import decode_warm_modules, encode_batch, samples_table
 
-    root = bench_ingest.prepare_data(Path(tempfile.mkdtemp()), 4, task_name)
-    recipe = bench_ingest.smoke_recipe(root, 1, task_name)
-    task = get_task(recipe.task)
-    split = open_split(root, recipe.data.train_split)
-    rows = samples_table(split).slice(0, 2).to_pandas()
-    fn = task.sample_transform(recipe, split, True)
-    for name in ["numpy", "pandas", "pyarrow", "cv2", "pipelines.ingest", "hrnet_core.data.seeding",
-                 task.sample_transform.__module__, *task.decode_modules]:
-        importlib.import_module(name)
-    before = {m.split(".")[0] for m in sys.modules}
-    encode_batch(rows, fn, 0, 0)
+    with tempfile.TemporaryDirectory(prefix="decode_imports_") as tmp:
+        root = bench_ingest.prepare_data(Path(tmp), 4, task_name)
+        recipe = bench_ingest.smoke_recipe(root, 1, task_name)
+        task = get_task(recipe.task)
+        split = open_split(root, recipe.data.train_split)
+        rows = samples_table(split).slice(0, 2).to_pandas()
+        fn = task.sample_transform(recipe, split, True)
+        for name in decode_warm_modules(task):  # what the decode workers import before their first block
+            importlib.import_module(name)
+        before = {m.split(".")[0] for m in sys.modules}
+        encode_batch(rows, fn, 0, 0)
     print("NEW", sorted({m.split(".")[0] for m in sys.modules} - before & HEAVY))
 
 
