@@ -271,7 +271,8 @@ def part_epoch(root: Path, epochs: int, work: Path, task_name: str = "pose_topdo
     waits = [h.get("data_wait_s", float("nan")) for h in result.history]
     load = os.getloadavg()
     print(f"{task_name} training epoch, {recipe.name}, {table.num_rows} samples, batch "
-          f"{recipe.train.batch_size_per_device}, {epochs} epochs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+          f"{recipe.train.batch_size_per_device}, {epochs} epochs; load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"  plain PyTorch loop, DataLoader(num_workers=1): epochs {', '.join(f'{s:.1f}' for s in plain)} s before, "
           f"{', '.join(f'{s:.1f}' for s in plain_after)} s after the Ray run; outside the epochs 0.0 s")
     print(f"  Ray Train (1 worker) + Ray Data ingest:        epochs {', '.join(f'{s:.1f}' for s in ray_epochs)} s "

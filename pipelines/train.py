@@ -61,10 +61,10 @@ class TrainResult:
     Attributes:
         run_id: MLflow run id.
         metrics: final metrics (last epoch's ``loss``, ``lr``, validation metrics if any, ``train_time_s``,
-            ``driver_setup_s``: seconds before ``TorchTrainer.fit``); per epoch the history also holds
-            ``epoch_time_s``, ``data_wait_s``, ``val_time_s`` (validated epochs), ``checkpoint_write_s`` and, in the
-            first epoch a worker runs, ``worker_start_s`` (``fit`` to the worker's loop) and ``worker_setup_s`` (loop
-            entry to its first epoch).
+            ``driver_setup_s``: seconds before the trainer is built, ``fit_s``: from then until ``fit`` returned);
+            per epoch the history also holds ``epoch_time_s``, ``data_wait_s``, ``val_time_s`` (validated epochs),
+            ``checkpoint_write_s`` and, in the first epoch a worker runs, ``worker_start_s`` (trainer built to the
+            worker's loop) and ``worker_setup_s`` (loop entry to its first epoch).
         checkpoint_path: directory of the latest Ray Train checkpoint (holds ``model.pt``, ``train_state.pt``).
         run_name: Ray Train run name (``<storage_path>/<run_name>``).
         history: one dict per epoch.
@@ -298,6 +298,8 @@ def train(
         "val_split": val_split.name,
     }
     del task
+    # the worker's worker_start_s is measured from here (Ray Train controller and worker group start)
+    t_fit = loop_config["fit_started_at"] = time.time()
     trainer = _trainer_class()(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -313,7 +315,6 @@ def train(
             worker_runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
     )
-    t_fit = loop_config["fit_started_at"] = time.time()
     try:
         with controller_poll_interval(CONTROLLER_POLL_INTERVAL_S):
             result = trainer.fit()
@@ -333,7 +334,7 @@ def train(
             history = json.loads(hist_file.read_text())
         metrics = dict(history[-1]) if history else {}
     metrics["train_time_s"] = time.time() - t0
-    metrics["driver_setup_s"] = t_fit - t0  # checks, samples table, Ray start or join, MLflow run: before fit()
+    metrics["driver_setup_s"] = t_fit - t0  # checks, samples table, Ray start or join, MLflow run
     metrics["fit_s"] = time.time() - t_fit
     if export_weights is not None and ckpt_dir is not None:
         from hrnet_core.weights import load_weights
