@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["topk_predictions", "topk_accuracy", "most_confused"]
+__all__ = ["topk_predictions", "rank_by_logits", "topk_accuracy", "most_confused"]
 
 
 def topk_predictions(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +35,32 @@ def topk_predictions(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     k = min(k, s.shape[1])
     idx = np.argsort(-s, axis=1, kind="stable")[:, :k]
     return idx.astype(np.int64), np.take_along_axis(s, idx, axis=1)
+
+
+def rank_by_logits(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best classes ranked on the logits, reported with their softmax probabilities.
+
+    The official top-k (HRNet/HRNet-Image-Classification ``lib/core/evaluate.py`` ``accuracy``: ``output.topk`` on
+    the network output) ranks the logits. Ranking the float32 softmax instead differs where probabilities underflow
+    to the same value (logits more than ~104 below the best all become 0.0 and would be ordered by class index).
+
+    Args:
+        logits: float ``[N, C]`` network outputs.
+        k: classes kept per row; clipped to ``C``.
+
+    Returns:
+        ``(indices int64 [N, min(k, C)], softmax probabilities float32 [N, min(k, C)])``, best logit first (ties:
+        lower class index first).
+
+    Raises:
+        ValueError: ``logits`` not 2-D or ``k < 1``.
+    """
+    z = np.asarray(logits, dtype=np.float32)
+    idx, _ = topk_predictions(z, k)
+    shifted = z - z.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return idx, np.take_along_axis(probs, idx, axis=1).astype(np.float32)
 
 
 def topk_accuracy(topk_indices: np.ndarray, labels: Sequence[int] | np.ndarray,

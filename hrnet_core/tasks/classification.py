@@ -535,13 +535,14 @@ def predict(model, items: Sequence[Mapping[str, Any]], recipe, split, device="cp
     """The ``test.topk`` best classes of every item (single centre crop), in item order.
 
     Returns:
-        ``Predictions({"index": int64 [N, k], "score": float32 [N, k]})``, softmax probabilities, best first
-        (``k = min(test.topk, classes)``). The model runs in eval mode without gradients (restored afterwards).
+        ``Predictions({"index": int64 [N, k], "score": float32 [N, k]})``: classes ranked on the logits as the
+        official ``accuracy()`` does (HRNet-Image-Classification ``lib/core/evaluate.py``), their softmax
+        probabilities, best first (``k = min(test.topk, classes)``). The model runs in eval mode without gradients (restored afterwards).
     """
     import torch
     from tqdm import tqdm
 
-    from hrnet_core.evaluation.classification import topk_predictions
+    from hrnet_core.evaluation.classification import rank_by_logits
 
     fn = sample_transform(recipe, split, train=False)
     k = min(int(recipe.test.topk), num_classes(recipe))
@@ -552,8 +553,8 @@ def predict(model, items: Sequence[Mapping[str, Any]], recipe, split, device="cp
         with torch.no_grad():
             bar = tqdm(total=len(items), desc="evaluate", unit="img", disable=not progress)
             for x in _batches(items, fn, int(recipe.test.batch_size)):
-                probs = torch.softmax(model(torch.from_numpy(x).to(device)).float(), dim=1).cpu().numpy()
-                idx, sc = topk_predictions(probs, k)
+                logits = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+                idx, sc = rank_by_logits(logits, k)  # official accuracy(): topk of the logits
                 idx_parts.append(idx)
                 score_parts.append(sc.astype(np.float32))
                 bar.update(len(x))
