@@ -74,8 +74,9 @@ def test_crop_then_inverse_maps_keypoints_back(size):
         back = affine_transform_points(affine_transform_points(pts, fwd), inv)
         assert np.abs(back - pts).max() < 0.5
         assert np.abs(back - pts).max() < 1e-6  # in fact exact up to rounding
-        # the center lands in the middle of the crop
-        np.testing.assert_allclose(affine_transform_points(c, fwd), [size[0] / 2, size[1] / 2], atol=1e-9)
+        # the center lands in the middle of the crop, up to its official float32 rounding (<= 3e-5 image px here,
+        # times the zoom: 1.9e-4 output px seen)
+        np.testing.assert_allclose(affine_transform_points(c, fwd), [size[0] / 2, size[1] / 2], atol=1e-3)
 
 
 def test_warp_moves_pixels_with_the_keypoints():

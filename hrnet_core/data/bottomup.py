@@ -40,7 +40,7 @@ import numpy as np
 
 from .io import AnnotationError, load_json
 from .keypoints import COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS, KeypointSpec
-from .transforms import PIXEL_STD, affine_transform_points, get_affine_transform, normalize_image
+from .transforms import PIXEL_STD, affine_transform_points, normalize_image, similarity_affine
 
 __all__ = ["BottomUpAnnotations", "ignore_mask", "encode_heatmaps", "encode_joint_indices", "BottomUpTransform",
            "spec_for_joints"]
@@ -246,14 +246,15 @@ class BottomUpTransform:
         mask = ignore_mask(record.get("ignore") or [], h, w)
         center, scale, rotation, flip = self.params(h, w, rng)
         s = self.input_size
-        m_in = get_affine_transform(center, (scale, scale), rotation, (s, s))
+        # closed-form float64 matrix, as HigherHRNet RandomAffineTransform._get_affine_matrix builds it
+        m_in = similarity_affine(center, (scale, scale), rotation, (s, s))
         crop = cv2.warpAffine(image, m_in, (s, s), flags=cv2.INTER_LINEAR)
         if flip:
             crop = crop[:, ::-1]
         out: dict[str, np.ndarray] = {"image": normalize_image(np.ascontiguousarray(crop))}
         perm = flip_permutation(joints.shape[1], self.flip_pairs)
         for i, r in enumerate(self.output_sizes):
-            m = get_affine_transform(center, (scale, scale), rotation, (r, r))
+            m = similarity_affine(center, (scale, scale), rotation, (r, r))
             mk = cv2.warpAffine((mask * 255).astype(np.uint8), m, (r, r), flags=cv2.INTER_LINEAR) / 255.0
             mk = (mk > 0.5).astype(np.float32)
             jt = joints.copy()

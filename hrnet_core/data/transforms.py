@@ -7,7 +7,8 @@ leoxiaobin/deep-high-resolution-net.pytorch (facts in ``FACTS.md`` section 1):
 - training samples ``s * clip(N(0,1) * sf + 1, 1 - sf, 1 + sf)``, rotation ``clip(N(0,1) * rf, -2 rf, 2 rf)`` with
   probability 0.6, a horizontal flip with probability 0.5 (``x' = width - x - 1``, left/right joints swapped) and, when
   more than 8 joints are visible, a half-body box (probability 0.3, upper body when ``N(0,1) < 0.5``, x1.5);
-- the crop is a 3-point (similarity) affine warp with bilinear interpolation; RGB normalised with ImageNet mean/std.
+- the crop is a 3-point (similarity) affine warp (``cv2.getAffineTransform`` on float32 points) with bilinear
+  interpolation; RGB normalised with ImageNet mean/std.
 
 Coordinates are pixels; "image" means the original image, "crop" the network input of size ``input_size = (W, H)``.
 Every random draw comes from the ``numpy.random.Generator`` passed in, so a sample is a pure function of its seed.
@@ -30,6 +31,7 @@ __all__ = [
     "IMAGENET_STD",
     "box_to_center_scale",
     "get_affine_transform",
+    "similarity_affine",
     "affine_transform_points",
     "fliplr_joints",
     "half_body_box",
@@ -67,6 +69,38 @@ def box_to_center_scale(
     return center, scale
 
 
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``b`` plus ``a - b`` turned by 90 degrees, in float32 (the official ``get_3rd_point``)."""
+    d = (a - b).astype(np.float32)
+    return (b + np.array([-d[1], d[0]], dtype=np.float32)).astype(np.float32)
+
+
+def _crop_points(
+    center: Sequence[float], scale: Sequence[float], rotation: float, output_size: Sequence[float], pixel_std: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The three float32 image points and their three output points of the official top-down crop.
+
+    Point 0 is the centre (-> output centre), point 1 lies half the box width "up" from it, turned by ``rotation``
+    degrees (-> half the output width above the output centre), point 2 completes a right angle. ``scale * pixel_std``
+    keeps the caller's dtype (a float32 ``scale`` rounds the box width to float32, as officially); the points are
+    summed in float64 and stored as float32.
+    """
+    src_w = (np.atleast_1d(np.asarray(scale)) * pixel_std)[0]
+    out_w, out_h = float(output_size[0]), float(output_size[1])
+    r = np.pi * float(rotation) / 180.0
+    up = src_w * -0.5  # the vector (0, up) turned by r
+    turned = np.array([-up * np.sin(r), up * np.cos(r)], dtype=np.float64)
+    src = np.zeros((3, 2), dtype=np.float32)
+    dst = np.zeros((3, 2), dtype=np.float32)
+    src[0] = np.asarray(center, dtype=np.float64)
+    src[1] = np.asarray(center, dtype=np.float64) + turned
+    dst[0] = [out_w * 0.5, out_h * 0.5]
+    dst[1] = np.array([out_w * 0.5, out_h * 0.5]) + np.array([0.0, out_w * -0.5], dtype=np.float32)
+    src[2] = _third_point(src[0], src[1])
+    dst[2] = _third_point(dst[0], dst[1])
+    return src, dst
+
+
 def get_affine_transform(
     center: Sequence[float],
     scale: Sequence[float],
@@ -75,16 +109,47 @@ def get_affine_transform(
     inverse: bool = False,
     pixel_std: float = PIXEL_STD,
 ) -> np.ndarray:
-    """The 2x3 affine matrix mapping image pixels to output pixels (or back with ``inverse=True``).
+    """The 2x3 affine matrix mapping image pixels to output pixels (or back with ``inverse=True``), exactly as
+    deep-high-resolution-net.pytorch ``lib/utils/transforms.py`` ``get_affine_transform`` (with ``get_dir`` and
+    ``get_3rd_point``; HigherHRNet's test-time resize and ``transform_preds`` use the same function).
 
-    Closed form of the official 3-point construction: the box of width ``scale[0] * pixel_std`` centred at ``center``
-    and rotated by ``rotation`` degrees maps onto the output (``output_size = (W, H)``), the center onto
-    ``(W/2, H/2)``; a similarity ``x' = k R (x - center) + (W/2, H/2)`` with ``k = W / (scale[0] * pixel_std)`` and
-    ``R = [[cos r, sin r], [-sin r, cos r]]`` (image content turns counter-clockwise on screen for ``r > 0``).
-    As in the official code only ``scale[0]`` sets the zoom (boxes already have the output aspect ratio).
+    Three float32 point pairs (:func:`_crop_points`) go to ``cv2.getAffineTransform``: the box of width
+    ``scale[0] * pixel_std`` centred at ``center`` and rotated by ``rotation`` degrees maps onto the output
+    (``output_size = (W, H)``), the centre onto ``(W/2, H/2)``; a similarity ``x' = k R (x - center) + (W/2, H/2)``
+    with ``k = W / (scale[0] * pixel_std)`` and ``R = [[cos r, sin r], [-sin r, cos r]]`` up to the float32
+    rounding of the points (image content turns counter-clockwise on screen for ``r > 0``). Only ``scale[0]`` sets
+    the zoom (boxes already have the output aspect ratio). The inverse solves the same points the other way round.
+
+    Args:
+        center: ``(x, y)`` image pixels.
+        scale: ``(w, h)`` in units of ``pixel_std`` pixels.
+        rotation: degrees.
+        output_size: ``(W, H)`` output pixels.
 
     Returns:
         float64 ``[2, 3]`` usable by ``cv2.warpAffine`` and :func:`affine_transform_points`.
+    """
+    src, dst = _crop_points(center, scale, rotation, output_size, pixel_std)
+    return cv2.getAffineTransform(dst, src) if inverse else cv2.getAffineTransform(src, dst)
+
+
+def similarity_affine(
+    center: Sequence[float],
+    scale: Sequence[float],
+    rotation: float,
+    output_size: Sequence[float],
+    inverse: bool = False,
+    pixel_std: float = PIXEL_STD,
+) -> np.ndarray:
+    """The same mapping as :func:`get_affine_transform` in closed form, float64 throughout.
+
+    HigherHRNet's training augmentation (``lib/dataset/transforms/transforms.py``,
+    ``RandomAffineTransform._get_affine_matrix``) builds its matrix this way (scale and shift, then a rotation about
+    the output centre), not from float32 points; the bottom-up training transform uses this function.
+
+    Returns:
+        float64 ``[2, 3]``: ``x' = k R (x - center) + (W/2, H/2)``, ``k = W / (scale[0] * pixel_std)``,
+        ``R = [[cos r, sin r], [-sin r, cos r]]`` (or its inverse).
     """
     cx, cy = float(center[0]), float(center[1])
     src_w = float(scale[0]) * pixel_std
@@ -94,13 +159,11 @@ def get_affine_transform(
     if not inverse:
         k = out_w / src_w
         a, b = k * cs, k * sn
-        # x' = a (x - cx) + b (y - cy) + W/2 ; y' = -b (x - cx) + a (y - cy) + H/2
         return np.array(
             [[a, b, out_w * 0.5 - a * cx - b * cy], [-b, a, out_h * 0.5 + b * cx - a * cy]], dtype=np.float64
         )
     k = src_w / out_w
     a, b = k * cs, k * sn
-    # x = a (x' - W/2) - b (y' - H/2) + cx ; y = b (x' - W/2) + a (y' - H/2) + cy
     return np.array(
         [[a, -b, cx - a * out_w * 0.5 + b * out_h * 0.5], [b, a, cy - b * out_w * 0.5 - a * out_h * 0.5]],
         dtype=np.float64,
@@ -215,7 +278,9 @@ class TopDownTransform:
     - ``joints`` float32 ``[K, 3]`` (crop pixels, visibility), ``center`` / ``scale`` float32 ``[2]`` (after augmentation),
       ``rotation`` (degrees), ``flipped`` (bool), ``score``, ``image_id``, ``area`` (when the record has one).
 
-    The flip is folded into the affine matrix (identical pixels to flipping the image first, without the copy).
+    As officially (``JointsDataset.__getitem__``), a flipped sample mirrors the image first and crops it with the
+    mirrored centre; folding the mirror into the warp matrix instead changed one grey level on about 1e-5 of
+    the values of flipped crops (bilinear rounding of a different matrix).
     """
 
     def __init__(
@@ -293,15 +358,12 @@ class TopDownTransform:
         width = image.shape[1]
         center, scale, rotation, flipped = self.sample_params(record, width, rng)
         joints = np.array(record["joints"], dtype=np.float64, copy=True)
-        flip_m = None
         if flipped:
+            image = np.ascontiguousarray(image[:, ::-1])
             joints = fliplr_joints(joints, width, self.flip_pairs)
             center[0] = width - center[0] - 1
-            flip_m = np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         trans = get_affine_transform(center, scale, rotation, self.input_size, pixel_std=self.pixel_std)
-        # warp the original image with (crop <- flipped image) o (flipped image <- original image)
-        warp = trans if flip_m is None else trans @ flip_m
-        crop = cv2.warpAffine(image, warp, self.input_size, flags=cv2.INTER_LINEAR)
+        crop = cv2.warpAffine(image, trans, self.input_size, flags=cv2.INTER_LINEAR)
         vis = joints[:, 2] > 0
         joints[:, :2] = np.where(vis[:, None], affine_transform_points(joints[:, :2], trans), 0.0)
         target, target_weight = self.codec.encode(joints)
