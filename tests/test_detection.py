@@ -222,7 +222,9 @@ def test_coco_mini_instances_prepare_and_sample(tmp_path):
                                                                         if not a["iscrowd"]})
     split = open_split(tmp_path, "train2017")
     rows = pq.read_table(split.samples_file).to_pylist()
-    r = load_recipe("det_mask_rcnn_hrnetv2p_w18_1333x800_1x_coco", {"data.root": str(tmp_path)})
+    # the continuous box convention (flip W - x); the default mmdet_v1 one is pinned in tests/test_det_official.py
+    r = load_recipe("det_mask_rcnn_hrnetv2p_w18_1333x800_1x_coco", {"data.root": str(tmp_path),
+                                                                    "data.box_convention": "continuous"})
     t = get_task("detection")
     fn = t.sample_transform(r, split, train=True)
     row = max(rows, key=lambda x: x["width"] / x["height"])

@@ -34,12 +34,15 @@ def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
 
 
 def detection_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, category_ids: np.ndarray,
-                      masks: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+                      masks: Sequence[Mapping[str, Any]] | None = None, plus_one: bool = False
+                      ) -> list[dict[str, Any]]:
     """One image's detections in the COCO results format.
 
     Args:
         image_id: COCO image id.
-        boxes_xyxy: ``[D, 4]`` x0, y0, x1, y1 px (original image) -> ``bbox`` ``[x0, y0, x1 - x0, y1 - y0]``.
+        boxes_xyxy: ``[D, 4]`` x0, y0, x1, y1 px (original image) -> ``bbox`` ``[x0, y0, x1 - x0, y1 - y0]``, or
+            with ``plus_one`` ``[x0, y0, x1 - x0 + 1, y1 - y0 + 1]`` (inclusive pixel boxes: mmdetection v1
+            ``xyxy2xywh``, the official HRNet-Object-Detection results).
         scores: ``[D]``.
         category_ids: ``[D]`` COCO category ids (not contiguous labels).
         masks: ``D`` compressed RLEs (:func:`encode_masks`) or None.
@@ -56,8 +59,9 @@ def detection_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray,
     out = []
     for k in range(len(b)):
         x0, y0, x1, y1 = (float(v) for v in b[k])
+        extra = 1.0 if plus_one else 0.0
         r = {"image_id": int(image_id), "category_id": int(c[k]), "bbox": [round(x0, 3), round(y0, 3),
-             round(x1 - x0, 3), round(y1 - y0, 3)], "score": round(float(s[k]), 5)}
+             round(x1 - x0 + extra, 3), round(y1 - y0 + extra, 3)], "score": round(float(s[k]), 5)}
         if masks is not None:
             r["segmentation"] = dict(masks[k])
         out.append(r)

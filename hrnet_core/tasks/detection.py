@@ -49,11 +49,22 @@ from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeS
 # ------------------------------------------------------------------------------------------------ recipe sections
 
 
+BOX_CONVENTIONS = ("mmdet_v1", "continuous")
+
+
 @dataclass
 class DetData(DataConfig):
     """``data:`` of a detection recipe. ``input_size`` is ``[long-side cap, short side]`` px (mmdetection's
     ``img_scale=(1333, 800)``): training and test images are resized to short side ``input_size[1]`` unless the
-    long side would exceed ``input_size[0]``."""
+    long side would exceed ``input_size[0]`` (sizes ``int(side * scale + 0.5)``, mmcv ``imrescale``).
+
+    ``box_convention``: ``mmdet_v1`` (default, the official HRNet-Object-Detection code, an mmdetection v1 fork):
+    inclusive pixel boxes -- ground truth ``x2 = x + w - 1`` scaled by the one keep-ratio factor, flipped as
+    ``W - 1 - x``, clipped to ``[0, W - 1]``; results ``w = x2 - x1 + 1`` (``xyxy2xywh``). ``continuous``: the
+    torchvision / COCO-float convention (``x2 = x + w`` scaled per axis, flip ``W - x``, results ``w = x2 - x1``),
+    a documented variant, not a paper setting."""
+
+    box_convention: str = "mmdet_v1"
 
 
 @dataclass
@@ -126,6 +137,7 @@ def validate(recipe) -> None:
          f"{d.input_size} must be [long-side cap, short side] (e.g. [1333, 800])")
     need(all(s > 0 for s in a.scales), "augment.scales", "short sides must be > 0")
     need(0.0 <= a.flip_prob <= 1.0, "augment.flip_prob", "must be in [0, 1]")
+    need(d.box_convention in BOX_CONVENTIONS, "data.box_convention", f"{d.box_convention!r}; one of {BOX_CONVENTIONS}")
     need(0.0 < t.mask_thresh < 1.0, "test.mask_thresh", "must be in (0, 1)")
     need(t.batch_size > 0, "test.batch_size", "must be > 0")
     need(t.detections_per_img > 0, "test.detections_per_img", "must be > 0")
@@ -189,6 +201,65 @@ def resize_scale(height: int, width: int, short: int, long_cap: int) -> float:
     return min(short / min(height, width), long_cap / max(height, width))
 
 
+def rescale_size(height: int, width: int, short: int, long_cap: int) -> tuple[int, int, float]:
+    """``(new_w, new_h, scale)`` of mmcv ``imrescale(img, (long_cap, short))`` (mmdetection v1's keep-ratio resize,
+    official ``ImageTransform``): ``scale`` of :func:`resize_scale`, sides ``int(side * scale + 0.5)`` px.
+    torchvision's own test resize floors instead (``interpolate(scale_factor=...)``), one pixel short where
+    ``side * scale`` falls just below an integer."""
+    s = resize_scale(height, width, short, long_cap)
+    return int(width * s + 0.5), int(height * s + 0.5), s
+
+
+def paste_masks_mmdet(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int,
+                      threshold: float = 0.5) -> np.ndarray:
+    """Per-box mask probabilities pasted into the image (mmdetection v1 ``FCNMaskHead.get_seg_masks``).
+
+    Args:
+        mask_probs: float32 ``[D, m, m]`` (28x28) sigmoid probabilities of each detection's class.
+        boxes: ``[D, 4]`` x1, y1, x2, y2 in original-image px (inclusive convention).
+        height, width: original image size px.
+        threshold: binarisation (``mask_thr_binary`` 0.5), applied after resizing.
+
+    Returns:
+        uint8 ``[D, height, width]``: box corners truncated to int32, the probabilities resized bilinearly (OpenCV) to
+        ``(x2 - x1 + 1, y2 - y1 + 1)`` (at least 1), thresholded ``> threshold`` and placed at ``(x1, y1)``; the part
+        outside the image is dropped.
+    """
+    import cv2
+
+    out = np.zeros((len(boxes), height, width), np.uint8)
+    for k, (m, b) in enumerate(zip(mask_probs, boxes)):
+        x1, y1, x2, y2 = (int(v) for v in np.asarray(b, dtype=np.float64).astype(np.int32))
+        w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+        bm = (cv2.resize(np.asarray(m, np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > threshold)
+        xa, ya = max(x1, 0), max(y1, 0)
+        xb, yb = min(x1 + w, width), min(y1 + h, height)
+        if xb > xa and yb > ya:
+            out[k, ya:yb, xa:xb] = bm[ya - y1:yb - y1, xa - x1:xb - x1]
+    return out
+
+
+def gt_boxes(xywh: np.ndarray, scale: float, new_w: int, new_h: int, width: int, height: int,
+             convention: str) -> np.ndarray:
+    """COCO ``[N, 4]`` (x, y, w, h px) -> float64 xyxy boxes of the resized image.
+
+    ``mmdet_v1`` (official ``CocoDataset._parse_ann_info`` + ``BboxTransform``): ``(x, y, x + w - 1, y + h - 1) *
+    scale`` (the one keep-ratio factor); ``continuous``: ``(x, y, x + w, y + h)`` times the per-axis size ratios.
+    """
+    xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
+    if convention == "mmdet_v1":
+        return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] - 1.0], axis=1) * scale
+    ratio = np.array([new_w / width, new_h / height, new_w / width, new_h / height])
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * ratio
+
+
+def flip_boxes(boxes: np.ndarray, width: int, convention: str) -> np.ndarray:
+    """Horizontal flip of xyxy boxes in an image ``width`` px wide: ``W - 1 - x`` (``mmdet_v1``, official
+    ``bbox_flip``) or ``W - x`` (``continuous``)."""
+    off = width - 1.0 if convention == "mmdet_v1" else float(width)
+    return np.stack([off - boxes[:, 2], boxes[:, 1], off - boxes[:, 0], boxes[:, 3]], axis=1)
+
+
 @dataclass(frozen=True)
 class DetSample:
     """The per-sample function of a recipe and split (picklable).
@@ -209,6 +280,7 @@ class DetSample:
     flip: bool
     flip_prob: float
     with_masks: bool
+    box_convention: str = "mmdet_v1"
 
     @functools.cached_property
     def label_of(self) -> dict[int, int]:
@@ -225,15 +297,17 @@ class DetSample:
         u_scale, u_flip = rng.random(2) if rng is not None else (0.0, 1.0)  # fixed number of draws per sample
         short = self.scales[min(int(u_scale * len(self.scales)), len(self.scales) - 1)] if (
             self.scales and rng is not None) else self.short
-        s = resize_scale(h, w, short, self.long_cap)
-        nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
+        nw, nh, s = rescale_size(h, w, short, self.long_cap)
+        nw, nh = max(1, nw), max(1, nh)
         out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        xywh = np.asarray(row["boxes"], dtype=np.float64).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * [nw / w, nh / h, nw / w, nh / h]
+        boxes = gt_boxes(row["boxes"], s, nw, nh, w, h, self.box_convention)
         flip = self.flip and rng is not None and u_flip < self.flip_prob
         if flip:
             out = out[:, ::-1]
-            boxes = np.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0], boxes[:, 3]], axis=1)
+            boxes = flip_boxes(boxes, nw, self.box_convention)
+        if self.box_convention == "mmdet_v1":
+            boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, nw - 1)
+            boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, nh - 1)
         sample = {"image": np.ascontiguousarray(out.transpose(2, 0, 1)),
                   "boxes": boxes.astype(np.float32),
                   "labels": np.asarray([self.label_of[int(c)] for c in row["category_ids"]], dtype=np.int64)}
@@ -278,7 +352,8 @@ def sample_transform(recipe, split, train: bool = True) -> DetSample:
     return DetSample(image_root=str(split.image_root), labels=tuple(category_labels(cats).items()),
                      short=int(d.input_size[1]), long_cap=int(d.input_size[0]),
                      scales=tuple(int(s) for s in a.scales) if train else (), flip=bool(a.flip and train),
-                     flip_prob=float(a.flip_prob), with_masks=recipe.model.detector == "mask_rcnn")
+                     flip_prob=float(a.flip_prob), with_masks=recipe.model.detector == "mask_rcnn",
+                     box_convention=d.box_convention)
 
 
 def collate(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -380,10 +455,71 @@ def eval_items(recipe, split) -> list[dict[str, Any]]:
     return rows
 
 
+def resize_for_test(image: np.ndarray, short: int, long_cap: int) -> tuple[np.ndarray, float]:
+    """The official test resize of an RGB uint8 ``[H, W, 3]`` image (mmcv ``imrescale``: :func:`rescale_size`,
+    OpenCV bilinear on the uint8 image) -> ``(resized [h, w, 3] uint8, scale_factor)``. Normalisation (mean / std
+    of the DET config, RGB) and padding to a multiple of 32 happen inside the detector."""
+    import cv2
+
+    nw, nh, s = rescale_size(image.shape[0], image.shape[1], short, long_cap)
+    return cv2.resize(image, (max(nw, 1), max(nh, 1)), interpolation=cv2.INTER_LINEAR), s
+
+
+def raw_detections(model, images: Sequence[Any]) -> list[dict[str, Any]]:
+    """The detector's forward without torchvision's post-processing (eval mode, no gradients by the caller):
+    ``images`` list of float ``[3, h, w]`` in ``[0, 1]`` already at their test size -> per image ``boxes`` ``[D, 4]``
+    px of that image, ``scores``, ``labels`` and, for Mask R-CNN, ``masks`` float ``[D, 1, 28, 28]`` probabilities
+    (not pasted: :func:`paste_masks_mmdet` pastes them the official way).
+
+    Raises:
+        RuntimeError: the detector's own transform changed an image size (the test size must be final).
+    """
+    from collections import OrderedDict
+
+    import torch
+
+    image_list, _ = model.transform(list(images))
+    if [tuple(int(v) for v in x.shape[-2:]) for x in images] != [tuple(s) for s in image_list.image_sizes]:
+        raise RuntimeError(f"the detector resized its test images {[tuple(x.shape[-2:]) for x in images]} to "
+                           f"{image_list.image_sizes}; resize_for_test must give the final size")
+    features = model.backbone(image_list.tensors)
+    if isinstance(features, torch.Tensor):
+        features = OrderedDict([("0", features)])
+    proposals, _ = model.rpn(image_list, features)
+    detections, _ = model.roi_heads(features, proposals, image_list.image_sizes)
+    return detections
+
+
+def to_original(det: Mapping[str, Any], scale: float, size: tuple[int, int], resized: tuple[int, int],
+                convention: str, mask_thresh: float) -> dict[str, Any]:
+    """One image's raw detections (:func:`raw_detections`, px of the resized image ``resized`` = ``(w, h)``) ->
+    ``{"boxes" float32 [D, 4] xyxy original px, "scores" [D], "labels" [D], "masks" uint8 [D, H, W]}`` for the
+    original image ``size`` = ``(W, H)``. ``mmdet_v1`` (official ``BBoxHead.get_det_bboxes`` with ``rescale``):
+    boxes clipped to ``[0, w - 1] x [0, h - 1]`` then divided by the scale factor, masks pasted by
+    :func:`paste_masks_mmdet`; ``continuous``: boxes clipped to ``[0, w] x [0, h]`` and divided the same way,
+    masks pasted the same way."""
+    boxes = det["boxes"].float().cpu().numpy().astype(np.float64)
+    cap = 1.0 if convention == "mmdet_v1" else 0.0
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, resized[0] - cap)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, resized[1] - cap)
+    boxes /= scale
+    out = {"boxes": boxes.astype(np.float32), "scores": det["scores"].float().cpu().numpy(),
+           "labels": det["labels"].cpu().numpy()}
+    if "masks" in det:
+        probs = det["masks"][:, 0].float().cpu().numpy()
+        out["masks"] = paste_masks_mmdet(probs, boxes, size[1], size[0], mask_thresh)
+    return out
+
+
 def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
     """Per image ``{"image_id", "boxes" float32 [D, 4] xyxy original px, "scores" [D], "category_ids" [D],
-    "masks" [D] compressed RLEs (Mask R-CNN)}`` in item order; the model resizes the images itself (test
-    transform), runs in eval mode without gradients (restored afterwards)."""
+    "masks" [D] compressed RLEs (Mask R-CNN)}`` in item order.
+
+    The official single-scale test (HRNet-Object-Detection ``tools/test.py`` on mmdetection v1): each image resized
+    by :func:`resize_for_test`, the detector (normalisation, padding to 32, RPN, R-CNN with score > 0.05, NMS 0.5,
+    100 per image), boxes back to the original image by the scale factor and masks pasted there
+    (:func:`to_original`). The model runs in eval mode without gradients (restored afterwards).
+    """
     import torch
     from tqdm import tqdm
 
@@ -393,7 +529,8 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
 
     cats = _categories(split)
     cat_of = {label: cid for cid, label in category_labels(cats).items()}
-    t = recipe.test
+    t, d = recipe.test, recipe.data
+    short, long_cap = int(d.input_size[1]), int(d.input_size[0])
     was_training = model.training
     model.eval()
     out = []
@@ -402,15 +539,17 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
             bar = tqdm(total=len(items), desc="evaluate", unit="image", disable=not progress)
             for start in range(0, len(items), t.batch_size):
                 chunk = items[start:start + t.batch_size]
-                images = [torch.from_numpy(np.ascontiguousarray(read_image(r["image_file"]).transpose(2, 0, 1)))
-                          .to(device).float().div_(255.0) for r in chunk]
-                for r, det in zip(chunk, model(images)):
-                    labels = det["labels"].cpu().numpy()
-                    p = {"image_id": int(r["image_id"]), "boxes": det["boxes"].float().cpu().numpy(),
-                         "scores": det["scores"].float().cpu().numpy(),
-                         "category_ids": np.asarray([cat_of.get(int(v), -1) for v in labels], dtype=np.int64)}
-                    if "masks" in det:
-                        p["masks"] = encode_masks((det["masks"][:, 0] > t.mask_thresh).cpu().numpy())
+                originals = [read_image(r["image_file"]) for r in chunk]
+                resized = [resize_for_test(im, short, long_cap) for im in originals]
+                images = [torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).to(device).float().div_(255.0)
+                          for im, _ in resized]
+                for r, im, (small, s), det in zip(chunk, originals, resized, raw_detections(model, images)):
+                    o = to_original(det, s, (im.shape[1], im.shape[0]), (small.shape[1], small.shape[0]),
+                                    d.box_convention, t.mask_thresh)
+                    p = {"image_id": int(r["image_id"]), "boxes": o["boxes"], "scores": o["scores"],
+                         "category_ids": np.asarray([cat_of.get(int(v), -1) for v in o["labels"]], dtype=np.int64)}
+                    if "masks" in o:
+                        p["masks"] = encode_masks(o["masks"])
                     out.append(p)
                 bar.update(len(chunk))
             bar.close()
@@ -423,13 +562,15 @@ def concat(parts: Sequence[Predictions]) -> Predictions:
     return Predictions([p for part in parts for p in part.values])
 
 
-def results_json(predictions: Predictions) -> list[dict[str, Any]]:
-    """The predictions in the COCO results format (:func:`~hrnet_core.evaluation.coco_detection.detection_results`)."""
+def results_json(predictions: Predictions, box_convention: str = "mmdet_v1") -> list[dict[str, Any]]:
+    """The predictions in the COCO results format (:func:`~hrnet_core.evaluation.coco_detection.detection_results`;
+    ``mmdet_v1``: ``w = x2 - x1 + 1`` as the official ``xyxy2xywh``)."""
     from hrnet_core.evaluation.coco_detection import detection_results
 
     res: list[dict[str, Any]] = []
     for p in predictions.values:
-        res += detection_results(p["image_id"], p["boxes"], p["scores"], p["category_ids"], p.get("masks"))
+        res += detection_results(p["image_id"], p["boxes"], p["scores"], p["category_ids"], p.get("masks"),
+                                 plus_one=box_convention == "mmdet_v1")
     return res
 
 
@@ -440,7 +581,7 @@ def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, spl
     gets only ``eval_items``: its results file goes to the COCO evaluation server."""
     from hrnet_core.evaluation.coco_detection import coco_detection_metrics
 
-    res = results_json(predictions)
+    res = results_json(predictions, recipe.data.box_convention)
     types = ("bbox", "segm") if recipe.model.detector == "mask_rcnn" else ("bbox",)
     ann = split.file("annotations")
     # test-dev: an image-info file without annotations; the results file is for the COCO evaluation server
