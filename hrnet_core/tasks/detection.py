@@ -17,8 +17,11 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 - batch: ``image`` list of B float32 ``[3, H_i, W_i]`` in ``[0, 1]``, ``targets`` list of B ``{"boxes" float32
   [N_i, 4] xyxy px, "labels" int64 [N_i], "masks" uint8 [N_i, H_i, W_i] (Mask R-CNN)}``, ``index`` int64 ``[B]``;
 - loss: the detector's own loss dict (torchvision), ``loss`` = its sum;
-- test procedure: the detector resizes each image (same rule, ``data.input_size``), boxes / masks come back in the
-  original image's pixels; masks are thresholded at ``test.mask_thresh`` and RLE-encoded;
+- test procedure (official mmdetection-v1 single-scale test, :func:`predict`): each image resized by mmcv's
+  ``imrescale`` rule (:func:`resize_for_test`), the detector (normalisation, padding to 32, score > 0.05, NMS 0.5,
+  100 per image), boxes clipped and divided by the scale factor, masks pasted as ``get_seg_masks`` at
+  ``test.mask_thresh`` and RLE-encoded; ``data.box_convention`` (``mmdet_v1``: inclusive boxes, results
+  ``w = x2 - x1 + 1``);
 - metrics: pycocotools box AP (``AP``, primary), ``AP50``, ``AP75``, ``APS``, ``APM``, ``APL``, ``AR*`` and, for
   Mask R-CNN, ``mask_AP``...; ``predictions.json`` in the COCO results format
   (:mod:`hrnet_core.evaluation.coco_detection`); drawings: predicted boxes / masks over the image, ground truth in
