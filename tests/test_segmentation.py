@@ -353,10 +353,10 @@ def test_recipes_follow_the_paper():
     assert (r.train.optimizer.name, r.train.optimizer.lr, r.train.optimizer.weight_decay) == ("sgd", 0.01, 0.0005)
     assert (r.train.schedule.name, r.train.schedule.power, r.train.global_batch_size, r.train.epochs) == \
         ("poly", 0.9, 12, 484)
-    assert r.augment.scale_range == [0.5, 2.0] and r.train.loss.class_weights == "dataset"
+    assert r.augment.scale_range == [0.5, 2.1] and r.train.loss.class_weights == "dataset"  # SCALE_FACTOR 16
     assert (r.test.mode, r.test.flip, r.test.scales) == ("whole", False, [1.0])
     ocr = load_recipe("seg_hrnetv2_ocr_w48_512x1024_cityscapes")
-    assert ocr.train.loss.balance_weights == [0.4, 1.0] and ocr.train.loss.ohem
+    assert ocr.train.loss.balance_weights == [0.4, 1.0] and not ocr.train.loss.ohem  # official USE_OHEM false
     assert (ocr.train.loss.ohem_thresh, ocr.train.loss.ohem_min_kept) == (0.9, 131072)
     for name, ds, k, size, lr in (("seg_hrnetv2_w48_480x480_pascal_context_59", "pascal_context_59", 59, 480, 4e-3),
                                   ("seg_hrnetv2_w48_480x480_pascal_context_60", "pascal_context_60", 60, 480, 4e-3),

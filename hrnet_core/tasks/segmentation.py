@@ -1,11 +1,16 @@
 """Semantic segmentation (HRNetV2 paper Sec. 4.1, HRNet-OCR, HRFormer + OCR; FACTS.md sections 3 and 7): the
 ``segmentation`` task.
 
-One training sample is one image: the label PNG is mapped to training ids (the dataset's lookup table, 255 =
-ignore), the image and label are rescaled together so that the long side is ``data.base_size * s`` with ``s`` drawn
-from ``augment.scale_range`` in steps of ``augment.scale_step`` (official: 0.5 .. 2.0 in steps of 0.1; step 0 draws
-uniformly), padded to the crop with black pixels / ignore labels, randomly cropped to ``data.input_size`` and
-flipped with probability 0.5 (the dataset's left/right classes swapped, LIP). Batches have the fixed crop size.
+One training sample is one image (official ``lib/datasets/base_dataset.py`` ``BaseDataset.gen_sample``): the label
+PNG is mapped to training ids (the dataset's lookup table, 255 = ignore), the image and label are rescaled together
+so that the long side is ``int(data.base_size * s + 0.5)`` and the other side ``int(other * long / long_before +
+0.5)`` (:func:`rescaled_size`), with ``s`` drawn from ``augment.scale_range`` in steps of ``augment.scale_step``
+(official ``0.5 + randint(0, scale_factor) / 10``: 0.5 .. 2.1 for Cityscapes / PASCAL-Context (scale factor 16),
+0.5 .. 1.6 for LIP (11); step 0 draws uniformly), padded at the bottom / right to the crop with black pixels /
+ignore labels, randomly cropped to ``data.input_size`` and flipped with probability 0.5 (the dataset's left/right
+classes swapped, LIP). With ``augment.resize_to_crop`` (the LIP recipe; official ``lib/datasets/lip.py``) the flip
+comes first and the whole image is resized to the crop size (aspect ratio not kept) before the rescale. Batches
+have the fixed crop size.
 
 Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 
@@ -65,11 +70,18 @@ class SegData(DataConfig):
 @dataclass
 class SegAugment:
     """``augment:``: rescale by ``s`` in ``scale_range`` (steps of ``scale_step``; 0 = uniform), pad, random crop,
-    horizontal flip with probability 0.5 (``flip``)."""
+    horizontal flip with probability 0.5 (``flip``).
+
+    Official values (``TRAIN.SCALE_FACTOR`` of the configs, ``s = 0.5 + randint(0, SCALE_FACTOR) / 10``): ``[0.5,
+    2.1]`` (16: Cityscapes, PASCAL-Context; the default), ``[0.5, 1.6]`` (11: LIP). ``resize_to_crop``: the official
+    LIP order (``lib/datasets/lip.py`` ``LIP.__getitem__``): flip first, resize the whole image to ``data.input_size``
+    without keeping the aspect ratio, then rescale / pad / crop (no second flip); false = ``BaseDataset.gen_sample``.
+    """
 
     flip: bool = True
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.1])
     scale_step: float = 0.1
+    resize_to_crop: bool = False
 
 
 @dataclass
@@ -124,6 +136,10 @@ def validate(recipe) -> None:
     need(len(a.scale_range) == 2 and 0 < a.scale_range[0] <= a.scale_range[1], "augment.scale_range",
          f"expected [min, max] with 0 < min <= max, got {a.scale_range}")
     need(a.scale_step >= 0, "augment.scale_step", "must be >= 0")
+    from hrnet_core.losses.segmentation import AUX_REDUCTIONS
+
+    need(loss.aux_reduction in AUX_REDUCTIONS, "train.loss.aux_reduction",
+         f"one of {', '.join(AUX_REDUCTIONS)}, got {loss.aux_reduction!r}")
     need(t.mode in ("whole", "slide", "resize"), "test.mode", f"whole, slide or resize, got {t.mode!r}")
     need(0.0 < t.stride <= 1.0, "test.stride", "must be in (0, 1]")
     need(t.cpu_threads >= 0, "test.cpu_threads", "must be >= 0 (0 leaves torch's setting)")
@@ -285,12 +301,33 @@ DATASETS: dict[str, DatasetReader] = {
 # ------------------------------------------------------------------------------------------------ samples
 
 
+def rescaled_size(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """``(new_h, new_w)`` pixels of an ``h x w`` image whose long side (the width when ``h == w``) becomes
+    ``long_side``; the other side is ``int(other * long_side / long_before + 0.5)``, from the ROUNDED long side
+    (official ``BaseDataset.multi_scale_aug``, ``lib/datasets/base_dataset.py``). Sides are at least 1."""
+    if h > w:
+        return long_side, max(1, int(w * long_side / h + 0.5))
+    return max(1, int(h * long_side / w + 0.5)), long_side
+
+
+@dataclass(frozen=True)
+class SegDraw:
+    """The random choices of one training sample: ``scale`` (long side ``int(base * scale + 0.5)``), ``flip``,
+    and the crop's top-left corner ``x0, y0`` in pixels of the rescaled, padded image."""
+
+    scale: float
+    flip: bool
+    x0: int
+    y0: int
+
+
 @dataclass(frozen=True)
 class SegSample:
     """The per-sample function of a recipe and split (picklable).
 
     ``__call__(row, rng)``: a ``samples.parquet`` row -> ``image`` float32 ``[3, h, w]`` (normalised), ``label``
-    int64 ``[h, w]`` (training ids, 255 ignore) with ``(w, h) = crop``.
+    int64 ``[h, w]`` (training ids, 255 ignore) with ``(w, h) = crop``. The draws (:meth:`draw`) are applied by
+    :meth:`apply`, the official ``BaseDataset.gen_sample`` (or ``LIP.__getitem__`` with ``resize_to_crop``).
 
     Raises (on call):
         hrnet_core.data.io.ImageReadError: image or label missing / corrupt (names the file).
@@ -306,6 +343,7 @@ class SegSample:
     flip: bool
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize_to_crop: bool = False
 
     @functools.cached_property
     def _luts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -323,42 +361,83 @@ class SegSample:
         return read_image(root / row["file_name"]), apply_lut(read_label(root / row["label_file"]), self._luts[0])
 
     def draw_scale(self, rng: np.random.Generator) -> float:
+        """``lo + k / (1 / step)`` with ``k`` uniform in ``0 .. round((hi - lo) / step)`` (official ``0.5 +
+        randint(0, scale_factor) / 10.0``, the same floats); uniform in ``[lo, hi]`` when the step is 0."""
         lo, hi = self.scale_range
         if self.scale_step > 0:
             n = int(round((hi - lo) / self.scale_step))
-            return lo + self.scale_step * int(rng.integers(0, n + 1))
+            return lo + int(rng.integers(0, n + 1)) / (1.0 / self.scale_step)
         return float(rng.uniform(lo, hi))
 
-    def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+    def rescaled_shape(self, h: int, w: int, scale: float) -> tuple[int, int]:
+        """``(h, w)`` pixels after the (LIP: resize to the crop, then) rescale of an ``h x w`` image."""
+        if self.resize_to_crop:
+            w, h = self.crop
+        base = self.base_size or max(h, w)
+        return rescaled_size(h, w, int(base * scale + 0.5))
+
+    def draw(self, h: int, w: int, rng: np.random.Generator) -> SegDraw:
+        """The draws for an ``h x w`` image: scale, flip (probability 0.5 when ``flip``), then the crop corner,
+        uniform over the padded rescaled image (official ``rand_crop``: ``randint(0, new - crop)``, inclusive)."""
+        scale = self.draw_scale(rng)
+        flip = bool(self.flip and rng.random() < 0.5)
+        nh, nw = self.rescaled_shape(h, w, scale)
+        cw, ch = self.crop
+        y0 = int(rng.integers(0, max(nh, ch) - ch + 1))
+        x0 = int(rng.integers(0, max(nw, cw) - cw + 1))
+        return SegDraw(scale, flip, x0, y0)
+
+    def _flip(self, img: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return img[:, ::-1], self._luts[1][label[:, ::-1]]
+
+    def apply(self, img: np.ndarray, label: np.ndarray, d: SegDraw) -> dict[str, np.ndarray]:
+        """The training sample of ``img`` uint8 ``[H, W, 3]`` RGB and ``label`` uint8 ``[H, W]`` training ids under
+        the draws ``d``: (``resize_to_crop``: flip, resize to the crop (linear / nearest)), rescale to
+        :meth:`rescaled_shape` (linear / nearest), pad bottom / right to the crop (black, ignore), crop at
+        ``(d.x0, d.y0)``, (else: flip), normalise. Official ``BaseDataset.gen_sample`` / ``LIP.__getitem__``.
+
+        Returns:
+            ``image`` float32 ``[3, ch, cw]``, ``label`` int64 ``[ch, cw]``.
+
+        Raises:
+            ValueError: the crop corner lies outside the padded image.
+        """
         import cv2
 
-        img, label = self.load(row)
-        rng = rng if rng is not None else np.random.default_rng(0)
-        u_scale = self.draw_scale(rng)
-        h, w = label.shape
-        base = self.base_size or max(h, w)
-        f = base * u_scale / max(h, w)
-        nh, nw = max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))
-        if (nh, nw) != (h, w):
-            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
         cw, ch = self.crop
+        if self.resize_to_crop:
+            if d.flip:
+                img, label = self._flip(img, label)
+            img = cv2.resize(np.ascontiguousarray(img), (cw, ch), interpolation=cv2.INTER_LINEAR)
+            label = cv2.resize(np.ascontiguousarray(label), (cw, ch), interpolation=cv2.INTER_NEAREST)
+        nh, nw = self.rescaled_shape(*label.shape, d.scale)
+        if (nh, nw) != label.shape:
+            img = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=cv2.INTER_LINEAR)
+            label = cv2.resize(np.ascontiguousarray(label), (nw, nh), interpolation=cv2.INTER_NEAREST)
         ph, pw = max(0, ch - nh), max(0, cw - nw)
         if ph or pw:
             img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(0, 0, 0))
             label = cv2.copyMakeBorder(label, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=IGNORE)
-        y0 = int(rng.integers(0, img.shape[0] - ch + 1))
-        x0 = int(rng.integers(0, img.shape[1] - cw + 1))
-        img, label = img[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
-        if self.flip and rng.random() < 0.5:
-            img, label = img[:, ::-1], self._luts[1][label[:, ::-1]]
+        if not (0 <= d.y0 <= img.shape[0] - ch and 0 <= d.x0 <= img.shape[1] - cw):
+            raise ValueError(f"crop corner ({d.x0}, {d.y0}) outside the padded {img.shape[1]}x{img.shape[0]} image")
+        img, label = img[d.y0:d.y0 + ch, d.x0:d.x0 + cw], label[d.y0:d.y0 + ch, d.x0:d.x0 + cw]
+        if d.flip and not self.resize_to_crop:
+            img, label = self._flip(img, label)
         return {"image": normalise(img, self.mean, self.std), "label": np.ascontiguousarray(label).astype(np.int64)}
+
+    def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        img, label = self.load(row)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        return self.apply(img, label, self.draw(*label.shape, rng))
 
 
 def normalise(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` RGB -> float32 ``[3, H, W]`` ``(x / 255 - mean) / std``."""
-    x = np.ascontiguousarray(img, dtype=np.float32) * (1.0 / 255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    """uint8 ``[H, W, 3]`` RGB -> float32 ``[3, H, W]`` ``(x / 255 - mean) / std``, rounded as the official
+    ``BaseDataset.input_transform``: ``x / 255`` in float32, then ``- mean`` and ``/ std`` each computed in float64
+    and stored in float32 (its in-place ops with the float64 lists); bit-identical to it."""
+    x = np.divide(img, np.float32(255.0), dtype=np.float32)
+    np.subtract(x, np.asarray(mean, np.float64), out=x, casting="same_kind")
+    np.divide(x, np.asarray(std, np.float64), out=x, casting="same_kind")
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
@@ -370,7 +449,8 @@ def sample_transform(recipe, split, train: bool = True) -> SegSample:
                      flip_pairs=tuple((int(x), int(y)) for x, y in m.get("flip_pairs", ())),
                      crop=(int(d.input_size[0]), int(d.input_size[1])), base_size=int(d.base_size),
                      scale_range=(float(a.scale_range[0]), float(a.scale_range[1])), scale_step=float(a.scale_step),
-                     flip=bool(a.flip and train), mean=tuple(d.mean), std=tuple(d.std))
+                     flip=bool(a.flip and train), mean=tuple(d.mean), std=tuple(d.std),
+                     resize_to_crop=bool(a.resize_to_crop))
 
 
 BATCH_LAYOUT = {
