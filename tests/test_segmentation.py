@@ -17,7 +17,7 @@ import torch
 
 from hrnet_core.data.segmentation import IGNORE, LAYOUTS, apply_lut, read_label
 from hrnet_core.evaluation.miou import confusion_matrix, segmentation_metrics
-from hrnet_core.evaluation.seg_inference import predict_probs, window_grid
+from hrnet_core.evaluation.seg_inference import predict_probs, window_spans
 from hrnet_core.losses.segmentation import SegLossConfig, SegmentationLoss, ohem_cross_entropy, ohem_keep_mask
 from hrnet_core.recipes import ConfigError, load_recipe
 from hrnet_core.tasks import get_task
@@ -72,9 +72,10 @@ def test_miou_matches_a_hand_built_confusion_matrix():
     assert m["IoU/z"] == 0.0 and m["mIoU"] == pytest.approx(100 * sum(iou) / 3)
     assert m["pixel_acc"] == pytest.approx(100 * 7 / 11)
     assert m["mean_acc"] == pytest.approx(100 * (3 / 4 + 4 / 6 + 0) / 3)
-    # a class in neither labels nor predictions is left out of the mean (no IoU/<class> entry)
+    # a class in neither labels nor predictions counts 0 in mIoU (official testval); mIoU_present leaves it out
     m4 = segmentation_metrics(np.pad(cm, ((0, 1), (0, 1))), ["x", "y", "z", "w"])
-    assert "IoU/w" not in m4 and m4["mIoU"] == pytest.approx(m["mIoU"])
+    assert m4["IoU/w"] == 0.0 and m4["mIoU"] == pytest.approx(100 * sum(iou) / 4)
+    assert m4["mIoU_present"] == pytest.approx(m["mIoU"])
 
 
 # --------------------------------------------------------------------------------------------------- readers
@@ -294,10 +295,13 @@ class _Pointwise(torch.nn.Module):
         return self.conv(x)
 
 
-def test_window_grid_covers_the_image_with_the_last_window_on_the_border():
-    assert window_grid(100, 100, 66) == [0] and window_grid(80, 100, 66) == [0]
-    assert window_grid(250, 100, 66) == [0, 66, 132, 150]
-    assert window_grid(1024, 512, 341) == [0, 341, 512]
+def test_cityscapes_window_grid_moves_the_last_window_onto_the_border():
+    def starts(size, window, stride):
+        return [s for s, _ in window_spans(size, window, stride, shift_inside=True)]
+
+    assert starts(100, 100, 66) == [0] and starts(80, 100, 66) == [0]
+    assert starts(250, 100, 66) == [0, 66, 132, 150]
+    assert starts(1024, 512, 341) == [0, 341, 512]
 
 
 def test_sliding_window_and_flip_equal_whole_image_inference():
@@ -329,17 +333,18 @@ class _SizeCoded(torch.nn.Module):
         return out
 
 
-def test_multi_scale_averages_the_probabilities_of_every_scale_and_flip():
+def test_multi_scale_sums_the_exp_scores_of_every_scale_and_flip():
     x = torch.zeros(3, 32, 48)
     scales = [0.5, 1.0, 1.5]
-    got = predict_probs(_SizeCoded(), x, num_classes=2, scales=scales, base_size=96, flip=True)
-    # long side 48 -> s * 96: heights 32 * 96 * s / 48 = 32, 64, 96 -> class-0 logits 2, 4, 6
-    p0 = [1 / (1 + math.exp(-l)) for l in (2.0, 4.0, 6.0)]
+    got = predict_probs(_SizeCoded(), x, num_classes=2, mode="whole", scales=scales, base_size=96, flip=True)
+    # long side 48 -> s * 96: heights 32 * 96 * s / 48 = 32, 64, 96 -> class-0 logits 2, 4, 6; the official
+    # multi_scale_inference sums exp(logits) over the scales (class 1: exp(0) = 1 per scale)
+    e0 = sum(math.exp(l) for l in (2.0, 4.0, 6.0))
     assert got.shape == (2, 32, 48)
-    assert torch.allclose(got[0], torch.full((32, 48), sum(p0) / 3), atol=1e-6)
+    assert torch.allclose(got[0], torch.full((32, 48), e0 / (e0 + 3.0)), atol=1e-6)
     assert torch.allclose(got.sum(0), torch.ones(32, 48), atol=1e-6)
     # flip permutation: LIP-style channel swap of the mirrored pass
-    swapped = predict_probs(_SizeCoded(), x, num_classes=2, flip=True, flip_permutation=[1, 0])
+    swapped = predict_probs(_SizeCoded(), x, num_classes=2, mode="whole", flip=True, flip_permutation=[1, 0])
     p = 1 / (1 + math.exp(-2.0))
     assert torch.allclose(swapped[0], torch.full((32, 48), (p + (1 - p)) / 2), atol=1e-6)
 
@@ -354,7 +359,7 @@ def test_recipes_follow_the_paper():
     assert (r.train.schedule.name, r.train.schedule.power, r.train.global_batch_size, r.train.epochs) == \
         ("poly", 0.9, 12, 484)
     assert r.augment.scale_range == [0.5, 2.1] and r.train.loss.class_weights == "dataset"  # SCALE_FACTOR 16
-    assert (r.test.mode, r.test.flip, r.test.scales) == ("whole", False, [1.0])
+    assert (r.test.mode, r.test.flip, r.test.scales) == ("cityscapes", False, [1.0])
     ocr = load_recipe("seg_hrnetv2_ocr_w48_512x1024_cityscapes")
     assert ocr.train.loss.balance_weights == [0.4, 1.0] and not ocr.train.loss.ohem  # official USE_OHEM false
     assert (ocr.train.loss.ohem_thresh, ocr.train.loss.ohem_min_kept) == (0.9, 131072)

@@ -2,13 +2,14 @@
 
 The confusion matrix ``cm[t, p]`` counts pixels of true class ``t`` predicted as ``p`` over the non-ignored pixels
 (label ``== ignore_index`` or ``>= num_classes`` never count); :func:`confusion_matrix` builds it with
-``torch.bincount`` on the tensors' device (the official SEG ``get_confusion_matrix`` does the same on the CPU).
+``torch.bincount`` on the tensors' device (official ``lib/utils/utils.py get_confusion_matrix`` does the same on the
+CPU).
 
-``IoU_c = cm[c, c] / (sum_p cm[c, p] + sum_t cm[t, c] - cm[c, c])``; ``mIoU`` is the mean over the classes whose
-union is non-empty (a class absent from both labels and predictions is left out, as mmsegmentation's ``nanmean``;
-the official SEG code averages over every class, counting 0 for those, which differs only on tiny val sets);
-``pixel_acc = trace / total``; ``mean_acc`` = mean over classes present in the labels of ``cm[c, c] / sum_p cm[c, p]``
-(the LIP table's "Mean Acc"). All in percent.
+Official rule (``lib/core/function.py testval``): ``IoU_c = cm[c, c] / max(1, sum_p cm[c, p] + sum_t cm[t, c] -
+cm[c, c])`` and ``mIoU`` = mean over ALL classes (a class absent from labels and predictions counts 0);
+``pixel_acc = trace / total``; ``mean_acc`` = mean over all classes of ``cm[c, c] / max(1, sum_p cm[c, p])`` (the LIP
+table's "Mean Acc"). Beside them, under their own names, ``mIoU_present`` / ``mean_acc_present``: the means over the
+classes with a non-empty union / present in the labels (mmsegmentation's ``nanmean``). All in percent.
 """
 
 from __future__ import annotations
@@ -39,30 +40,32 @@ def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int, 
 
 
 def per_class_iou(cm: np.ndarray) -> np.ndarray:
-    """IoU per class as a fraction, NaN where a class is in neither labels nor predictions."""
+    """IoU per class ``[C]`` as a fraction, ``tp / max(1, union)`` (official ``testval``: 0 for a class in neither
+    labels nor predictions)."""
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+    return tp / np.maximum(1.0, cm.sum(0) + cm.sum(1) - tp)
 
 
 def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, float]:
-    """``{"mIoU", "pixel_acc", "mean_acc", "IoU/<class>"...}`` in percent from a confusion matrix ``[C, C]``.
+    """``{"mIoU", "pixel_acc", "mean_acc", "mIoU_present", "mean_acc_present", "IoU/<class>"...}`` in percent from
+    a confusion matrix ``[C, C]`` (rows: true class) by the official rule of the module docstring.
 
-    Per-class entries are left out for classes absent from labels and predictions. Empty matrix: every value 0.
+    ``IoU/<class>`` for every class (0 for an absent one, as the official ``IoU_array``). Empty matrix: every value
+    0.
     """
     cm = np.asarray(cm, dtype=np.float64)
+    tp, gt = np.diag(cm), cm.sum(1)
+    union = cm.sum(0) + gt - tp
     iou = per_class_iou(cm)
+    acc = tp / np.maximum(1.0, gt)
     total = cm.sum()
-    gt = cm.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(gt > 0, np.diag(cm) / np.where(gt > 0, gt, 1), np.nan)
-    out = {"mIoU": 100.0 * float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
-           "pixel_acc": 100.0 * float(np.trace(cm) / total) if total else 0.0,
-           "mean_acc": 100.0 * float(np.nanmean(acc)) if np.isfinite(acc).any() else 0.0}
+    out = {"mIoU": 100.0 * float(iou.mean()) if len(iou) else 0.0,
+           "pixel_acc": 100.0 * float(tp.sum() / total) if total else 0.0,
+           "mean_acc": 100.0 * float(acc.mean()) if len(acc) else 0.0,
+           "mIoU_present": 100.0 * float(iou[union > 0].mean()) if (union > 0).any() else 0.0,
+           "mean_acc_present": 100.0 * float(acc[gt > 0].mean()) if (gt > 0).any() else 0.0}
     names = list(class_names) if class_names is not None else [str(c) for c in range(len(cm))]
     for name, v in zip(names, iou):
-        if np.isfinite(v):
-            out[f"IoU/{name}"] = 100.0 * float(v)
+        out[f"IoU/{name}"] = 100.0 * float(v)
     return out

@@ -22,11 +22,15 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
   ``index`` int64 ``[B]``;
 - loss (:mod:`hrnet_core.losses.segmentation`): cross-entropy with ignore index and class weights, OHEM, OCR
   ``0.4 * aux + 1.0 * main``; logits upsampled to the crop first;
-- test procedure (:mod:`hrnet_core.evaluation.seg_inference`): ``test.mode`` whole / slide (stride 2/3 of the crop)
-  / resize, ``test.flip``, ``test.scales`` (long side ``scale * data.base_size``); the confusion matrix of every
-  image is accumulated on the device (``torch.bincount``);
-- metrics (:mod:`hrnet_core.evaluation.miou`), percent: ``mIoU`` (primary), ``pixel_acc``, ``mean_acc``,
-  ``IoU/<class>``;
+- test procedure (:mod:`hrnet_core.evaluation.seg_inference`, the official ``multi_scale_inference``): ``test.mode``
+  slide (``BaseDataset``: windows of ``test.crop_size`` at stride 2/3, clipped and padded with black) / cityscapes
+  (``Cityscapes``: whole image at scales <= 1, windows moved inside the image above) / whole / resize (LIP),
+  ``test.flip`` (logits of the two passes averaged, then exp), ``test.scales`` (long side ``scale *
+  data.base_size``; the scales' scores summed); the confusion matrix of every image is accumulated on the device
+  (``torch.bincount``);
+- metrics (:mod:`hrnet_core.evaluation.miou`, official ``testval``), percent: ``mIoU`` (primary; mean over all
+  classes), ``pixel_acc``, ``mean_acc``, ``IoU/<class>``, and ``mIoU_present`` / ``mean_acc_present`` (means over the
+  classes present, mmsegmentation's);
 - outputs: ``predictions.json`` (per image: file, prediction PNG, pixel accuracy), ``labels/<image stem>.png``
   (predictions in the dataset's own ids: Cityscapes labelIds for the benchmark server, PASCAL-Context-59 ids + 1),
   ``confusion_matrix.csv``; drawings: image | ground truth | prediction, colour-coded with the dataset palette;
@@ -86,13 +90,18 @@ class SegAugment:
 
 @dataclass
 class SegTest:
-    """``test:`` (the official test procedure as options): ``mode`` whole / slide / resize; ``stride`` of the
-    sliding windows as a fraction of the crop (2/3); ``flip``; ``scales`` (long side ``scale * data.base_size``;
-    official multi-scale 0.5 .. 1.75 (Cityscapes) or 2.0 in steps of 0.25); ``save_label_pngs``: write predictions
-    in the dataset's ids; ``num_vis_images`` drawings; ``cpu_threads``: torch intra-op threads while predicting on the
-    CPU (0 leaves torch's setting; restored afterwards)."""
+    """``test:`` (the official test procedure as options, :mod:`hrnet_core.evaluation.seg_inference`): ``mode``
+    ``slide`` (official ``BaseDataset.multi_scale_inference``) / ``cityscapes`` (official
+    ``Cityscapes.multi_scale_inference``) / ``whole`` / ``resize`` (the LIP test); ``crop_size``: the test window
+    ``[W, H]`` in pixels (official ``TEST.IMAGE_SIZE``; ``resize``: the size the image is resized to; null = the
+    training crop ``data.input_size``); ``stride`` between windows as a fraction of the window (official 2/3,
+    Cityscapes 1.0); ``flip``; ``scales`` (long side ``scale * data.base_size``, official ``TEST.BASE_SIZE``;
+    multi-scale 0.5 .. 1.75 (Cityscapes) or 2.0 in steps of 0.25); ``save_label_pngs``: write predictions in the
+    dataset's ids; ``num_vis_images`` drawings; ``cpu_threads``: torch intra-op threads while predicting on the CPU
+    (0 leaves torch's setting; restored afterwards)."""
 
-    mode: str = "whole"
+    mode: str = "slide"
+    crop_size: list[int] | None = None
     stride: float = 2.0 / 3.0
     flip: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
@@ -140,7 +149,11 @@ def validate(recipe) -> None:
 
     need(loss.aux_reduction in AUX_REDUCTIONS, "train.loss.aux_reduction",
          f"one of {', '.join(AUX_REDUCTIONS)}, got {loss.aux_reduction!r}")
-    need(t.mode in ("whole", "slide", "resize"), "test.mode", f"whole, slide or resize, got {t.mode!r}")
+    from hrnet_core.evaluation.seg_inference import MODES
+
+    need(t.mode in MODES, "test.mode", f"one of {', '.join(MODES)}, got {t.mode!r}")
+    need(t.crop_size is None or (len(t.crop_size) == 2 and all(int(v) > 0 for v in t.crop_size)), "test.crop_size",
+         f"null or [W, H] > 0, got {t.crop_size}")
     need(0.0 < t.stride <= 1.0, "test.stride", "must be in (0, 1]")
     need(t.cpu_threads >= 0, "test.cpu_threads", "must be >= 0 (0 leaves torch's setting)")
     need(len(t.scales) > 0 and all(s > 0 for s in t.scales), "test.scales", "a non-empty list of scales > 0")
@@ -538,8 +551,8 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
     """Per image (in item order): ``{"confusion": (flat indices, counts) of its [C, C] confusion matrix, "png":
     the predicted training-id map as PNG bytes}``.
 
-    The test procedure is ``recipe.test`` (module docstring); the confusion matrix is built on ``device``. The model
-    runs in eval mode without gradients (restored afterwards), fp32.
+    The test procedure is ``recipe.test`` (module docstring; :func:`image_scores`); the confusion matrix is built on
+    ``device``. The model runs in eval mode without gradients (restored afterwards), fp32.
     """
     import cv2
     import torch
@@ -548,7 +561,6 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
     from hrnet_core.data.io import read_image
     from hrnet_core.data.segmentation import apply_lut, layout_from_meta, read_label
     from hrnet_core.evaluation.miou import confusion_matrix
-    from hrnet_core.evaluation.seg_inference import predict_probs
 
     layout = layout_from_meta(split.manifest)
     n = layout.num_classes
@@ -565,11 +577,8 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
     try:
         with torch.no_grad():
             for r in tqdm(items, desc="evaluate", unit="img", disable=not progress):
-                x = torch.from_numpy(normalise(read_image(r["image_file"]), d.mean, d.std)).to(device)
-                probs = predict_probs(model, x, num_classes=n, mode=t.mode, crop=tuple(d.input_size),
-                                      stride=t.stride, flip=t.flip, flip_permutation=perm, scales=t.scales,
-                                      base_size=d.base_size, align_corners=align)
-                pred = probs.argmax(0)
+                scores = image_scores(model, read_image(r["image_file"]), recipe, n, perm, align, device)
+                pred = scores.argmax(0)
                 label = torch.from_numpy(apply_lut(read_label(r["label_path"]), lut)).to(device)
                 cm = confusion_matrix(pred, label, n, IGNORE).cpu().numpy()
                 png = cv2.imencode(".png", pred.to(torch.uint8).cpu().numpy())[1]
@@ -578,6 +587,27 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
         model.train(was_training)
         torch.set_num_threads(threads)
     return Predictions(out)
+
+
+def image_scores(model, img: np.ndarray, recipe, num_classes: int, flip_permutation: Sequence[int] | None,
+                align_corners: bool, device="cpu"):
+    """Summed class scores ``[C, H, W]`` (torch float32 on ``device``) of one uint8 RGB image ``[H, W, 3]`` by the
+    recipe's test procedure (:func:`hrnet_core.evaluation.seg_inference.predict_scores`); ``resize`` mode resizes
+    the uint8 image to ``test.crop_size`` before normalising, as the official LIP ``testval`` dataset does."""
+    import cv2
+    import torch
+
+    from hrnet_core.evaluation.seg_inference import predict_scores
+
+    d, t = recipe.data, recipe.test
+    crop = tuple(int(v) for v in (t.crop_size or d.input_size))
+    h, w = img.shape[:2]
+    if t.mode == "resize" and (w, h) != crop:
+        img = cv2.resize(img, crop, interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(normalise(img, d.mean, d.std)).to(device)
+    return predict_scores(model, x, num_classes=num_classes, mode=t.mode, crop=crop, stride=t.stride, flip=t.flip,
+                          flip_permutation=flip_permutation, scales=t.scales, base_size=d.base_size,
+                          align_corners=align_corners, mean=d.mean, std=d.std, out_size=(h, w))
 
 
 def concat(parts: Sequence[Predictions]) -> Predictions:
@@ -681,7 +711,8 @@ TASK = Task(
     description="semantic segmentation: images -> per-pixel classes (HRNetV2, HRNet-OCR, HRFormer + OCR; mIoU)",
     datasets=DATASETS,
     sections=RecipeSections(data=SegData, augment=SegAugment, test=SegTest, loss=SegLossConfig),
-    metrics=MetricSpec(primary="mIoU", higher_is_better=True, names=("mIoU", "pixel_acc", "mean_acc"),
+    metrics=MetricSpec(primary="mIoU", higher_is_better=True,
+                       names=("mIoU", "pixel_acc", "mean_acc", "mIoU_present", "mean_acc_present"),
                        units="percent (IoU/<class>: per-class IoU, percent)"),
     smoke_profile="smoke_segmentation",
     default_recipe="seg_hrnetv2_w48_512x1024_cityscapes",
