@@ -70,13 +70,14 @@ def test_constructed_gt_scores_100(tmp_path):
     m = evaluate_posetrack(gt, _gt_results(gt))
     assert m["mAP"] == pytest.approx(100.0) and m["MOTA"] == pytest.approx(100.0)
     assert m["precision"] == pytest.approx(100.0) and m["recall"] == pytest.approx(100.0)
-    assert "AP/left_ear" not in m and "MOTA/left_ear" not in m  # unlabelled ears are left out of the means
-    assert m["num_objects"] == 3 * 2 * 15
+    assert "AP/left_ear" not in m and "MOTA/left_ear" not in m  # poseval's 15 joints have no ears
+    assert m["num_objects"] == 2 * 2 * 15  # poseval leaves the last frame out of the tracking metrics (old 3 * 2 * 15)
 
 
 def test_identity_swap_lowers_mota_by_hand_count(tmp_path):
-    """Swap the two ids in the middle frame of 3: per joint 2 switches entering and 2 leaving it, 6 objects ->
-    MOTA_j = 1 - 4/6 for every labelled joint, so MOTA = 33.33; AP does not look at ids."""
+    """Swap the two ids in the middle frame of 3: poseval tracks frames 0 and 1 only (the last frame is left out), so
+    per joint 2 switches entering it over 4 objects -> MOTA = 50 (old, with the last frame: 4 switches over 6
+    objects, 33.33); AP does not look at ids."""
     gt = load_posetrack(_write_seq(tmp_path, frames=3))
 
     def swap(iid, people):
@@ -84,18 +85,19 @@ def test_identity_swap_lowers_mota_by_hand_count(tmp_path):
             people[0]["track_id"], people[1]["track_id"] = people[1]["track_id"], people[0]["track_id"]
 
     m = evaluate_posetrack(gt, _gt_results(gt, swap))
-    assert m["num_switches"] == 4 * 15
-    assert m["MOTA"] == pytest.approx(100.0 * (1 - 4 / 6))
+    assert m["num_switches"] == 2 * 15
+    assert m["MOTA"] == pytest.approx(100.0 * (1 - 2 / 4))
     assert m["mAP"] == pytest.approx(100.0)
-    # swapping in the last frame: only 2 switches per joint
+    # swapping in the last frame: not seen by the tracking metrics (old: 2 switches per joint, MOTA 66.67)
     m = evaluate_posetrack(gt, _gt_results(gt, lambda i, p: swap(1001, p) if i == 1002 else None))
-    assert m["MOTA"] == pytest.approx(100.0 * (1 - 2 / 6))
+    assert m["MOTA"] == pytest.approx(100.0)
 
 
 def test_moved_joints_lower_ap_by_hand(tmp_path):
     """Move the left wrist of person 1 in frame 0 beyond half the head size. Scores: that person's joints 0.5 in that
-    frame, every other joint 1.0. For the left wrist (6 GT): 5 TPs ranked first, then the FP -> AP = 5/6; AP = 100 elsewhere, and the
-    tracking counts one miss and one false positive for that joint (MOTA_j = 1 - 2/6)."""
+    frame, every other joint 1.0. For the left wrist (6 GT): 5 TPs ranked first, then the FP -> AP = 5/6; AP = 100
+    elsewhere, and the tracking (frames 0 and 1: the last is left out) counts one miss and one false positive for that
+    joint over 4 objects (MOTA_j = 1 - 2/4; old, with the last frame, 1 - 2/6)."""
     gt = load_posetrack(_write_seq(tmp_path, frames=3))
     head = gt.people[1000][1].bbox_head
     move = 0.6 * 0.6 * np.hypot(head[2], head[3])  # 0.6 head sizes > the 0.5 threshold
@@ -108,7 +110,7 @@ def test_moved_joints_lower_ap_by_hand(tmp_path):
     m = evaluate_posetrack(gt, _gt_results(gt, change))
     assert m["AP/left_wrist"] == pytest.approx(100.0 * 5 / 6)
     assert m["mAP"] == pytest.approx((14 * 100.0 + 100.0 * 5 / 6) / 15)
-    assert m["MOTA/left_wrist"] == pytest.approx(100.0 * (1 - 2 / 6))
+    assert m["MOTA/left_wrist"] == pytest.approx(100.0 * (1 - 2 / 4))
     # ranked first instead (score 1.0 for the moved person, 0.5 for the others): precisions 0, 1/2, 2/3, ..., 5/6;
     # interpolated (the best precision at this or a higher recall) every one of the 5 recall steps of 1/6 gets 5/6
     def first(iid, people):
@@ -141,7 +143,7 @@ def test_ignore_regions_remove_joints(tmp_path):
 def test_average_precision_hand_values():
     assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1], bool), 2) == pytest.approx(
         100.0 * (0.5 * 1.0 + 0.5 * 2 / 3))
-    assert np.isnan(average_precision(np.zeros(0), np.zeros(0, bool), 0))
+    assert average_precision(np.zeros(0), np.zeros(0, bool), 0) == 0.0  # poseval: no detections -> 0 (old NaN)
     assert average_precision(np.array([0.5]), np.array([0], bool), 3) == 0.0
 
 
@@ -164,9 +166,12 @@ def test_sample_gt_through_writer_scores_100(source):
     assert sum(len(v) for v in gt.people.values()) == 14
     assert any(f.ignore_regions for f in gt.frames.values())
     m = evaluate_posetrack(gt, _gt_results(gt))
-    assert m["mAP"] == pytest.approx(100.0) and m["MOTA"] == pytest.approx(100.0)
-    assert m["recall"] == pytest.approx(100.0) and m["num_objects"] > 100
-    assert "AP/left_ear" not in m  # ears are unlabelled in PoseTrack 2018
+    assert m["mAP"] == pytest.approx(100.0) and "AP/left_ear" not in m  # poseval's 15 joints
+    # one labelled frame per sequence: poseval leaves each sequence's last frame out of the tracking metrics
+    assert m["num_eval_frames"] == 3 and m["num_tracking_frames"] == 0
+    gt.sequences = {"all": [i for ids in gt.sequences.values() for i in ids]}  # the three frames as one sequence
+    m = evaluate_posetrack(gt, _gt_results(gt))
+    assert m["MOTA"] == pytest.approx(100.0) and m["recall"] == pytest.approx(100.0) and m["num_objects"] == 39
 
 
 @needs_sample

@@ -11,8 +11,10 @@ labelled keypoints enlarged by 15% (Sec. 4.3). What this task adds:
 - the test procedure: one eval item per sequence, tracked by :func:`hrnet_core.tracking.track_sequence` (detector
   boxes + boxes propagated by optical flow, box NMS, top-down pose with the recipe's flip test, greedy OKS /
   flow-warped OKS association); the recipe's ``test:`` section holds the tracking options;
-- the metrics of :mod:`hrnet_core.evaluation.posetrack` (per-joint AP / mAP and MOTA / MOTP / precision / recall,
-  PCKh 0.5 of the head size, ignore regions, labelled frames only); the results are written in the PoseTrack format,
+- the metrics of :mod:`hrnet_core.evaluation.posetrack`, computed as the benchmark's kit poseval computes them
+  (per-joint AP / mAP and MOTA / MOTP / precision / recall over poseval's 15 joints, PCKh 0.5 of the head size,
+  ignore regions, the frames with ground-truth people, the last of them per sequence left out of the tracking
+  metrics); the results are written in the PoseTrack format,
   one json per sequence (``<out_dir>/predictions/<sequence>.json``) and all together (``predictions.json``);
 - drawings: tracked skeletons, one colour per track id;
 - synthetic default: generated clips of moving figures with identities (:mod:`hrnet_core.data.synthetic_tracking`),
@@ -303,7 +305,8 @@ def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, spl
 
     Returns:
         ``mAP``, ``AP/<joint|group>``, ``MOTA``, ``MOTP``, ``precision``, ``recall``, ``MOTA/<joint>`` (percent), the
-        CLEAR MOT counts, ``num_labeled_frames``, ``eval_items`` (sequences), and ``order/MOTA``,
+        CLEAR MOT counts, ``num_labeled_frames``, ``num_eval_frames``, ``num_tracking_frames``, ``eval_items``
+        (sequences), and ``order/MOTA``,
         ``order/num_switches``: the same poses with the ids of tracking by detection order alone (:func:`order_ids`;
         only the ids differ, so MOTA differs by the switches alone).
     """
