@@ -50,7 +50,7 @@ from ..data.keypoints import POSETRACK_KEYPOINTS
 from ..data.posetrack import PoseTrackVideos
 
 __all__ = ["results_json", "read_results", "evaluate_posetrack", "average_precision", "JOINT_GROUPS", "PCKH_THR",
-           "EVAL_JOINTS", "MIN_SCORE", "PredictedPose"]
+           "EVAL_JOINTS", "MIN_SCORE", "PredictedPose", "evaluated_frames"]
 
 PCKH_THR = 0.5
 HEAD_SIZE_FACTOR = 0.6
