@@ -331,7 +331,8 @@ def test_hrformer_recipes_follow_the_paper_and_the_official_code():
         assert (r.model.name, r.model.drop_path_rate, r.paper.table, r.paper.row) == (f"cls_hrformer_{v}", dp, "6", row)
         o, s, a = r.train.optimizer, r.train.schedule, r.augment
         assert (o.name, o.lr, o.weight_decay, r.train.global_batch_size, r.train.epochs) == ("adamw", 1e-3, 0.05, 1024, 300)
-        assert (s.name, s.warmup_iters, s.warmup_ratio) == ("cosine", 20 * 1251, 5e-7 / 1e-3)
+        assert (s.name, s.per_iteration, s.warmup_iters, s.warmup_ratio, s.min_lr) == (
+            "cosine", True, 20 * 1251, 1e-6 / 1e-3, 1e-5)  # HRFormer main.py scales 5e-7 / 5e-6 per 512 images
         assert "<1d>" in o.no_decay and "relative_position_bias_table" in o.no_decay
         assert (a.auto_augment, a.random_erasing, a.mixup_alpha, a.cutmix_alpha, a.mixup_switch_prob) == (
             "rand-m9-mstd0.5-inc1", 0.25, 0.8, 1.0, 0.5)

@@ -118,9 +118,10 @@ def test_poly_schedule_is_per_iteration(toy_data):
     total = r.train.epochs * steps_per_epoch(48, 2, 4, 1)
     assert steps_per_epoch(48, 2, 4, 1) == 6 and steps_per_epoch(50, 2, 4, 2) == 3
     lrs = [lr_at(r, s // 6, s, total) for s in range(total + 1)]
-    assert lrs[0] == pytest.approx(0.05) and lrs[-1] == 0.0
-    assert lrs[9] == pytest.approx(0.05 * (1 - 9 / total) ** 0.9), "per step, not per epoch"
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[0] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0.05 * (1 / total) ** 0.9)
+    # step k runs at the rate set after step k - 1 (HRNet-Semantic-Segmentation adjust_learning_rate)
+    assert lrs[9] == pytest.approx(0.05 * (1 - 8 / total) ** 0.9), "per step, not per epoch"
+    assert lrs[1] == lrs[0] and all(a > b for a, b in zip(lrs[1:], lrs[2:]))
 
 
 def test_sliding_window_equals_whole_image_when_the_window_covers_it():

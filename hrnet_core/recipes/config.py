@@ -181,10 +181,25 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Learning-rate schedule plus an optional linear warm-up in optimiser steps.
+    """Learning-rate schedule plus an optional linear warm-up in optimiser steps (``pipelines.train.lr_at``).
 
     ``multistep`` (x ``gamma`` at each epoch in ``milestones``), ``cosine`` and ``constant`` change per epoch;
-    ``poly`` changes per optimiser step: ``lr * (1 - step / total_steps) ** power`` (HRNetV2 segmentation).
+    ``poly`` changes per optimiser step: ``lr * (1 - t / total_steps) ** power`` (HRNetV2 segmentation), and so does
+    ``cosine`` with ``per_iteration`` (HRFormer classification: timm ``CosineLRScheduler(t_in_epochs=False)``, floor
+    ``min_lr``). Per-step rules take ``t = step - 1`` for step ``k >= 1`` (``t = 0`` for the first), because the
+    official loops set the rate after each optimiser step (HRNet-Semantic-Segmentation ``adjust_learning_rate``, timm
+    ``step_update``).
+
+    ``epoch_offset``: added to the 0-based epoch of the per-epoch rules. 0 (default) decays at the milestone epoch,
+    which is how the paper models were trained: the pose / face / classification ``tools/train.py`` step a
+    ``MultiStepLR`` at each epoch's start on the PyTorch they name (0.4.1 / 1.0.0), whose constructor reset
+    ``last_epoch``; mmcv (detection, HRFormer pose) and HigherHRNet (step after the epoch, PyTorch >= 1.1) do too.
+    1 reproduces those ``tools/train.py`` run on PyTorch >= 1.1 (the constructor already stepped once: every decay one
+    epoch before its milestone).
+
+    Warm-up (``warmup_iters`` steps from ``warmup_ratio * lr``): multiplies the per-epoch rate (mmcv
+    ``LrUpdaterHook`` linear warm-up, rate of step ``k`` from ``k``); with a per-step cosine it replaces it (timm:
+    ``lr * (ratio + (1 - ratio) t / warmup_iters)`` while ``t < warmup_iters``).
     """
 
     name: str = "multistep"
@@ -193,6 +208,9 @@ class ScheduleConfig:
     warmup_iters: int = 0
     warmup_ratio: float = 0.001
     power: float = 0.9
+    per_iteration: bool = False
+    min_lr: float = 0.0
+    epoch_offset: int = 0
 
 
 @dataclass
@@ -411,6 +429,10 @@ def validate(recipe: Recipe) -> None:
     need(t.val_every >= 0, "train.val_every", "must be >= 0")
     need(t.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", "must be >= 1")
     need(t.schedule.name != "poly" or t.schedule.power > 0, "train.schedule.power", "must be > 0")
+    need(not t.schedule.per_iteration or t.schedule.name == "cosine", "train.schedule.per_iteration",
+         "only the cosine schedule has a per-iteration form (poly always is)")
+    need(0 <= t.schedule.min_lr < t.optimizer.lr, "train.schedule.min_lr", "must be >= 0 and below train.optimizer.lr")
+    need(t.schedule.epoch_offset >= 0, "train.schedule.epoch_offset", "must be >= 0")
     task.validate(recipe)
 
 
