@@ -10,6 +10,7 @@ Commands::
     hrnet models list|info
     hrnet train           train a recipe with Ray Train (MLflow run, checkpoints, final weights)
     hrnet evaluate        evaluate weights on the recipe's val split with the task's metrics, log to MLflow
+    hrnet score           score an existing results file against the ground truth (no images, no network)
     hrnet export-backbone a run's weights as an ImageNet-style backbone file for model.pretrained
     hrnet report / sweep  paper report, Ray Tune sweeps
 
@@ -35,6 +36,32 @@ examples:
   hrnet train pose_hrnet_w32_256x192_coco --profile smoke --num-workers 2
   hrnet evaluate --checkpoint models/pose.pt
   dvc repro                      # the whole pipeline (see dvc.yaml / params.yaml)
+"""
+
+
+EVALUATE_TASKS = """\
+test procedure, outputs (in --out-dir) and metrics of each task (the recipe's `task`; percent unless noted):
+  pose_topdown    people from the split's detection file (test.use_gt_boxes: ground-truth boxes), flip test with
+                  the shifted flipped heatmap, quarter-offset decoding. COCO: rescoring, OKS-NMS, COCOeval AP, AP50,
+                  AP75, APM, APL, AR...; MPII: PCKh (@0.5), PCKh_0.1, PCKh/<joint group>. predictions.json: COCO
+                  keypoint results (MPII: joints per person in annotation order)
+  pose_bottomup   whole images (short side to the input size), flip test, optional test.scales, associative-
+                  embedding grouping. COCO AP, AR...; CrowdPose AP, AR, AP/easy, AP/medium, AP/hard.
+                  predictions.json: COCO keypoint results
+  pose_tracking   per sequence: detector + flow-propagated boxes, box NMS, top-down pose, OKS association.
+                  PoseTrack mAP, AP/<joint>, MOTA, MOTP, precision, recall, order/MOTA (ids by detection order).
+                  predictions/<sequence>.json (PoseTrack format, one per sequence) and predictions.json (all)
+  segmentation    test.mode slide / whole / resize windows, test.flip, test.scales. mIoU, IoU/<class>, pixel_acc,
+                  mean_acc. labels/<image>.png (the dataset's own ids), predictions.json, confusion_matrix.csv
+  face_alignment  face crop, heatmap decoding (test.flip optional). NME (percent of the dataset's normaliser, lower
+                  is better), FR_0.08, FR_0.1, AUC_0.08, AUC_0.1, NME/<subset>. predictions.json (landmarks per
+                  face), ced.csv
+  classification  resize + single centre crop. top1, top5. predictions.json (top-k classes and probabilities),
+                  confusion.json
+  detection       the detector's resize, boxes (and Mask R-CNN masks) in image pixels. COCO box AP, AP50, AP75,
+                  APS, APM, APL, AR... (Mask R-CNN: mask_AP...). predictions.json: COCO detection results
+every task also writes metrics.json and vis/ drawings; `hrnet score DATASET --results predictions.json ...`
+re-scores a predictions file without images or a network.
 """
 
 
@@ -194,18 +221,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---------------------------------------------------------------- evaluate
     ev = sub.add_parser("evaluate", help="evaluate weights on the val split",
-                        description="Batch inference on the recipe's val split (flip test; detector or ground-truth "
-                                    "boxes as the recipe says), COCO AP or MPII PCKh, predictions.json and drawn "
-                                    "skeletons in --out-dir. Weights written by `hrnet train` log into their training "
-                                    "run (or --run-id); an officially released checkpoint (any other state dict) "
-                                    "needs its RECIPE and is recorded as a new MLflow run tagged "
-                                    "source=official-checkpoint.",
+                        description="Batch inference on the recipe's val split with the task's test procedure and its\n"
+                                    "metrics (percent, as the papers print them); in --out-dir predictions.json (the\n"
+                                    "dataset's results format, which `hrnet score` re-scores), metrics.json and vis/.\n"
+                                    "Weights written by `hrnet train` log into their training run (or --run-id); an\n"
+                                    "officially released checkpoint (any other state dict) needs its RECIPE and is\n"
+                                    "recorded as a new MLflow run tagged source=official-checkpoint. The prepared\n"
+                                    "split evaluated on (--data, or data.root / data.val_split) gives data.dataset and,\n"
+                                    "for segmentation, model.num_classes from its manifest.",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                        epilog="examples:\n  hrnet evaluate --checkpoint models/pose.pt\n"
+                        epilog=EVALUATE_TASKS + "\nexamples:\n  hrnet evaluate --checkpoint models/pose.pt\n"
                                "  hrnet evaluate pose_hrnet_w32_256x192_coco --checkpoint pose_hrnet_w32_256x192.pth "
                                "--set data.root=data/prepared/coco\n"
+                               "  hrnet evaluate seg_hrnetv2_w48_512x1024_cityscapes --checkpoint seg.pth "
+                               "--data data/prepared/camvid/val\n"
                                "  hrnet evaluate pose_hrnet_w32_256x192_coco --profile smoke --untrained")
     _add_recipe_args(ev, required=False)
+    ev.add_argument("--data", default=None, metavar="SPLIT_DIR",
+                    help="a prepared split (hrnet data prepare's OUT/SPLIT) to evaluate on: sets data.root and "
+                         "data.val_split; data.dataset (and model.num_classes for segmentation) come from its "
+                         "manifest")
     ev.add_argument("--checkpoint", default=None,
                     help="weights file written by `hrnet train`, a Ray checkpoint dir, or an official .pth (needs RECIPE)")
     ev.add_argument("--untrained", action="store_true",
@@ -231,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sweeps.cli import add_sweep_parser
 
     from .export_backbone import add_export_parser
+    from .score import add_score_parser
 
+    add_score_parser(sub)
     add_export_parser(sub)
     add_report_parser(sub)
     add_sweep_parser(sub)
@@ -435,7 +472,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.recipe and (args.set or args.profile or args.params):
         raise ConfigError("--set/--profile/--params change a recipe: name the RECIPE too (the weights file's own recipe "
                           "is used as stored)")
-    recipe = _load(args) if args.recipe else None
+    if args.data and not args.recipe:
+        raise ConfigError("--data changes the recipe's data: name the RECIPE too")
+    recipe = evaluation_recipe(args) if args.recipe else None
     out_dir = args.out_dir or (f"outputs/evaluations/{Path(args.checkpoint).stem}" if args.checkpoint else
                                "outputs/evaluations/untrained")
     if args.untrained:
@@ -455,6 +494,85 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _write_json(args.metrics_out, metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
+
+
+#: recipe keys that the evaluated prepared split's manifest decides, per task: ``{task: {dotted key: manifest key}}``.
+#: The class count only for segmentation: its network's classes are the split's label vocabulary, while a classifier
+#: may have more outputs than a split has classes (the official ImageNet index on a subset).
+MANIFEST_KEYS: dict[str, dict[str, str]] = {
+    "segmentation": {"data.dataset": "dataset", "model.num_classes": "num_classes"}}
+_DATASET_KEY = {"data.dataset": "dataset"}
+
+
+def _get(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _put(tree: dict, dotted: str, value) -> None:
+    *head, last = dotted.split(".")
+    for part in head:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
+
+
+def evaluation_recipe(args: argparse.Namespace):
+    """The recipe ``hrnet evaluate RECIPE`` evaluates: the recipe, its profile and overrides, plus what the prepared
+    split it evaluates on says about itself (its ``manifest.json``): ``data.dataset`` and, for segmentation,
+    ``model.num_classes`` (:data:`MANIFEST_KEYS`); ``--data SPLIT_DIR`` also sets ``data.root`` and
+    ``data.val_split``. The split is the one of ``data.root`` / ``data.val_split`` after the overrides; without its
+    manifest the recipe is loaded as given (the evaluation then names the missing split).
+
+    Raises:
+        ConfigError: an override that contradicts the manifest or ``--data``, ``--data`` without a manifest (each
+            names the key or folder).
+    """
+    import copy
+    import json
+
+    from hrnet_core.recipes import ConfigError, load_recipe
+
+    overrides = _overrides_from(args)
+    if args.data:
+        d = Path(args.data).expanduser().resolve()
+        if not (d / "manifest.json").is_file():
+            raise ConfigError(f"--data {args.data!r} is not a prepared split (no manifest.json); give the folder "
+                              f"`hrnet data prepare` wrote, OUT/SPLIT")
+        for key, value in (("data.root", str(d.parent)), ("data.val_split", d.name)):
+            given = _get(overrides, key)
+            if given is not None and Path(str(given)).expanduser().resolve() != Path(value).resolve() \
+                    and str(given) != value:
+                raise ConfigError(f"{key}={given} contradicts --data {args.data!r}; give one of them")
+            _put(overrides, key, value)
+    plain = copy.deepcopy(overrides)
+    for key in ("data.dataset", "model.num_classes"):
+        *head, last = key.split(".")
+        section = _get(plain, ".".join(head))
+        if isinstance(section, dict):
+            section.pop(last, None)
+    try:
+        base = load_recipe(args.recipe, plain, profile=args.profile)
+    except ConfigError:
+        return load_recipe(args.recipe, overrides, profile=args.profile)
+    split_dir = Path(base.data.root).expanduser().resolve() / base.data.val_split
+    if not (split_dir / "manifest.json").is_file():
+        return load_recipe(args.recipe, overrides, profile=args.profile)
+    try:
+        manifest = json.loads((split_dir / "manifest.json").read_text())
+    except json.JSONDecodeError:
+        manifest = {}
+    if not isinstance(manifest, dict) or manifest.get("task") != base.task:  # another task's split: as given
+        return load_recipe(args.recipe, overrides, profile=args.profile)
+    for key, mkey in MANIFEST_KEYS.get(base.task, _DATASET_KEY).items():
+        if manifest.get(mkey) is None:
+            continue
+        given = _get(overrides, key)
+        if given is not None and given != manifest[mkey]:
+            raise ConfigError(f"{key}={given} but the prepared split {str(split_dir)!r} holds {manifest[mkey]!r} "
+                              f"(its manifest.json); drop the override")
+        _put(overrides, key, manifest[mkey])
+    return load_recipe(args.recipe, overrides, profile=args.profile)
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -486,8 +604,15 @@ def cmd_export_backbone(args: argparse.Namespace) -> int:
     return run_export(args)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from .score import cmd_score as run_score
+
+    return run_score(args)
+
+
 COMMANDS = {"tasks": cmd_tasks, "data": cmd_data, "recipes": cmd_recipes, "models": cmd_models, "train": cmd_train,
-            "evaluate": cmd_evaluate, "report": cmd_report, "sweep": cmd_sweep, "export-backbone": cmd_export_backbone}
+            "evaluate": cmd_evaluate, "score": cmd_score, "report": cmd_report, "sweep": cmd_sweep,
+            "export-backbone": cmd_export_backbone}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

