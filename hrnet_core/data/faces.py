@@ -19,6 +19,10 @@ Annotation formats read here (every coordinate in original-image pixels):
 - the COCO-style json of MMPose (``../shared/data/samples/<dataset>``): ``images`` + ``annotations`` with
   ``keypoints`` ``[x, y, v] * K``, ``bbox``; ``center`` / ``scale`` (HRNet's) when present, else derived from the
   box (center = box centre, scale = max side / 200); AFLW also ``box_size``.
+
+The "official geometry" section holds the official face code's crop, flip, heatmap target and decoding
+(``official_*``, :func:`bytescale`, :func:`pil_imresize`, :func:`pil_imrotate`), used by the ``face_alignment`` task
+with ``data.geometry: official`` (its default).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import numpy as np
 from .io import AnnotationError, load_json
 
 __all__ = ["FaceLayout", "FACE_LAYOUTS", "face_layout", "FaceRecord", "read_face_csv", "read_face_coco",
-           "read_cofw_mat", "normalising_distance", "SUBSET_FILES"]
+           "read_cofw_mat", "normalising_distance", "SUBSET_FILES", "official_crop_matrix", "official_transform_pixels",
+           "bytescale", "pil_imresize", "pil_imrotate", "official_face_crop", "official_flip", "official_gaussian",
+           "official_face_targets", "official_decode"]
 
 PIXEL_STD = 200.0
 
@@ -356,3 +362,304 @@ def normalising_distance(dataset: str, landmarks: np.ndarray, box_size: float | 
     if d <= 0:
         raise ValueError(f"{dataset}: points {a} and {b} coincide (zero normaliser)")
     return d
+
+
+# ------------------------------------------------------------------------------------------------ official geometry
+#
+# The face crop, flip, heatmap target and decoding of HRNet-Facial-Landmark-Detection (lib/utils/transforms.py,
+# lib/datasets/{face300w,wflw,aflw,cofw}.py, lib/core/evaluation.py), which the released checkpoints were trained and
+# tested with. Its conventions: pixel coordinates are 1-based inside ``transform_pixel`` (subtract 1, map, truncate to
+# an integer, add 1); the crop is an integer box copied from the image, rotated and resized with ``scipy.misc``'s
+# ``imrotate`` / ``imresize`` (PIL bilinear after ``bytescale``, which stretches a float image's min..max to 0..255);
+# a flip mirrors to ``width - x``. ``size`` below is the side of the square output (crop px or heatmap cells).
+
+
+def official_crop_matrix(center: Sequence[float], scale: float, size: int, rotation: float = 0.0) -> np.ndarray:
+    """The official ``get_transform`` (lib/utils/transforms.py): 3x3 float64 matrix, image px -> output px.
+
+    ``x' = size / (200 scale) * (x - c_x) + size / 2`` (same in y), then, for ``rotation`` (degrees) != 0, a rotation
+    by ``-rotation`` about the output centre (``[[cos, -sin], [sin, cos]]`` of ``-rotation``: the content turns
+    counter-clockwise on screen for ``rotation > 0``, as PIL's ``Image.rotate``). Products are taken in the official
+    order with ``np.dot`` so that truncated results agree.
+
+    Args:
+        center: ``[2]`` image px (the official code holds it as float32). scale: crop side / 200 px.
+        size: output side (px or cells). rotation: degrees.
+    """
+    h = 200.0 * float(scale)
+    m = np.zeros((3, 3))
+    m[0, 0] = float(size) / h
+    m[1, 1] = float(size) / h
+    m[0, 2] = size * (-float(center[0]) / h + 0.5)
+    m[1, 2] = size * (-float(center[1]) / h + 0.5)
+    m[2, 2] = 1.0
+    if rotation == 0:
+        return m
+    rad = -float(rotation) * np.pi / 180
+    sn, cs = np.sin(rad), np.cos(rad)
+    rot = np.array([[cs, -sn, 0.0], [sn, cs, 0.0], [0.0, 0.0, 1.0]])
+    to_origin, back = np.eye(3), np.eye(3)
+    to_origin[:2, 2] = -size / 2
+    back[:2, 2] = size / 2
+    return np.dot(back, np.dot(rot, np.dot(to_origin, m)))
+
+
+def official_transform_pixels(points, center: Sequence[float], scale: float, size: int, invert: bool = False,
+                              rotation: float = 0.0) -> np.ndarray:
+    """The official ``transform_pixel``: 1-based points -> 1-based integer points of the other frame.
+
+    Each point ``p`` becomes ``trunc(M (p - 1)) + 1`` with ``M`` = :func:`official_crop_matrix` (its ``np.linalg.inv``
+    with ``invert``): image px -> output px, or output px -> image px. Truncation is toward zero (``astype(int)``).
+
+    Args:
+        points: ``[..., 2]`` 1-based px (image or output). center, scale, size, rotation: the crop.
+
+    Returns:
+        int64 ``[..., 2]`` 1-based px.
+    """
+    m = official_crop_matrix(center, scale, size, rotation)
+    if invert:
+        m = np.linalg.inv(m)
+    pts = np.asarray(points, dtype=np.float64)
+    flat = pts.reshape(-1, 2)
+    out = np.empty(flat.shape, dtype=np.int64)
+    for i, (x, y) in enumerate(flat):  # one matrix-vector product per point, as officially (same rounding)
+        out[i] = np.dot(m, np.array([x - 1.0, y - 1.0, 1.0]))[:2].astype(np.int64) + 1
+    return out.reshape(pts.shape)
+
+
+def bytescale(image: np.ndarray) -> np.ndarray:
+    """``scipy.misc.bytescale`` (scipy < 1.2) with its defaults: uint8 input is returned as is; otherwise
+    ``(x - min) * 255 / (max - min)`` (range 1 when flat), clipped to [0, 255], ``+ 0.5`` and truncated to uint8,
+    in float32 as scipy computed it on the official float32 images.
+
+    Args:
+        image: ``[H, W(, C)]`` any real dtype.
+
+    Returns:
+        uint8, same shape.
+    """
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    x = np.asarray(image, dtype=np.float32)
+    lo, hi = x.min(), x.max()
+    span = hi - lo
+    factor = np.float32(255.0 / float(span if span != 0 else 1.0))
+    return (((x - lo) * factor).clip(0, 255) + np.float32(0.5)).astype(np.uint8)
+
+
+def pil_imresize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``scipy.misc.imresize(image, (height, width))`` with its default ``interp='bilinear'``: :func:`bytescale`,
+    then PIL ``Image.resize`` with ``Image.BILINEAR``.
+
+    Args:
+        image: ``[H, W, 3]`` (float or uint8).
+
+    Returns:
+        uint8 ``[height, width, 3]``.
+    """
+    from PIL import Image
+
+    return np.array(Image.fromarray(bytescale(image)).resize((int(width), int(height)), Image.BILINEAR))
+
+
+def pil_imrotate(image: np.ndarray, angle: float) -> np.ndarray:
+    """``scipy.misc.imrotate(image, angle)`` with its default ``interp='bilinear'``: :func:`bytescale`, then PIL
+    ``Image.rotate(angle, resample=Image.BILINEAR)`` (counter-clockwise in degrees about the image centre, same size,
+    black outside).
+
+    Returns:
+        uint8 ``[H, W, 3]``.
+    """
+    from PIL import Image
+
+    return np.array(Image.fromarray(bytescale(image)).rotate(float(angle), resample=Image.BILINEAR))
+
+
+def official_face_crop(image: np.ndarray, center: Sequence[float], scale: float, size: int,
+                       rotation: float = 0.0, float_source: bool | None = None) -> np.ndarray:
+    """The official face ``crop`` (lib/utils/transforms.py): the network input of one face.
+
+    1. When the crop is at least twice the output (``sf = 200 scale / size >= 2``), the whole image is first resized to
+       ``floor(H / sf) x floor(W / sf)`` (:func:`pil_imresize`: a float image is byte-scaled), centre and scale
+       divided by ``sf`` (the centre in float32); an image shrunk below 2 px gives a black crop;
+    2. the integer box ``ul = transform_pixel((0, 0))``, ``br = transform_pixel((size, size))`` (inverse,
+       :func:`official_transform_pixels`), grown by ``pad = int(|br - ul| / 2 - (br_y - ul_y) / 2)`` on every side when
+       rotating, is copied into a zero float32 canvas (parts outside the image stay 0);
+    3. with ``rotation`` the canvas is rotated (:func:`pil_imrotate`, byte-scaled) and the padding removed;
+    4. the result is resized to ``size x size`` (:func:`pil_imresize`; a float canvas, i.e. unrotated, is byte-scaled:
+       its min..max stretched to 0..255).
+
+    Args:
+        image: ``[H, W, 3]``: float32 for the official PIL-loaded sets (300W, WFLW, AFLW), uint8 for COFW (its
+            ``.mat`` images), which is not byte-scaled in step 1.
+        center: ``[2]`` image px. scale: crop side / 200 px (padding included). size: output side px.
+        rotation: degrees (counter-clockwise on screen).
+        float_source: treat ``image`` as the official float32 image in step 1 (default: ``image.dtype != uint8``);
+            ``True`` with a uint8 image gives the float32 result without converting the whole image (the canvas of
+            step 2 is float32 either way).
+
+    Returns:
+        uint8 ``[size, size, 3]``.
+
+    Raises:
+        ValueError: ``image`` is not ``[H, W, 3]``.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an image [H, W, 3], got shape {image.shape}")
+    c = np.asarray(center, dtype=np.float32).copy()
+    s = float(scale)
+    ht, wd = image.shape[:2]
+    sf = s * 200.0 / size
+    if float_source is None:
+        float_source = image.dtype != np.uint8
+    if sf >= 2:
+        if math.floor(max(ht, wd) / sf) < 2:
+            return np.zeros((size, size, 3), dtype=np.uint8)
+        src = image.astype(np.float32) if float_source else image
+        image = pil_imresize(src, math.floor(wd / sf), math.floor(ht / sf))
+        c = c / np.float32(sf)
+        s = s / sf
+    ul = official_transform_pixels([0.0, 0.0], c, s, size, invert=True)
+    br = official_transform_pixels([float(size), float(size)], c, s, size, invert=True)
+    pad = int(np.linalg.norm(br - ul) / 2 - float(br[1] - ul[1]) / 2)
+    if rotation != 0:
+        ul, br = ul - pad, br + pad
+    canvas = np.zeros((br[1] - ul[1], br[0] - ul[0], 3), dtype=np.float32)
+    h, w = image.shape[:2]
+    x0, x1 = max(0, ul[0]), min(w, br[0])
+    y0, y1 = max(0, ul[1]), min(h, br[1])
+    if x1 > x0 and y1 > y0:
+        canvas[y0 - ul[1]:y1 - ul[1], x0 - ul[0]:x1 - ul[0]] = image[y0:y1, x0:x1]
+    if rotation != 0:
+        rotated = pil_imrotate(canvas, rotation)
+        canvas = rotated[pad:rotated.shape[0] - pad, pad:rotated.shape[1] - pad]
+    return pil_imresize(canvas, size, size)
+
+
+def official_flip(points: np.ndarray, center: Sequence[float], width: int,
+                  flip_pairs: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The official face flip (``fliplr_joints`` and the datasets' ``center[0] = width - center[0]``): points and centre
+    mirror to ``width - x`` (not ``width - 1 - x``), the pairs swap; the image itself is ``image[:, ::-1]``.
+
+    Args:
+        points: ``[K, 2]`` image px. center: ``[2]`` px (float32 as officially). width: image width px.
+
+    Returns:
+        ``(points [K, 2] float64, center [2] float32)``.
+    """
+    from .keypoints import flip_permutation
+
+    p = np.array(points, dtype=np.float64, copy=True)
+    p[:, 0] = width - p[:, 0]
+    c = np.asarray(center, dtype=np.float32).copy()
+    c[0] = np.float32(width) - c[0]
+    return p[flip_permutation(len(p), flip_pairs)], c
+
+
+def official_gaussian(heatmap: np.ndarray, point: Sequence[float], sigma: float) -> bool:
+    """The official ``generate_target`` (Gaussian): writes into ``heatmap`` ``[h, w]`` (in place) the
+    ``(2 * 3 sigma + 1)``-wide float32 patch ``exp(-((x - x0)^2 + (y - y0)^2) / (2 sigma^2))``, ``x0 = y0 =
+    size // 2``, placed at ``ul = int(point - 3 sigma)`` (truncation toward zero, so for a non-integer ``3 sigma`` the
+    peak sits at ``ul + size // 2``, which near the top/left border is not ``point``), cut to the map.
+
+    Args:
+        heatmap: float ``[h, w]``. point: ``(x, y)`` heatmap cells (the official integer cell). sigma: cells.
+
+    Returns:
+        False (map untouched) when the patch lies entirely off the map, else True.
+    """
+    radius = sigma * 3
+    ul = [int(point[0] - radius), int(point[1] - radius)]
+    br = [int(point[0] + radius + 1), int(point[1] + radius + 1)]
+    h, w = heatmap.shape
+    if ul[0] >= w or ul[1] >= h or br[0] < 0 or br[1] < 0:
+        return False
+    size = 2 * radius + 1
+    g1 = np.arange(0, size, 1, np.float32)
+    mid = size // 2
+    patch = np.exp(-((g1[None, :] - mid) ** 2 + (g1[:, None] - mid) ** 2) / np.float32(2 * sigma ** 2))
+    gx0, gx1 = max(0, -ul[0]), min(br[0], w) - ul[0]
+    gy0, gy1 = max(0, -ul[1]), min(br[1], h) - ul[1]
+    heatmap[max(0, ul[1]):min(br[1], h), max(0, ul[0]):min(br[0], w)] = patch[gy0:gy1, gx0:gx1]
+    return True
+
+
+def official_face_targets(points: np.ndarray, center: Sequence[float], scale: float, rotation: float,
+                          heatmap_size: int, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heatmap targets of one face as the official datasets build them (face300w.py / wflw.py / aflw.py / cofw.py).
+
+    A landmark with image ``y <= 0`` is skipped (zero map); otherwise its cell is ``transform_pixel(p + 1) - 1`` =
+    ``trunc(M p)`` (:func:`official_transform_pixels` at heatmap scale with the sample's rotation, i.e. the FLOOR of
+    the heatmap coordinate for points on the map) and :func:`official_gaussian` draws it.
+
+    Args:
+        points: ``[K, 2]`` image px (after the flip). center: ``[2]`` px. scale: crop side / 200 px (augmented).
+        rotation: degrees. heatmap_size: side in cells. sigma: Gaussian std in cells.
+
+    Returns:
+        ``target`` float32 ``[K, size, size]``, ``weight`` float32 ``[K, 1]`` (1 where a Gaussian was drawn),
+        ``cells`` float64 ``[K, 2]`` (the Gaussian cells, 0-based; NaN where skipped).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    k = len(pts)
+    target = np.zeros((k, heatmap_size, heatmap_size), dtype=np.float32)
+    weight = np.zeros((k, 1), dtype=np.float32)
+    cells = np.full((k, 2), np.nan)
+    keep = pts[:, 1] > 0
+    if keep.any():
+        cells[keep] = official_transform_pixels(pts[keep] + 1, center, scale, heatmap_size, rotation=rotation) - 1
+    for i in np.flatnonzero(keep):
+        weight[i, 0] = float(official_gaussian(target[i], cells[i], sigma))
+    return target, weight, cells
+
+
+def official_decode(heatmaps, centers, scales) -> tuple[np.ndarray, np.ndarray]:
+    """The official ``decode_preds`` (lib/core/evaluation.py): heatmaps -> integer landmarks in image px.
+
+    Per map: the argmax as 1-based ``(px, py)`` (0 when the maximum is <= 0); a quarter-cell step toward the higher
+    neighbour per axis when ``1 < px < w`` and ``1 < py < h`` (1-based: every cell but the outer ring, so also 0-based
+    row / column 1 and w - 2); ``+ 0.5``; then ``transform_preds``: :func:`official_transform_pixels` inverse at
+    heatmap scale (subtract 1, map back, truncate, add 1). The official code passes ``res = [64, 64]``; here ``w, h``
+    are the maps' own size.
+
+    Args:
+        heatmaps: ``[N, K, h, w]`` numpy array or tensor (square maps). centers: ``[N, 2]`` image px.
+        scales: ``[N]`` crop side / 200 px.
+
+    Returns:
+        ``coords`` float32 ``[N, K, 2]`` image px (integers), ``maxvals`` float32 ``[N, K, 1]``.
+
+    Raises:
+        ValueError: ``heatmaps`` is not 4-D with square maps.
+    """
+    try:
+        import torch
+
+        if isinstance(heatmaps, torch.Tensor):
+            heatmaps = heatmaps.detach().float().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    if hm.ndim != 4 or hm.shape[2] != hm.shape[3]:
+        raise ValueError(f"heatmaps must be [N, K, h, w] with h == w, got shape {hm.shape}")
+    n, k, h, w = hm.shape
+    flat = hm.reshape(n, k, h * w)
+    idx = flat.argmax(axis=2)
+    maxvals = np.take_along_axis(flat, idx[..., None], axis=2)
+    positive = maxvals[..., 0] > 0
+    px = np.where(positive, idx % w + 1, 0)
+    py = np.where(positive, idx // w + 1, 0)
+    inner = (px > 1) & (px < w) & (py > 1) & (py < h)
+    ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+    xs, ys = np.clip(px - 1, 1, w - 2), np.clip(py - 1, 1, h - 2)  # 0-based, clipped for the masked-out maps
+    dx = hm[ni, ki, ys, xs + 1] - hm[ni, ki, ys, xs - 1]
+    dy = hm[ni, ki, ys + 1, xs] - hm[ni, ki, ys - 1, xs]
+    coords = np.stack([px, py], axis=-1).astype(np.float32)
+    coords += np.stack([np.sign(dx), np.sign(dy)], axis=-1).astype(np.float32) * np.float32(0.25) * inner[..., None]
+    coords += np.float32(0.5)
+    ctr = np.asarray(centers, dtype=np.float32).reshape(n, 2)
+    scl = np.asarray(scales, dtype=np.float64).reshape(n)
+    out = np.stack([official_transform_pixels(coords[i], ctr[i], scl[i], w, invert=True) for i in range(n)]) \
+        if n else np.zeros((0, k, 2))
+    return out.astype(np.float32), maxvals.astype(np.float32)

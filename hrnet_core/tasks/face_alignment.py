@@ -1,10 +1,13 @@
 """Facial landmark detection (HRNetV2 paper Sec. 4.3, FACTS.md section 4): the ``face_alignment`` task.
 
 One training sample is one face: the square crop of ``scale * 200 * data.crop_padding`` px (1.25) around the
-annotated centre is warped to ``data.input_size`` (256x256), augmented (scale U(0.75, 1.25), rotation U(+-30) with
+annotated centre is resized to ``data.input_size`` (256x256), augmented (scale U(0.75, 1.25), rotation U(+-30) with
 probability 0.6, horizontal flip with the dataset's flip pairs) and encoded as Gaussian heatmaps of
-``data.heatmap_size`` (64x64) with std ``data.sigma`` (1.0 for 300W, 1.5 otherwise) by the top-down heatmap codec
-(:class:`hrnet_core.codecs.heatmap.HeatmapCodec`, through :class:`hrnet_core.data.transforms.TopDownTransform`).
+``data.heatmap_size`` (64x64) with std ``data.sigma`` (1.0 for 300W, 1.5 otherwise). ``data.geometry`` picks how:
+``official`` (default) is the official HRNet-Facial-Landmark-Detection code's crop (integer box, PIL resize after
+``scipy.misc.bytescale``), flip (``W - x``), target (Gaussian on the truncated cell) and decoding (integer image px),
+:class:`OfficialFaceTransform` and :func:`hrnet_core.data.faces.official_decode`; ``continuous`` the top-down pose
+conventions (:class:`FaceTransform`, :class:`hrnet_core.codecs.heatmap.HeatmapCodec`).
 
 Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 
@@ -15,8 +18,8 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 - batch: ``image`` float32 ``[B, 3, H, W]``, ``target`` float32 ``[B, K, h, w]``, ``target_weight`` float32
   ``[B, K, 1]``, ``index`` int64 ``[B]``;
 - loss: heatmap MSE (mean over every heatmap cell, the official ``nn.MSELoss``), ``{"loss": total}``;
-- test procedure: argmax + quarter offset (the codec), optional flip test (the codec's ``flip_test``; the official
-  face code tests without it, so ``test.flip`` defaults to false), inverse crop affine to image px;
+- test procedure: the unaugmented crop, the network, optional flip test (the codec's ``flip_test``; the official
+  face code tests without it, so ``test.flip`` defaults to false), decoding to image px (official: ``decode_preds``);
 - metrics (:mod:`hrnet_core.evaluation.nme`), all in PERCENT, lower is better except AUC: ``NME`` (primary; mean
   per-image NME with the dataset's normaliser), ``FR_0.08``, ``FR_0.1``, ``AUC_0.08``, ``AUC_0.1`` and
   ``NME/<subset>`` for tagged subsets (300W common/challenging, WFLW attributes, AFLW frontal);
@@ -44,17 +47,33 @@ from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeS
 # ------------------------------------------------------------------------------------------------ recipe sections
 
 
+#: values of ``data.geometry``
+GEOMETRIES = ("official", "continuous")
+
+
 @dataclass
 class FaceData(DataConfig):
     """``data:`` of a face recipe: the shared keys plus the heatmap geometry.
 
     ``heatmap_size`` ``[W, H]`` in cells (input / 4); ``sigma`` the Gaussian std in cells (300W 1.0, else 1.5);
     ``crop_padding``: the crop is ``scale * 200 * crop_padding`` px wide (official 1.25), train and test.
+
+    ``geometry`` (crop, flip, heatmap target and decoding, train and test alike):
+
+    - ``official`` (default): the official face code's (:mod:`hrnet_core.data.faces`, "official geometry"): integer
+      crop box resized with PIL after ``scipy.misc.bytescale`` (contrast stretched to 0..255, the whole image shrunk
+      first when the crop is >= 2x the input), flip to ``W - x``, Gaussian on the truncated heatmap cell, decoding to
+      integer image px. The released checkpoints were trained and tested on exactly this;
+    - ``continuous``: the top-down pose conventions: sub-pixel ``cv2.warpAffine`` of the full-resolution image (no
+      contrast stretch), flip to ``W - 1 - x``, Gaussian on the rounded cell, continuous decoding (argmax + quarter
+      offset inside ``2..w-2``, inverse affine without truncation). Cleaner, but not what the official checkpoints saw:
+      on 10 real sample faces the test crops differ by 3.8 grey levels on average.
     """
 
     heatmap_size: list[int]
     sigma: float
     crop_padding: float = 1.25
+    geometry: str = "official"
 
 
 @dataclass
@@ -70,7 +89,8 @@ class FaceAugment:
 
 @dataclass
 class FaceTest:
-    """``test:``: ``flip`` averages with the mirrored crop (official face test: off); ``shift_heatmap`` shifts the
+    """``test:``: ``flip`` averages with the mirrored crop (official face test: off, and its ``flip_back`` import is
+    missing from the official ``lib/utils/transforms.py``, so it is an extra here); ``shift_heatmap`` shifts the
     flipped heatmap one cell right (top-down pose convention)."""
 
     flip: bool = False
@@ -108,6 +128,9 @@ def validate(recipe) -> None:
          f"{d.heatmap_size} is not data.input_size / 4 ({d.input_size}); the face network predicts at stride 4")
     need(d.sigma > 0, "data.sigma", "must be > 0")
     need(d.crop_padding > 0, "data.crop_padding", "must be > 0")
+    need(d.geometry in GEOMETRIES, "data.geometry", f"{d.geometry!r} is not one of {', '.join(GEOMETRIES)}")
+    need(d.geometry != "official" or (iw == ih and hw == hh), "data.input_size",
+         f"{d.input_size}: the official face geometry crops squares (use data.geometry: continuous otherwise)")
     check_zoo_model(recipe.model)
     need(recipe.model.name.startswith("face_"), "model.name", f"{recipe.model.name!r} is not a face network "
          "(face_hrnetv2_w18)")
@@ -226,10 +249,25 @@ DATASETS: dict[str, DatasetReader] = {
 # ------------------------------------------------------------------------------------------------ samples
 
 
+def draw_augmentation(rng: np.random.Generator, scale_factor: float, rotation_factor: float, rotation_prob: float,
+                      flip: bool) -> tuple[float, float, bool]:
+    """The official face augmentation draw (``lib/datasets/face300w.py`` ``__getitem__``): scale multiplier
+    ``U(1 - sf, 1 + sf)``, rotation ``U(-rf, rf)`` degrees with probability ``rotation_prob`` (else 0), flip with
+    probability 0.5 (when ``flip``). Always four uniforms from ``rng``, so the draw count is fixed per sample.
+
+    Returns:
+        ``(scale multiplier, rotation degrees, flipped)``.
+    """
+    u_scale, u_rot_gate, u_rot, u_flip = rng.random(4)
+    mult = 1.0 - scale_factor + 2.0 * scale_factor * float(u_scale)
+    rotation = (2.0 * float(u_rot) - 1.0) * rotation_factor if u_rot_gate <= rotation_prob else 0.0
+    return mult, rotation, bool(flip and u_flip <= 0.5)
+
+
 class FaceTransform(TopDownTransform):
-    """:class:`~hrnet_core.data.transforms.TopDownTransform` with the face augmentation draws (official face code):
-    scale ``U(1 - sf, 1 + sf)``, rotation ``U(-rf, rf)`` with probability ``rotation_prob``, flip with 0.5; no half
-    body. Crop, flip (``x' = W - x - 1``, pairs swapped), heatmap encoding and normalisation are the top-down ones.
+    """``data.geometry: continuous``: :class:`~hrnet_core.data.transforms.TopDownTransform` with the face augmentation
+    draws (:func:`draw_augmentation`); no half body. Crop (``cv2.warpAffine``), flip (``x' = W - x - 1``, pairs
+    swapped), heatmap encoding (rounded cell) and normalisation are the top-down ones.
 
     Records: ``center`` [2] px, ``scale`` [2] (x 200 px, padding included), ``joints`` [K, 3] px (visibility 1).
     """
@@ -239,11 +277,72 @@ class FaceTransform(TopDownTransform):
         scale = np.asarray(record["scale"], dtype=np.float64).copy()
         if not self.train:
             return center, scale, 0.0, False
-        u_scale, u_rot_gate, u_rot, u_flip = rng.random(4)  # fixed number of draws per sample
-        sf, rf = self.scale_factor, self.rotation_factor
-        scale = scale * (1.0 - sf + 2.0 * sf * float(u_scale))
-        rotation = (2.0 * float(u_rot) - 1.0) * rf if u_rot_gate <= self.rotation_prob else 0.0
-        return center, scale, rotation, bool(self.flip and u_flip <= self.flip_prob)
+        mult, rotation, flipped = draw_augmentation(rng, self.scale_factor, self.rotation_factor, self.rotation_prob,
+                                                    self.flip)
+        return center, scale * mult, rotation, flipped
+
+
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class OfficialFaceTransform:
+    """``data.geometry: official``: one face as the official face datasets build it (``lib/datasets/face300w.py``,
+    ``wflw.py``, ``aflw.py``, ``cofw.py`` ``__getitem__``; the pieces in :mod:`hrnet_core.data.faces`).
+
+    Train: :func:`draw_augmentation`; a flip mirrors image, points and centre to ``W - x``
+    (:func:`~hrnet_core.data.faces.official_flip`). Crop :func:`~hrnet_core.data.faces.official_face_crop` (the image
+    as float32, as PIL-loaded officially, except COFW whose ``.mat`` images are uint8: ``float_source``), targets
+    :func:`~hrnet_core.data.faces.official_face_targets`, normalisation ``(x / 255 - mean) / std`` in float32.
+
+    Args:
+        input_size: crop side px (256). heatmap_size: side in cells (64). sigma: cells. flip_pairs: dataset pairs.
+        train: draw the augmentation. float_source: byte-scale the image when it is pre-shrunk (not COFW).
+
+    ``__call__(record, image, rng)``: a :func:`face_record` and its RGB uint8 image ``[H, W, 3]`` -> ``image`` float32
+    ``[3, S, S]``, ``target`` float32 ``[K, s, s]``, ``target_weight`` float32 ``[K, 1]``, ``joints`` float32 ``[K, 3]``
+    (Gaussian cell x, y, drawn 0/1), ``center`` float32 ``[2]`` and ``scale`` float64 (after augmentation; the centre
+    mirrored when flipped), ``rotation``, ``flipped``.
+
+    Raises (on call):
+        ValueError: not an RGB uint8 image, or ``train`` without ``rng``.
+    """
+
+    input_size: int
+    heatmap_size: int
+    sigma: float
+    flip_pairs: tuple[tuple[int, int], ...]
+    train: bool
+    float_source: bool = True
+    scale_factor: float = 0.25
+    rotation_factor: float = 30.0
+    rotation_prob: float = 0.6
+    flip: bool = True
+
+    def __call__(self, record: Mapping[str, Any], image: np.ndarray,
+                 rng: np.random.Generator | None = None) -> dict[str, Any]:
+        from hrnet_core.data.faces import official_face_crop, official_face_targets, official_flip
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+        if self.train and rng is None:
+            raise ValueError("OfficialFaceTransform(train=True) needs a numpy.random.Generator")
+        center = np.asarray(record["center"], dtype=np.float32)
+        scale = float(np.ravel(record["scale"])[0])
+        points = np.asarray(record["landmarks"], dtype=np.float64)
+        mult, rotation, flipped = (draw_augmentation(rng, self.scale_factor, self.rotation_factor, self.rotation_prob,
+                                                     self.flip) if self.train else (1.0, 0.0, False))
+        scale = scale * mult
+        src = image[:, ::-1] if flipped else image
+        if flipped:
+            points, center = official_flip(points, center, image.shape[1], self.flip_pairs)
+        crop = official_face_crop(src, center, scale, self.input_size, rotation, float_source=self.float_source)
+        target, weight, cells = official_face_targets(points, center, scale, rotation, self.heatmap_size, self.sigma)
+        normed = (crop.astype(np.float32) / np.float32(255.0) - _MEAN) / _STD
+        return {"image": np.ascontiguousarray(normed.transpose(2, 0, 1)), "target": target, "target_weight": weight,
+                "joints": np.concatenate([np.nan_to_num(cells, nan=0.0), weight], axis=1).astype(np.float32),
+                "center": center, "scale": scale, "rotation": float(rotation), "flipped": flipped}
 
 
 def face_record(row: Mapping[str, Any], image_root: str | Path, num_landmarks: int, padding: float) -> dict[str, Any]:
@@ -256,9 +355,34 @@ def face_record(row: Mapping[str, Any], image_root: str | Path, num_landmarks: i
             "joints": np.concatenate([pts, np.ones((num_landmarks, 1))], axis=1), "landmarks": pts, "score": 1.0}
 
 
+def build_face_transform(geometry: str, dataset: str, input_size: Sequence[int], heatmap_size: Sequence[int],
+                         sigma: float, train: bool, flip: bool = True, scale_factor: float = 0.25,
+                         rotation_factor: float = 30.0, rotation_prob: float = 0.6):
+    """The sample transform of ``data.geometry`` (:class:`OfficialFaceTransform` or :class:`FaceTransform`) for
+    ``dataset`` (its flip pairs; COFW's images are not byte-scaled when pre-shrunk, as its official uint8 ``.mat``
+    images). Sizes are ``(W, H)`` px / cells.
+
+    Raises:
+        ValueError: unknown ``geometry``.
+    """
+    from hrnet_core.data.faces import face_layout
+
+    pairs = face_layout(dataset).flip_pairs
+    if geometry == "official":
+        return OfficialFaceTransform(int(input_size[0]), int(heatmap_size[0]), float(sigma), pairs, train,
+                                     float_source=dataset != "cofw", scale_factor=scale_factor,
+                                     rotation_factor=rotation_factor, rotation_prob=rotation_prob, flip=flip)
+    if geometry == "continuous":
+        return FaceTransform(input_size, heatmap_size, sigma, pairs, train=train, scale_factor=scale_factor,
+                             rotation_factor=rotation_factor, rotation_prob=rotation_prob, flip=flip,
+                             half_body_prob=0.0)
+    raise ValueError(f"unknown face geometry {geometry!r}; known: {', '.join(GEOMETRIES)}")
+
+
 @dataclass(frozen=True)
 class FaceSample:
-    """The per-sample function of a recipe and split (picklable; builds its :class:`FaceTransform` on first use).
+    """The per-sample function of a recipe and split (picklable; builds its transform, :func:`build_face_transform`,
+    on first use).
 
     ``__call__(row, rng)``: a ``samples.parquet`` row -> ``image`` float32 ``[3, H, W]``, ``target`` float32
     ``[K, h, w]``, ``target_weight`` float32 ``[K, 1]``.
@@ -279,14 +403,13 @@ class FaceSample:
     rotation_factor: float
     rotation_prob: float
     train: bool = True
+    geometry: str = "official"
 
     @functools.cached_property
-    def transform(self) -> FaceTransform:
-        from hrnet_core.data.faces import face_layout
-
-        return FaceTransform(self.input_size, self.heatmap_size, self.sigma, face_layout(self.dataset).flip_pairs,
-                             train=self.train, scale_factor=self.scale_factor, rotation_factor=self.rotation_factor,
-                             rotation_prob=self.rotation_prob, flip=self.flip, half_body_prob=0.0)
+    def transform(self):
+        return build_face_transform(self.geometry, self.dataset, self.input_size, self.heatmap_size, self.sigma,
+                                    self.train, flip=self.flip, scale_factor=self.scale_factor,
+                                    rotation_factor=self.rotation_factor, rotation_prob=self.rotation_prob)
 
     def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         from hrnet_core.data.io import read_image
@@ -305,7 +428,7 @@ def sample_transform(recipe, split, train: bool = True) -> FaceSample:
         input_size=(int(d.input_size[0]), int(d.input_size[1])),
         heatmap_size=(int(d.heatmap_size[0]), int(d.heatmap_size[1])), sigma=float(d.sigma),
         padding=float(d.crop_padding), flip=a.flip, scale_factor=a.scale_factor, rotation_factor=a.rotation_factor,
-        rotation_prob=a.rotation_prob, train=train)
+        rotation_prob=a.rotation_prob, train=train, geometry=d.geometry)
 
 
 BATCH_LAYOUT = {
@@ -359,19 +482,23 @@ def eval_items(recipe, split) -> list[dict[str, Any]]:
 def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
     """Landmarks ``[N, K, 3]`` (x, y original-image px, heatmap maximum) of the items, in item order.
 
+    The official test procedure (``lib/core/function.py`` ``inference``) with ``data.geometry: official``: the
+    unaugmented :func:`~hrnet_core.data.faces.official_face_crop`, the network, ``decode_preds``
+    (:func:`~hrnet_core.data.faces.official_decode`: integer image px); with ``continuous``: the cv2 crop and
+    :meth:`~hrnet_core.codecs.heatmap.HeatmapCodec.decode_to_image`. ``test.flip`` adds the flip test (not official).
     The model runs in eval mode without gradients (restored afterwards); fp32 inference.
     """
     import torch
     from tqdm import tqdm
 
     from hrnet_core.codecs.heatmap import HeatmapCodec, flip_test
-    from hrnet_core.data.faces import face_layout
+    from hrnet_core.data.faces import face_layout, official_decode
     from hrnet_core.data.io import read_image
 
     d, t = recipe.data, recipe.test
     k = int(split.manifest["num_landmarks"])
     pairs = face_layout(d.dataset).flip_pairs
-    transform = FaceTransform(d.input_size, d.heatmap_size, d.sigma, pairs, train=False, half_body_prob=0.0)
+    transform = build_face_transform(d.geometry, d.dataset, d.input_size, d.heatmap_size, d.sigma, train=False)
     codec = HeatmapCodec(d.input_size, d.heatmap_size, d.sigma)
     was_training = model.training
     model.eval()
@@ -384,10 +511,12 @@ def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu",
                         for r in items[start:start + t.batch_size]]
                 samples = [transform(r, read_image(r["image_file"])) for r in recs]
                 x = torch.from_numpy(np.stack([s["image"] for s in samples])).to(device)
-                hm = flip_test(model, x, pairs, shift=t.shift_heatmap) if t.flip else model(x)
-                coords, maxvals = codec.decode_to_image(hm.float().cpu().numpy(),
-                                                        np.stack([s["center"] for s in samples]),
-                                                        np.stack([s["scale"] for s in samples]))
+                hm = (flip_test(model, x, pairs, shift=t.shift_heatmap) if t.flip else model(x)).float().cpu().numpy()
+                centers = np.stack([s["center"] for s in samples])
+                if d.geometry == "official":
+                    coords, maxvals = official_decode(hm, centers, [s["scale"] for s in samples])
+                else:
+                    coords, maxvals = codec.decode_to_image(hm, centers, np.stack([s["scale"] for s in samples]))
                 out.append(np.concatenate([coords, maxvals], axis=2))
                 bar.update(len(recs))
             bar.close()
@@ -530,4 +659,5 @@ TASK = Task(
     concat=concat,
     score=score,
     draw=draw,
+    decode_modules=("PIL.Image",),  # the official crop resizes with PIL (scipy.misc.imresize semantics)
 )
