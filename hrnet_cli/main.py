@@ -398,7 +398,7 @@ def _task_splits(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from hrnet_core.recipes import list_profiles, list_recipes
+    from hrnet_core.recipes import list_extra_recipes, list_profiles, list_recipes
 
     if args.recipes_command == "list":
         from hrnet_core.recipes import load_recipe
@@ -407,6 +407,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             r = load_recipe(name)
             paper = f"{r.paper.id} table {r.paper.table}: {r.paper.row}" if r.paper else ""
             print(f"{name:42s} {paper}")
+        for name in list_extra_recipes():
+            print(f"{name:42s} (no paper row) {load_recipe(name).description}")
         print("profiles:", ", ".join(list_profiles()))
         return 0
     import yaml

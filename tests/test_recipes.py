@@ -347,3 +347,20 @@ def test_heatmap_branch_is_passed_to_the_model_and_checked_against_the_heatmap_s
                                "data.heatmap_size=[6, 8]"])
     with pytest.raises(ConfigError, match=r"model\.heatmap_branch: expected an integer"):
         load_recipe(COCO_W32, ["model.heatmap_branch=high"])
+
+
+def test_extra_recipes_load_by_name_and_are_listed_without_a_paper_row(capsys):
+    """Recipes without a paper row (``recipes/extra``: CamVid) load by name and ``hrnet recipes list`` shows them
+    apart; the paper-row list stays the paper rows only."""
+    from hrnet_cli.main import main
+    from hrnet_core.recipes import list_extra_recipes, list_recipes
+
+    assert "seg_hrnetv2_w48_360x480_camvid" in list_extra_recipes()
+    assert "seg_hrnetv2_w48_360x480_camvid" not in list_recipes()
+    r = load_recipe("seg_hrnetv2_w48_360x480_camvid")
+    assert r.task == "segmentation" and r.data.dataset == "camvid" and r.model.num_classes == 11
+    assert main(["recipes", "list"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("seg_hrnetv2_w48_360x480_camvid"))
+    assert "no paper row" in line
+    with pytest.raises(ConfigError, match="seg_hrnetv2_w48_360x480_camvid"):
+        load_recipe("no_such_recipe")

@@ -14,6 +14,7 @@ from .config import (
     TrainConfig,
     check_zoo_model,
     flatten,
+    list_extra_recipes,
     list_profiles,
     list_recipes,
     load_recipe,
@@ -23,6 +24,6 @@ from .config import (
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "OptimizerConfig", "PaperRef",
-    "Recipe", "ScheduleConfig", "TrainConfig", "check_zoo_model", "flatten", "list_profiles", "list_recipes",
+    "Recipe", "ScheduleConfig", "TrainConfig", "check_zoo_model", "flatten", "list_extra_recipes", "list_profiles", "list_recipes",
     "load_recipe", "parse_overrides", "recipe_from_dict",
 ]

@@ -43,6 +43,7 @@ import yaml
 from hrnet_core import schema
 
 RECIPE_DIR = Path(__file__).resolve().parent
+EXTRA_RECIPE_DIR = RECIPE_DIR / "extra"
 PROFILE_DIR = RECIPE_DIR / "profiles"
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -285,8 +286,14 @@ class Recipe:
 
 
 def list_recipes() -> list[str]:
-    """Names of the packaged recipes (``hrnet_core/recipes/*.yaml``)."""
+    """Names of the packaged paper-row recipes (``hrnet_core/recipes/*.yaml``; each names its paper row)."""
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def list_extra_recipes() -> list[str]:
+    """Names of the packaged recipes without a paper row (``hrnet_core/recipes/extra/*.yaml``, e.g. CamVid, which no
+    paper table reports); they load by name like the paper-row recipes."""
+    return sorted(p.stem for p in EXTRA_RECIPE_DIR.glob("*.yaml"))
 
 
 def list_profiles() -> list[str]:
@@ -313,7 +320,7 @@ def load_recipe(
             recipe's model does not accept, a profile without a section for the model's family, or a profile whose
             data does not fit the recipe's dataset.
     """
-    path = _resolve_file(name_or_path, RECIPE_DIR, "recipe", list_recipes())
+    path = _resolve_file(name_or_path, RECIPE_DIR, "recipe", list_recipes() + list_extra_recipes(), EXTRA_RECIPE_DIR)
     data = _read_yaml(path)
     layer = parse_overrides(overrides)
     task_name = layer.get("task", data.get("task"))
@@ -491,13 +498,14 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # internals
 
 
-def _resolve_file(name_or_path: str, folder: Path, kind: str, known: list[str]) -> Path:
+def _resolve_file(name_or_path: str, folder: Path, kind: str, known: list[str], *more: Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.parent != Path("."):
         if not p.is_file():
             raise ConfigError(f"{kind} file not found: {p}")
         return p
-    candidate = folder / f"{name_or_path}.yaml"
+    candidate = next((f / f"{name_or_path}.yaml" for f in (folder, *more) if (f / f"{name_or_path}.yaml").is_file()),
+                     folder / f"{name_or_path}.yaml")
     if not candidate.is_file():
         raise ConfigError(f"unknown {kind} {name_or_path!r}; known: {', '.join(known) or '(none)'}")
     return candidate
