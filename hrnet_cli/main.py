@@ -207,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--cpus-per-worker", type=float, default=None,
                     help="CPUs reserved per worker (default: leave one CPU of the cluster to data loading)")
     tr.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+    tr.add_argument("--placement", choices=["pack", "spread"], default="pack",
+                    help="workers on as few nodes as possible (pack, default) or on different nodes (spread)")
+    tr.add_argument("--data-task-cpus", type=float, default=None,
+                    help="CPUs of one Ray Data decode task (default 1); some node must keep this much free beside "
+                         "the workers")
     tr.add_argument("--run-name", default=None,
                     help="Ray/MLflow run name (default: RECIPE-PROFILE-HASH of the recipe, the data fingerprint and the "
                          "backbone); an existing run of the same data resumes, a finished one is reported as "
@@ -451,7 +456,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(recipe, num_workers=args.num_workers, use_gpu=args.use_gpu, run_name=args.run_name,
                        storage_path=args.storage_path, mlflow_uri=args.mlflow_uri, experiment=args.experiment,
                        cpus_per_worker=args.cpus_per_worker, export_weights=args.weights_out,
-                       history_out=args.history_out, address=args.address)
+                       history_out=args.history_out, address=args.address, placement=args.placement,
+                       data_task_cpus=args.data_task_cpus)
+    except KeyboardInterrupt:  # Ctrl+C: the MLflow run ended KILLED; the same command resumes
+        print("hrnet: interrupted: the run ended KILLED; run the same command again to resume from its last "
+              "checkpoint", file=sys.stderr)
+        return 130
     except TrainingFailedError as exc:  # Ray has printed the workers' tracebacks; the cause, once, last
         cause = root_cause(exc)
         text = str(cause).strip().splitlines()
@@ -625,10 +635,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from hrnet_core.recipes import ConfigError
     from hrnet_core.tasks import UnknownTaskError
     from hrnet_core.weights import CheckpointError
+    from pipelines.cluster import ClusterError
     from sweeps.spec import SweepConfigError
 
     return (ConfigError, DataError, SweepConfigError, CheckpointError, CheckpointMismatchError, AnnotationError,
-            ImageReadError, UnknownTaskError, FileNotFoundError)
+            ImageReadError, UnknownTaskError, FileNotFoundError, ClusterError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

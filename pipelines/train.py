@@ -40,6 +40,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -151,16 +152,21 @@ def absolutize(recipe: Recipe, base: str | Path | None = None) -> Recipe:
     return recipe_from_dict(d)
 
 
-def default_cpus_per_worker(num_workers: int, use_gpu: bool, cluster_cpus: float) -> float:
-    """CPUs reserved per training worker, leaving at least one CPU of the cluster to the Ray Data tasks.
+def default_cpus_per_worker(num_workers: int, use_gpu: bool, nodes, data_task_cpus: float = 1.0) -> float:
+    """CPUs reserved per training worker by the per-node rule (:func:`pipelines.cluster.default_cpus_per_worker`):
+    GPU workers 1; CPU workers ``min(1, headroom / num_workers)`` where the headroom is what the nodes give while one
+    keeps ``data_task_cpus`` free for the Ray Data tasks (one node of 2 CPUs, 2 workers -> 0.5 each).
 
-    GPU workers: 1 CPU (the GPU does the work; the rest of the cluster decodes). CPU workers:
-    ``min(1, (cpus - 1) / num_workers)``, at least 0.25 (2 CPUs, 2 workers -> 0.5 each, 1 CPU left for ingest).
+    Args:
+        nodes: per-node totals (``[{"CPU": 1.0}, ...]``), or a number of CPUs meaning one node of that size.
+
+    Raises:
+        pipelines.cluster.ClusterError: less than 0.25 CPU per worker left (one line naming the CPUs and nodes).
     """
-    if use_gpu:
-        return 1.0
-    spare = (cluster_cpus - 1.0) / max(1, num_workers)
-    return float(max(0.25, min(1.0, spare)))
+    from .cluster import default_cpus_per_worker as per_node
+
+    node_list = [{"CPU": float(nodes)}] if isinstance(nodes, (int, float)) else nodes
+    return per_node(num_workers, use_gpu, node_list, data_task_cpus)
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -182,6 +188,8 @@ def train(
     export_weights: str | Path | None = None,
     history_out: str | Path | None = None,
     address: str | None = None,
+    placement: str = "pack",
+    data_task_cpus: float | None = None,
 ) -> TrainResult:
     """Train ``recipe`` with Ray Train and log the job as one MLflow run (see module docstring).
 
@@ -202,6 +210,11 @@ def train(
         export_weights: also write the final weights here (:func:`hrnet_core.weights.save_weights` format).
         history_out: also write the per-epoch history here (CSV).
         address: Ray cluster to join when Ray is not initialised yet (default: a local instance on 127.0.0.1).
+        placement: ``pack`` (Ray Train's default: as few nodes as possible) or ``spread`` (the workers on different
+            nodes where they fit); each worker's node is logged as tags ``ray.worker.<rank>.node`` and printed in
+            the epoch line.
+        data_task_cpus: CPUs of one Ray Data decode task (default 1). The per-node rule
+            (:func:`pipelines.cluster.check_fit`) must leave that much free on some node beside the workers.
 
     Returns:
         :class:`TrainResult`.
@@ -211,9 +224,14 @@ def train(
         cannot reach the global batch; ``run_name`` names a run of other data. FileNotFoundError: ``model.pretrained``
         missing.
         ray.train.TrainingFailedError: training failed more than ``train.max_failures`` times.
+        pipelines.cluster.ClusterError: ``address`` unreachable or refusing the token; the workers and the decode
+            tasks cannot fit the nodes (one line naming the resource, before anything is scheduled).
+        KeyboardInterrupt: Ctrl+C (the MLflow run is ended ``KILLED``; the same call resumes from the last checkpoint).
     """
     import ray
     import ray.train
+
+    from .cluster import DEFAULT_DATA_TASK_CPUS, PLACEMENTS, check_fit, node_resources
 
     from hrnet_core.tasks import get_task
 
@@ -245,12 +263,21 @@ def train(
                           f"workers: not one full batch; use fewer workers, a smaller batch or more data")
     if not ray.is_initialized():
         init_ray(address)
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
     resources = ray.cluster_resources()
     cluster_cpus = float(resources.get("CPU", 1.0))
     if use_gpu and float(resources.get("GPU", 0.0)) < num_workers:
         raise ConfigError(f"--use-gpu with {num_workers} workers but the Ray cluster has "
                           f"{resources.get('GPU', 0)} GPUs")
-    cpus = cpus_per_worker if cpus_per_worker is not None else default_cpus_per_worker(num_workers, use_gpu, cluster_cpus)
+    data_cpus = float(data_task_cpus) if data_task_cpus is not None else DEFAULT_DATA_TASK_CPUS
+    nodes = node_resources(ray.nodes())
+    cpus = cpus_per_worker if cpus_per_worker is not None else \
+        default_cpus_per_worker(num_workers, use_gpu, nodes, data_cpus)
+    worker_bundle = {"CPU": cpus, **({"GPU": 1.0} if use_gpu else {})}
+    # per node: the workers' bundles, and a decode task beside them (a Tune trial's actor is already placed)
+    check_fit(nodes, [worker_bundle] * num_workers, data_task_cpus=data_cpus,
+              what=f"{num_workers} training workers x {worker_bundle}")
 
     (storage / run_name).mkdir(parents=True, exist_ok=True)
     (storage / run_name / RUN_IDENTITY).write_text(json.dumps(identity, indent=2) + "\n")
@@ -291,6 +318,7 @@ def train(
         "accumulation_steps": accum,
         "use_gpu": bool(use_gpu),
         "threads": max(1, int(round(cpus))),
+        "data_task_cpus": data_cpus,
         "progress_bars": sys.stdout.isatty(),
         "train_root": str(train_split.dir.parent),
         "train_split": train_split.name,
@@ -300,11 +328,13 @@ def train(
     del task
     # the worker's worker_start_s is measured from here (Ray Train controller and worker group start)
     t_fit = loop_config["fit_started_at"] = time.time()
-    trainer = _trainer_class()(
+    interrupted = threading.Event()
+    trainer = _trainer_class(on_sigint=interrupted.set)(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})}),
+                                               resources_per_worker={"CPU": cpus, **({"GPU": 1} if use_gpu else {})},
+                                               placement_strategy=PLACEMENTS[placement]),
         run_config=ray.train.RunConfig(
             name=run_name,
             storage_path=str(storage),
@@ -318,10 +348,13 @@ def train(
     try:
         with controller_poll_interval(CONTROLLER_POLL_INTERVAL_S):
             result = trainer.fit()
-    except KeyboardInterrupt:
-        tracking.end_run(uri, run_id, "KILLED", only_if_running=True)
-        raise
-    except Exception:  # a trial that Tune stopped may already be recorded as FINISHED by the sweep: keep that
+    except BaseException as exc:
+        # Ctrl+C: Ray Train's SIGINT handler aborts the controller and leaves fit by sys.exit(0) (a SystemExit, not
+        # a KeyboardInterrupt); the handler chained in by _trainer_class has set `interrupted` first
+        if interrupted.is_set() or isinstance(exc, KeyboardInterrupt):
+            tracking.end_run(uri, run_id, "KILLED", only_if_running=True)
+            raise KeyboardInterrupt from None
+        # a trial that Tune stopped may already be recorded as FINISHED by the sweep: keep that
         tracking.end_run(uri, run_id, "FAILED", only_if_running=True)
         raise
     ckpt_dir = result.checkpoint.path if result.checkpoint is not None else None
@@ -414,11 +447,33 @@ def root_cause(exc: BaseException) -> BaseException:
     return data_error(exc) or cause_chain(exc)[-1]
 
 
-def _trainer_class():
+def chain_sigint(on_sigint) -> Any:
+    """Install a SIGINT handler that calls ``on_sigint()`` and then the handler installed before it (Ray Train's,
+    which aborts the run); returns the new handler (its ``previous`` attribute is the chained one)."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        on_sigint()
+        chained = handler.previous  # type: ignore[attr-defined]
+        if callable(chained):
+            chained(signum, frame)
+        else:  # SIG_DFL / SIG_IGN / unknown: Python's default behaviour
+            raise KeyboardInterrupt
+
+    handler.previous = previous  # type: ignore[attr-defined]
+    signal.signal(signal.SIGINT, handler)
+    return handler
+
+
+def _trainer_class(on_sigint=None):
     """``TorchTrainer`` whose failure policy never retries bad input (:func:`data_error`): Ray Train's
     ``FailureConfig(max_failures)`` retries are for lost or crashed workers, and a corrupt image fails the same way on
     every attempt. Uses Ray Train V2's failure-policy hook; without it (another Ray version) the default policy
-    applies."""
+    applies. ``on_sigint``: called on Ctrl+C before Ray Train's own SIGINT handler (:func:`chain_sigint`, installed
+    right after Ray's, which ``fit`` registers in the main thread), so that :func:`train` knows the run was
+    interrupted when ``fit`` ends by Ray's ``sys.exit(0)``."""
     from ray.train.torch import TorchTrainer
 
     try:
@@ -433,6 +488,11 @@ def _trainer_class():
         def _initialize_and_run_controller(self, **kwargs):
             kwargs["failure_policy"] = DataErrorsAreFinal(self.run_config.failure_config)
             return super()._initialize_and_run_controller(**kwargs)
+
+        def _register_sigint_handler(self, controller):
+            super()._register_sigint_handler(controller)
+            if on_sigint is not None:
+                chain_sigint(on_sigint)
 
     return Trainer
 
@@ -481,9 +541,11 @@ def init_ray(address: str | None = None) -> None:
     """
     import ray
 
+    from .cluster import connect
+
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        connect(address)  # a wrong address or a missing token: one line within seconds (ClusterError)
     else:
         ray.init(include_dashboard=False)
 
@@ -669,14 +731,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from hrnet_core.tasks import get_task
     from hrnet_core.weights import safe_load, save_weights
 
+    from .cluster import decode_slots, free_cpus_per_node, node_tags, nodes_line, worker_node
     from .ingest import build_train_dataset, move_to, preserve_order, started, task_collate, warm_decode_workers
 
     t_entry = time.time()
     recipe = recipe_from_dict(config["recipe"])
     shown = recipe_from_dict(config.get("recipe_shown", config["recipe"]))
     task = get_task(recipe.task)
-    # decode worker processes import their modules while this worker starts (not in the first epoch)
-    warm_decode_workers(task, min(8, int(ray.available_resources().get("CPU", 1.0))))
+    data_cpus = float(config.get("data_task_cpus", 1.0))
+    # decode worker processes import their modules while this worker starts (not in the first epoch): as many as
+    # decode tasks can start now, counted per node (fractions of a CPU on two nodes make no task)
+    warm_decode_workers(task, decode_slots(free_cpus_per_node(), data_cpus), cpus_per_task=data_cpus)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(int(config["threads"]))
@@ -708,7 +773,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stream = iter(())
     if start_epoch < recipe.train.epochs:
         shard = build_train_dataset(task, recipe, train_split, epoch=start_epoch, rank=rank, world_size=world,
-                                    table=table, epochs=recipe.train.epochs - start_epoch, batch_size=bs)
+                                    table=table, epochs=recipe.train.epochs - start_epoch, batch_size=bs,
+                                    cpus_per_task=data_cpus)
         stream = started(shard.iter_torch_batches(batch_size=bs, drop_last=True,
                                                   collate_fn=task_collate(task.collate_fn), prefetch_batches=2))
 
@@ -726,6 +792,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(restored[1]["optimizer"])
         scaler.load_state_dict(restored[1]["scaler"])
         del restored
+    nodes = [worker_node()]  # every worker's Ray node, by rank: MLflow tags and the epoch line
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        nodes = [None] * world
+        dist.all_gather_object(nodes, worker_node())
+    if rank == 0:
+        tracking.set_tags(config["mlflow_uri"], config["run_id"], node_tags(nodes))
     setup_s = time.time() - t_entry  # this worker's start-up before its first epoch (not in any epoch's time)
     for epoch in range(start_epoch, recipe.train.epochs):
         model.train()
@@ -796,7 +868,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:  # one line per epoch
             shown_metric = f"  {primary} {metrics[primary]:.2f}" if primary in metrics else ""
             print(f"epoch {epoch + 1}/{recipe.train.epochs}  loss {metrics['loss']:.6g}  lr {metrics['lr']:.3g}  "
-                  f"{metrics['samples_per_s']:.1f} samples/s{shown_metric}", flush=True)
+                  f"{metrics['samples_per_s']:.1f} samples/s{shown_metric}  {nodes_line(nodes)}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
-import threading
 from typing import Any, Sequence
 
 from .spec import SweepConfigError
@@ -38,6 +35,19 @@ def _add_common(p: argparse.ArgumentParser, *, smoke: bool = True, storage: bool
 def _overrides_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--override", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for every trial, e.g. data.root=/mnt/shared/coco (repeatable)")
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--placement", choices=["pack", "spread"], default=None,
+                   help="place each trial's workers on as few nodes as possible (pack) or on different nodes (spread); "
+                        "default: the sweep file's resources.placement (pack)")
+    p.add_argument("--data-task-cpus", type=float, default=None,
+                   help="CPUs of one Ray Data decode task (default: the sweep file's resources.data_task_cpus, 1); "
+                        "some node must keep this much free beside the trials' workers")
+
+
+def _resources(args: argparse.Namespace) -> dict[str, Any]:
+    return {"placement": getattr(args, "placement", None), "data_task_cpus": getattr(args, "data_task_cpus", None)}
 
 
 def _json_arg(text: str) -> Any:
@@ -61,6 +71,7 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--address", default=None, help="Ray cluster address (ray://... or host:port) for the size check")
     _overrides_arg(p)
+    _cluster_args(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run (or resume) a sweep with Ray Tune")
@@ -71,6 +82,7 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--max-concurrent-trials", type=int, default=None,
                    help="default: what the cluster's GPUs (CPUs) fit")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted run")
+    _cluster_args(p)
     p.add_argument("--report-dir", default=None, help="also write <sweep>.md/.csv/.png there")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3])
     p.set_defaults(func=cmd_run)
@@ -80,7 +92,10 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--address", required=True, help="Ray dashboard address, http://<head>:8265")
     _add_common(p)
     _overrides_arg(p)
-    p.add_argument("--working-dir", default=None, help="project directory to upload (default: this checkout)")
+    p.add_argument("--working-dir", default=None,
+                   help="project directory to upload (default: the checkout holding the current directory)")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted run")
+    _cluster_args(p)
     p.add_argument("--runtime-env", type=_json_arg, default={}, help='extra runtime env (JSON), e.g. {"pip": [...]}')
     p.add_argument("--entrypoint-num-cpus", type=float, default=None)
     p.add_argument("--entrypoint-num-gpus", type=float, default=None)
@@ -145,7 +160,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .runner import _connect, cluster_concurrency, resolve_plan
 
-    plan = resolve_plan(args.name, smoke=args.smoke, overrides=_overrides(args.override))
+    plan = resolve_plan(args.name, smoke=args.smoke, overrides=_overrides(args.override), resources=_resources(args))
     print(f"{plan.spec.source}: OK, {len(plan.trials)} trials: {', '.join(t.key for t in plan.trials)}")
     print(f"per trial: {plan.resources.num_workers} workers x {plan.resources.per_worker()}")
     if args.address:
@@ -154,23 +169,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sigterm_interrupts_tune() -> None:
-    """``hrnet sweep stop`` / ``ray job stop`` send SIGTERM: turn it into Tune's own interrupt (SIGUSR1, as Ctrl+C),
-    so that the experiment state is saved and the sweep resumes later. (Submitted jobs get
-    ``RAY_JOB_STOP_WAIT_TIME_S=30`` before Ray escalates to SIGKILL.)"""
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
-        signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGUSR1))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .report import markdown_table
     from .runner import run_sweep
 
-    _sigterm_interrupts_tune()
+    # `hrnet sweep stop` / `ray job stop` send SIGTERM: run_sweep makes it Tune's interrupt once Ray is connected
+    # (ray.init replaces an earlier handler). Submitted jobs get RAY_JOB_STOP_WAIT_TIME_S=30 before Ray's SIGKILL.
     outcome = run_sweep(args.name, smoke=args.smoke, address=args.address, storage_path=args.storage_path,
                         mlflow_uri=args.mlflow_uri, experiment=args.experiment, overrides=_overrides(args.override),
                         max_concurrent_trials=args.max_concurrent_trials, fresh=args.fresh, verbose=args.verbose,
-                        report_dir=args.report_dir)
+                        report_dir=args.report_dir, resources=_resources(args), sigterm_interrupts=True)
     print(markdown_table(outcome.plan.spec, outcome.rows, smoke=outcome.plan.smoke))
     print(f"MLflow parent run: {outcome.parent_run_id}; Tune experiment: {outcome.experiment_path}")
     if not outcome.finished:
@@ -187,7 +195,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         overrides=list(args.override), working_dir=args.working_dir, runtime_env=args.runtime_env or {},
         entrypoint_num_cpus=args.entrypoint_num_cpus, entrypoint_num_gpus=args.entrypoint_num_gpus,
         entrypoint_resources=args.entrypoint_resources, submission_id=args.submission_id,
-        max_concurrent_trials=args.max_concurrent_trials)
+        max_concurrent_trials=args.max_concurrent_trials, fresh=args.fresh, placement=args.placement,
+        data_task_cpus=args.data_task_cpus, address=args.address)
     token = _token(args.auth_token_file)
     job_id = submit_sweep(args.name, args.address, opts, auth_token=token)
     print(job_id, flush=True)
@@ -208,9 +217,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from .submit import follow_logs, job_client
+    from .submit import follow_logs, job_client, job_status
 
     client = job_client(args.address, _token(args.auth_token_file))
+    job_status(client, args.job_id)  # an unknown id: one line
     if args.follow:
         follow_logs(client, args.job_id)
     else:
@@ -219,9 +229,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from .submit import job_client, wait_for_job
+    from .submit import job_client, job_status, wait_for_job
 
     client = job_client(args.address, _token(args.auth_token_file))
+    job_status(client, args.job_id)  # an unknown id: one line (stop_job would answer with a 404 traceback)
     stopped = client.stop_job(args.job_id)
     print(f"{args.job_id} {'stop requested' if stopped else 'was not running'}")
     if args.wait:
@@ -248,9 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep = add_sweep_parser(subparsers)
     args = parser.parse_args(["sweep", *(argv if argv is not None else sys.argv[1:])])
     del sweep
+    from pipelines.cluster import ClusterError
+
     try:
         return int(args.func(args) or 0)
-    except SweepConfigError as e:
+    except (SweepConfigError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -63,14 +63,19 @@ def build_rows(plan: SweepPlan, *, mlflow_uri: str, parent_run_id: str,
 
     Our value is the trial's MLflow run's ``<metric>`` (logged by the training run: the last validation), else the
     last value Tune received (``sweep/<metric>``). The paper value comes from the sweep file. A trial without a run
-    (never started) gets status ``PENDING`` or the Tune status from ``statuses``.
+    (never started) gets status ``PENDING`` or the Tune status from ``statuses``. The ``override.<key>`` columns
+    are those of the sweep run reported (its ``sweep/plan.json``: the overrides each trial ran with, the sweep
+    file's shared ``overrides`` left out), not the reporting command's ``--override`` values; ``plan``'s own only
+    where the run has no plan artifact.
     """
     metric = plan.spec.metric
     complexity = complexity if complexity is not None else trial_complexity(plan)
     children: dict[str, Any] = {}
     for run in tracking.child_runs(mlflow_uri, parent_run_id):  # newest last: keep the newest per trial
         children[run.data.tags.get("sweep.trial", "")] = run
-    swept = sorted({k for t in plan.trials for k in t.overrides} - set(plan.spec.overrides))
+    ran = run_trial_overrides(mlflow_uri, parent_run_id)
+    trial_overrides = {t.key: (ran.get(t.key, {}) if ran is not None else t.overrides) for t in plan.trials}
+    swept = sorted({k for o in trial_overrides.values() for k in o} - set(plan.spec.overrides))
     rows = []
     for t in plan.trials:
         run = children.get(t.key)
@@ -97,9 +102,25 @@ def build_rows(plan: SweepPlan, *, mlflow_uri: str, parent_run_id: str,
             "run_id": run.info.run_id if run is not None else None,
         }
         for k in swept:
-            row[f"override.{k}"] = t.overrides.get(k)
+            row[f"override.{k}"] = trial_overrides[t.key].get(k)
         rows.append(row)
     return rows
+
+
+def run_trial_overrides(mlflow_uri: str, parent_run_id: str) -> dict[str, dict[str, Any]] | None:
+    """``{trial_key: overrides}`` of a sweep run as it ran: the ``sweep/plan.json`` artifact of its parent run
+    (written by ``sweeps.tracking.ensure_parent_run``); ``None`` when the run has none."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = MlflowClient(mlflow_uri).download_artifacts(parent_run_id, "sweep/plan.json", tmp)
+            plan = json.loads(Path(path).read_text())
+    except Exception:  # noqa: BLE001 - no artifact (older runs) or an unreachable artifact store
+        return None
+    return {t["key"]: dict(t.get("overrides") or {}) for t in plan.get("trials", [])}
 
 
 def _fmt(v: Any, digits: int = 2) -> str:

@@ -18,10 +18,13 @@ name); one that had none starts over in a new run, and its interrupted attempt i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +129,8 @@ def run_trial(config: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
         num_workers=payload["num_workers"],
         use_gpu=payload["use_gpu"],
         cpus_per_worker=payload["cpus_per_worker"],
+        data_task_cpus=payload.get("data_task_cpus"),
+        placement=payload.get("placement", "pack"),
         run_name=trial["train_run_name"],
         storage_path=payload["train_storage_path"],
         mlflow_uri=payload["mlflow_uri"],
@@ -161,7 +166,7 @@ def _tune_status_callback(mlflow_uri: str, parent_run_id: str, trial_info: Mappi
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
-            iters = last.get(self.scheduler["time_attr"])
+            iters = trial_iterations(last, self.scheduler["time_attr"])
             early = (self.scheduler["type"] == "asha" and iters is not None
                      and self.scheduler["max_t"] is not None and iters < self.scheduler["max_t"])
             values = {self.metric: last[self.metric]} if self.metric in last else {}
@@ -177,6 +182,16 @@ def _tune_status_callback(mlflow_uri: str, parent_run_id: str, trial_info: Mappi
             self._record(trial, status="FAILED", tune_status="ERROR", error=str(err) if err else "trial errored")
 
     return TrialRunStatus()
+
+
+def trial_iterations(last_result: Mapping[str, Any], time_attr: str = "training_iteration") -> int | None:
+    """Iterations a trial trained, counted across resumes: the training loop's ``epoch`` (absolute: a trial resumed
+    from its epoch-2 checkpoint reports epoch 3 in Tune's first result of the rerun, whose ``training_iteration``
+    starts again at 1), else Tune's ``time_attr``; ``None`` when the result has neither."""
+    if time_attr == "training_iteration" and last_result.get("epoch") is not None:
+        return int(last_result["epoch"])
+    value = last_result.get(time_attr)
+    return int(value) if value is not None else None
 
 
 def _train_run_name(plan: SweepPlan, parent_run_id: str, key: str) -> str:
@@ -195,6 +210,8 @@ def _payload(plan: SweepPlan, *, parent_run_id: str, experiment_path: str, mlflo
         "num_workers": res.num_workers,
         "use_gpu": res.use_gpu,
         "cpus_per_worker": res.cpus_per_worker,
+        "data_task_cpus": res.data_task_cpus,
+        "placement": res.placement,
         "train_storage_path": _train_storage(experiment_path),
         "mlflow_uri": mlflow_uri,
         "experiment": experiment,
@@ -236,16 +253,33 @@ def _absolute_path_overrides(spec: SweepSpec, smoke: bool, overrides: Mapping[st
 
 
 def resolve_plan(sweep: str | SweepSpec, *, smoke: bool = False, overrides: Mapping[str, Any] | None = None,
-                 check_data: bool = False) -> SweepPlan:
+                 check_data: bool = False, resources: Mapping[str, Any] | None = None) -> SweepPlan:
     """Load (by name/path) and plan a sweep, pinning relative recipe paths (also those given as overrides) to the
-    driver's working directory; with ``check_data`` the prepared splits must exist. Raises :class:`SweepConfigError`."""
+    driver's working directory; with ``check_data`` the prepared splits must exist. ``resources``: command-line
+    values of the plan's resources (``placement``, ``data_task_cpus``). Raises :class:`SweepConfigError`."""
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
     overrides = dict(overrides or {})
     pinned = _absolute_path_overrides(spec, smoke, overrides)
     plan = build_plan(spec, smoke=smoke, overrides={**overrides, **pinned})
+    given = {k: v for k, v in (resources or {}).items() if v is not None}
+    if given:
+        plan = with_resources(plan, given)
     if check_data:
         ensure_trial_data(plan, user_overrides=overrides)
     return plan
+
+
+def with_resources(plan: SweepPlan, values: Mapping[str, Any]) -> SweepPlan:
+    """``plan`` with some ``resources`` replaced (``--placement``, ``--data-task-cpus``).
+
+    Raises:
+        SweepConfigError: a placement other than pack / spread, or a non-positive ``data_task_cpus``.
+    """
+    if "placement" in values and values["placement"] not in ("pack", "spread"):
+        raise SweepConfigError(f"--placement: expected pack or spread, got {values['placement']!r}")
+    if "data_task_cpus" in values and not float(values["data_task_cpus"]) > 0:
+        raise SweepConfigError(f"--data-task-cpus: must be > 0, got {values['data_task_cpus']!r}")
+    return dataclasses.replace(plan, resources=dataclasses.replace(plan.resources, **values))
 
 
 def ensure_trial_data(plan: SweepPlan, user_overrides: Mapping[str, Any]) -> None:
@@ -302,15 +336,20 @@ def _connect(address: str | None) -> None:
     The job's runtime env (``hrnet sweep submit``) or the cluster image provides the code on a remote cluster; for a
     local instance started here the checkout is put on the workers' ``PYTHONPATH`` so that trial actors and
     training workers import this source tree.
+
+    Raises:
+        pipelines.cluster.ClusterError: nothing answers at ``address`` or the cluster wants a token (one line).
     """
     import ray
+
+    from pipelines.cluster import connect
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if ray.is_initialized():
         return
     if address is not None or os.environ.get("RAY_ADDRESS"):
         # an existing cluster (a submitted job has RAY_ADDRESS and its runtime env, which must not be overridden)
-        ray.init(address=address)
+        connect(address)
         return
     root = str(Path(__file__).resolve().parents[1])
     env_vars = {"RAY_TRAIN_V2_ENABLED": "1",
@@ -335,11 +374,39 @@ def _free_port() -> int:
 
 
 def cluster_concurrency(plan: SweepPlan) -> int:
-    """``max_concurrent_trials`` for the connected cluster; raises :class:`SweepConfigError` when a trial can't fit."""
+    """``max_concurrent_trials`` for the connected cluster, by the per-node rule (``check_cluster_fit`` with the
+    alive nodes); raises :class:`SweepConfigError` when a trial can't fit."""
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    return check_cluster_fit(plan, ray.cluster_resources(), nodes)
+    from pipelines.cluster import node_resources
+
+    return check_cluster_fit(plan, ray.cluster_resources(), node_resources(ray.nodes()))
+
+
+def connect_driver(address: str | None, *, sigterm_interrupts: bool = False) -> None:
+    """Connect the sweep driver to Ray (:func:`_connect`), then, with ``sigterm_interrupts``, make SIGTERM Tune's
+    interrupt (:func:`sigterm_interrupts_tune`): in this order, because ``ray.init`` replaces any SIGTERM handler
+    installed before it by one that exits at once (the sweep then died with ``*** SIGTERM received ***``, its parent
+    MLflow run left RUNNING)."""
+    _connect(address)
+    if sigterm_interrupts:
+        sigterm_interrupts_tune()
+
+
+def sigterm_interrupts_tune() -> bool:
+    """Make SIGTERM (``hrnet sweep stop``, ``ray job stop``) Tune's own interrupt: the handler sends SIGUSR1, which
+    ``Tuner.fit`` turns into a graceful stop (experiment state saved; the sweep resumes later). ``ray.init`` installs
+    its own SIGTERM handler (exit at once), so this must run after Ray is connected: :func:`run_sweep` calls it
+    right after connecting. Returns False where signals cannot be set (not the main thread, no SIGUSR1)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
+        return False
+    signal.signal(signal.SIGTERM, _sigterm_to_sigusr1)
+    return True
+
+
+def _sigterm_to_sigusr1(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    logger.warning("SIGTERM received: interrupting the sweep (Tune saves its state; run the same command to resume)")
+    os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def _read_state(experiment_path: str) -> dict[str, Any] | None:
@@ -371,6 +438,8 @@ def run_sweep(
     callbacks: Sequence[Any] = (),
     verbose: int = 1,
     report_dir: str | None = None,
+    resources: Mapping[str, Any] | None = None,
+    sigterm_interrupts: bool = False,
 ) -> SweepOutcome:
     """Run (or resume) a sweep on the Ray cluster at ``address`` and return its outcome and results table.
 
@@ -389,6 +458,9 @@ def run_sweep(
             originals when resuming.
         verbose: Tune verbosity (0-3).
         report_dir: also write ``<sweep>.md/.csv/.png`` there (``hrnet sweep report`` output).
+        resources: command-line values of the plan's resources (``placement``, ``data_task_cpus``).
+        sigterm_interrupts: once Ray is connected, SIGTERM interrupts Tune gracefully (:func:`sigterm_interrupts_tune`;
+            the CLI sets it).
 
     Raises:
         SweepConfigError: invalid sweep file, a trial larger than the cluster, or a changed sweep definition while an
@@ -398,14 +470,14 @@ def run_sweep(
 
     from . import report as report_mod
 
-    plan = resolve_plan(sweep, smoke=smoke, overrides=overrides)
+    plan = resolve_plan(sweep, smoke=smoke, overrides=overrides, resources=resources)
     storage_path = storage_path or default_storage_path()
     if "://" not in storage_path:
         storage_path = str(Path(storage_path).resolve())
     mlflow_uri = default_mlflow_uri(mlflow_uri)
     experiment_path = os.path.join(storage_path, plan.experiment_name)
 
-    _connect(address)
+    connect_driver(address, sigterm_interrupts=sigterm_interrupts)
     concurrency = max_concurrent_trials or cluster_concurrency(plan)
     ensure_trial_data(plan, user_overrides=overrides or {})  # after the fit check, before anything is scheduled
 
@@ -432,13 +504,16 @@ def run_sweep(
     parent_run_id = tracking.ensure_parent_run(
         plan, mlflow_uri=mlflow_uri, experiment=experiment, sweep_path=experiment_path,
         existing_run_id=state.get("parent_run_id") if restored and state else None)
+    from pipelines.tracking import set_tags
+
+    set_tags(mlflow_uri, parent_run_id, {"sweep.source": sweep_source(plan)})  # the submitting checkout's file
     complexity = report_mod.trial_complexity(plan)
     trial_info = {t.key: {"variant": t.variant, "paper": t.paper, "paper_tags": tracking.trial_paper_tags(plan, t),
                           "complexity": complexity[t.key]} for t in plan.trials}
     _write_state(experiment_path, {
         "sweep": plan.spec.name, "experiment_name": plan.experiment_name, "smoke": plan.smoke,
         "fingerprint": plan.fingerprint(), "mlflow_uri": mlflow_uri, "experiment": experiment,
-        "parent_run_id": parent_run_id, "source": plan.spec.source,
+        "parent_run_id": parent_run_id, "source": sweep_source(plan),
     })
     payload = _payload(plan, parent_run_id=parent_run_id, experiment_path=experiment_path, mlflow_uri=mlflow_uri,
                        experiment=experiment)
@@ -499,6 +574,12 @@ def run_sweep(
     return SweepOutcome(plan=plan, experiment_path=experiment_path, parent_run_id=parent_run_id,
                         child_run_ids={r["trial"]: r["run_id"] for r in rows if r.get("run_id")}, statuses=statuses,
                         rows=rows, table_path=table_path, restored=restored)
+
+
+def sweep_source(plan: SweepPlan) -> str | None:
+    """Where the sweep file came from: ``$HRNET_SWEEP_SOURCE`` (set by ``hrnet sweep submit`` to the file in the
+    submitting checkout, since a job reads it from a temporary runtime-env copy), else the file's path."""
+    return os.environ.get("HRNET_SWEEP_SOURCE") or plan.spec.source
 
 
 def _trial_name(trial) -> str:

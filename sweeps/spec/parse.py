@@ -25,7 +25,7 @@ T = TypeVar("T")
 # lower bounds of numeric fields: (minimum, strict) - strict: the value must be above it
 _MINIMUMS: dict[type, dict[str, tuple[float, bool]]] = {
     Resources: {"num_workers": (1, False), "cpus_per_worker": (0, True), "trainable_cpus": (0, True),
-                "max_concurrent_trials": (1, False)},
+                "max_concurrent_trials": (1, False), "data_task_cpus": (0, True)},
     SchedulerSpec: {"grace_period": (1, False), "reduction_factor": (1, True), "max_t": (1, False)},
     SearchSpec: {"num_samples": (1, False), "seed": (0, False)},
 }
@@ -99,6 +99,8 @@ def check_section(problems: Problems, section: Any, prefix: str) -> None:
             problems.add(f"{prefix}trainable_resources", f"expected a mapping resource -> positive amount, got {tr!r}")
         elif {"CPU", "GPU", "cpu", "gpu"} & set(tr):
             problems.add(f"{prefix}trainable_resources", "CPUs go in trainable_cpus; the trial actor needs no GPU")
+        if section.placement not in ("pack", "spread"):
+            problems.add(f"{prefix}placement", f"expected pack or spread, got {section.placement!r}")
 
 
 def merged_section(problems: Problems, base: T, update: Mapping[str, Any], prefix: str) -> T:

@@ -194,14 +194,19 @@ def check_cluster_fit(plan: SweepPlan, cluster: Mapping[str, float],
     Args:
         plan: the resolved sweep.
         cluster: total logical resources (``ray.cluster_resources()``), e.g. ``{"CPU": 2.0}``.
-        nodes: per-node totals; when given, one worker's bundle must fit on a single node.
+        nodes: per-node totals (``pipelines.cluster.node_resources(ray.nodes())``); when given, the per-node rule of
+            :mod:`pipelines.cluster` applies: every bundle (trial actor, workers) on one node, and some node keeps
+            ``resources.data_task_cpus`` CPUs free for the Ray Data decode tasks whatever node the bundles land on.
+            Concurrency is then the largest number of trials whose bundles satisfy it together.
 
     Returns:
         ``max_concurrent_trials``: ``floor(cluster[r] / per_trial[r])`` over the requested resources (GPUs when the
-        trial uses GPUs, else CPUs), capped by ``resources.max_concurrent_trials`` and the number of trials.
+        trial uses GPUs, else CPUs), with ``nodes`` also at most what the per-node rule allows, capped by
+        ``resources.max_concurrent_trials`` and the number of trials.
 
     Raises:
-        SweepConfigError: one trial needs more than the cluster has (names the resource and both amounts).
+        SweepConfigError: one trial needs more than the cluster has (names the resource and both amounts), or, with
+            ``nodes``, breaks the per-node rule (one line naming the resource; ``pipelines.cluster.check_fit``).
     """
     res = plan.resources
     need = res.per_trial()
@@ -214,16 +219,36 @@ def check_cluster_fit(plan: SweepPlan, cluster: Mapping[str, float],
                 f"({res.num_workers} workers x {res.per_worker().get(r, 0):g} {r}"
                 f"{f' + {res.trainable_cpus:g} for the trial driver' if r == 'CPU' and res.trainable_cpus else ''}) "
                 f"but the cluster has {have:g} {r}")
-    if nodes:
-        bundle = res.per_worker()
-        if not any(all(float(n.get(r, 0.0)) + 1e-9 >= a for r, a in bundle.items()) for n in nodes):
-            biggest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
-            raise SweepConfigError(
-                f"{where}: resources: one training worker needs {bundle} on a single node; the largest node has "
-                f"{ {k: biggest.get(k, 0) for k in bundle} }")
     limiting = "GPU" if res.use_gpu else "CPU"
     per = res.per_worker()[limiting] * res.num_workers + (res.trainable_cpus if limiting == "CPU" else 0)
     fits = max(1, int(math.floor(float(cluster.get(limiting, 0.0)) / per + 1e-9))) if per > 0 else len(plan.trials)
     if res.max_concurrent_trials:
         fits = min(fits, res.max_concurrent_trials)
-    return max(1, min(fits, len(plan.trials)))
+    fits = max(1, min(fits, len(plan.trials)))
+    if nodes:
+        fits = _per_node_concurrency(plan, nodes, fits, where)
+    return fits
+
+
+def trial_bundles(resources: Any) -> list[dict[str, float]]:
+    """The bundles one trial holds while it trains: the Tune trial actor's and one per training worker."""
+    return [resources.trial_actor()] + [resources.per_worker() for _ in range(resources.num_workers)]
+
+
+def _per_node_concurrency(plan: SweepPlan, nodes: Sequence[Mapping[str, float]], most: int, where: str) -> int:
+    """The largest ``k <= most`` whose ``k`` trials pass ``pipelines.cluster.check_fit`` together (at least one)."""
+    from pipelines.cluster import ClusterError, check_fit
+
+    res = plan.resources
+    ok = 0
+    for k in range(1, most + 1):
+        try:
+            check_fit(nodes, trial_bundles(res) * k, data_task_cpus=res.data_task_cpus,
+                      what=f"{k} trial{'s' if k > 1 else ''} ({res.num_workers} workers x "
+                           f"{res.per_worker()} + the trial actor {res.trial_actor()})")
+        except ClusterError as e:
+            if k == 1:
+                raise SweepConfigError(f"{where}: resources{'(smoke)' if plan.smoke else ''}: {e}") from None
+            break
+        ok = k
+    return ok

@@ -97,6 +97,9 @@ class Resources:
     ``trainable_resources`` adds custom resources to it (e.g. ``{head: 0.01}`` keeps trial drivers on the head node,
     away from preemptible GPU workers).
     ``max_concurrent_trials`` caps concurrency below what the cluster fits.
+    ``data_task_cpus`` is what one Ray Data decode task of a trial reserves (the per-node rule of
+    :mod:`pipelines.cluster` keeps that much free on some node); ``placement`` spreads a trial's workers over the
+    nodes (``spread``) or packs them (``pack``, Ray Train's default).
     """
 
     num_workers: int = 1
@@ -105,6 +108,8 @@ class Resources:
     trainable_cpus: float = 0.01
     trainable_resources: dict[str, float] = field(default_factory=dict)
     max_concurrent_trials: int | None = None
+    data_task_cpus: float = 1.0
+    placement: str = "pack"
 
     def trial_actor(self) -> dict[str, float]:
         """The Tune trial actor's bundle, e.g. ``{"CPU": 0.01}`` or ``{"CPU": 0.01, "head": 0.01}``."""
@@ -236,6 +241,16 @@ class TrialSpec:
     paper_row: tuple[str, str] | None = None
 
 
+def _fingerprinted(res: Resources) -> dict[str, Any]:
+    """The resources that count in a plan's fingerprint: ``data_task_cpus`` and ``placement`` only when they differ
+    from their defaults, so that sweeps interrupted before these keys existed still resume."""
+    out = dict(res.__dict__)
+    for key, default in (("data_task_cpus", 1.0), ("placement", "pack")):
+        if out.get(key) == default:
+            out.pop(key)
+    return out
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     """A sweep resolved for one mode (full or ``--smoke``): every trial with its validated overrides."""
@@ -260,7 +275,7 @@ class SweepPlan:
         payload = {
             "recipe": self.spec.recipe, "profile": self.profile, "metric": self.spec.metric, "mode": self.spec.mode,
             "trials": [[t.key, t.overrides] for t in self.trials],
-            "scheduler": self.scheduler.__dict__, "resources": self.resources.__dict__,
+            "scheduler": self.scheduler.__dict__, "resources": _fingerprinted(self.resources),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
