@@ -25,8 +25,9 @@ import argparse
 import json
 import sys
 import time
+import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 EXAMPLES = """\
 examples:
@@ -472,7 +473,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                "weights": result.weights_path, **result.metrics}
     if args.metrics_out:
         _write_json(args.metrics_out, {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
-    print(json.dumps(summary, indent=2))
+    print(strict_json(summary))
     return 0
 
 
@@ -504,7 +505,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics.setdefault("eval_time_s", time.time() - t)
     if args.metrics_out:
         _write_json(args.metrics_out, metrics)
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+    print(strict_json(metrics))
     return 0
 
 
@@ -597,10 +598,26 @@ def root_cause(exc: BaseException) -> BaseException:
 def _write_json(path: str, data: dict) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    p.write_text(strict_json(data) + "\n")
+
+
+def strict_json(data: Any) -> str:
+    """Standard JSON of ``data`` (indented, sorted keys): a non-finite float (``nan``, ``inf``) becomes ``null``
+    instead of Python's bare ``NaN`` / ``Infinity``, which strict parsers (jq, JavaScript, Go) refuse."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(data), indent=2, sort_keys=True, allow_nan=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``data`` as strict JSON (:func:`strict_json`) in ``path`` (DVC metrics files, ``--metrics-out``)."""
     from pipelines.report import cmd_report as run_report
 
     return run_report(args)

@@ -7,8 +7,11 @@ the preparation, naming each bad file), and writes the split (:mod:`hrnet_core.d
 folder that is renamed to ``<root>/<split>`` only when everything succeeded.
 
 Images stay where they are (``image_root`` in the manifest, relative to the split folder); their checksums are in
-``images.parquet`` and the split's ``fingerprint`` (sha256 over the copied files and the image checksums) changes
-whenever any input changes, so DVC tracks a few MB instead of the image folder.
+``images.parquet`` and the split's ``fingerprint`` (:func:`split_fingerprint`: sha256 over the copied files, the image
+checksums, every sample row -- with the checksums of the per-sample files the rows name, e.g. segmentation label
+PNGs -- and the reader's manifest entries) changes whenever any input that reaches a sample changes, so DVC tracks a
+few MB instead of the image folder. The split folder gets the permissions of the user's umask (a shared data folder
+on a cluster), not ``tempfile``'s owner-only ones.
 
 Sources: a local directory in the official layout (also a local mirror such as ``../shared/data/coco_mini``), an
 ``http(s)://`` / ``file://`` URL of a zip/tar archive (downloaded into ``--cache-dir`` and extracted), or
@@ -36,8 +39,8 @@ from hrnet_core.data.io import sha256_file
 from hrnet_core.data.prepared import (FORMAT, CorruptDataError, DataError, PreparedSplit, dataset_fingerprint,
                                       open_split, relative_image_root)
 
-__all__ = ["prepare_split", "prepare_generated", "resolve_source", "reader_for", "DataError", "PreparedSplit", "open_split",
-           "dataset_fingerprint", "sha256_file", "FORMAT"]
+__all__ = ["prepare_split", "prepare_generated", "resolve_source", "reader_for", "split_fingerprint", "current_umask",
+           "DataError", "PreparedSplit", "open_split", "dataset_fingerprint", "sha256_file", "FORMAT"]
 
 
 def reader_for(dataset: str, task: str | None = None):
@@ -230,15 +233,12 @@ def prepare_split(
         images.to_parquet(tmp / "images.parquet", index=False)
         rows.samples.to_parquet(tmp / "samples.parquet", index=False)
         stored = {}
-        h = hashlib.sha256()
         for key in sorted(rows.files):
             src = Path(rows.files[key])
             name = f"{key}{src.suffix}"
             shutil.copyfile(src, tmp / name)
             stored[key] = name
-            h.update(f"{key}:{sha256_file(src)}\n".encode())
-        for name, digest in sorted(zip(images["file_name"], images["sha256"])):
-            h.update(f"{name}:{digest}\n".encode())
+        h = split_fingerprint(rows.files, images, rows.samples, rows.meta)
         manifest = {
             "format": FORMAT,
             "task": t.name,
@@ -250,9 +250,10 @@ def prepare_split(
             "num_images": int(len(images)),
             "num_samples": int(len(rows.samples)),
             **rows.meta,
-            "fingerprint": h.hexdigest(),
+            "fingerprint": h,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp made it 0700; the files inside already follow the umask
         if split_dir.exists():
             shutil.rmtree(split_dir)
         tmp.rename(split_dir)
@@ -260,6 +261,60 @@ def prepare_split(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def split_fingerprint(files: Mapping[str, str | Path], images, samples, meta: Mapping[str, Any]) -> str:
+    """sha256 (hex) of everything a prepared split's samples are made of.
+
+    Args:
+        files: the reader's extra files (annotations, detections, label lists) ``{key: path}``: their contents.
+        images: ``images`` table with ``file_name`` and ``sha256`` (image contents, by name).
+        samples: ``samples`` table: every row, column by column in order (values as canonical JSON; arrays as
+            lists), so per-sample inputs that are no image -- a label PNG's ``label_sha256``, a class index, joint
+            coordinates -- count; file locations do not (readers store paths relative to the image root).
+        meta: the reader's manifest entries (label vocabulary, keypoint layout, classes).
+
+    Not an official convention (the official repositories prepare no splits): the rule is this project's run
+    identity (:func:`pipelines.train.config_hash`).
+    """
+    h = hashlib.sha256()
+    for key in sorted(files):
+        h.update(f"{key}:{sha256_file(files[key])}\n".encode())
+    for name, digest in sorted(zip(images["file_name"], images["sha256"])):
+        h.update(f"{name}:{digest}\n".encode())
+    columns = list(samples.columns)
+    h.update(("samples:" + json.dumps(columns) + "\n").encode())
+    for row in samples.itertuples(index=False, name=None):
+        h.update((json.dumps([_plain(v) for v in row], sort_keys=True) + "\n").encode())
+    h.update(("meta:" + json.dumps(meta, sort_keys=True, default=_plain) + "\n").encode())
+    return h.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as plain JSON data: numpy arrays and scalars to lists / Python numbers."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def current_umask() -> int:
+    """The process's file mode creation mask, read from ``/proc/self/status`` (Linux); elsewhere by setting and
+    restoring it (``os.umask`` has no read-only form)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _within(root: Path, p: str) -> Path:

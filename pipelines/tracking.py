@@ -7,7 +7,9 @@ Conventions (docs/INTERFACES.md, "pipelines"):
   the database (file store);
 - tags: ``recipe``, ``task``, ``paper.id``, ``paper.table``, ``paper.row``, ``git_commit``, ``dataset_fingerprint``,
   ``source`` (``training`` | ``official-checkpoint``), ``ray.run_name``, ``ray.cluster_cpus`` / ``ray.cluster_gpus``,
-  ``ray.num_workers``;
+  ``ray.num_workers``, and on every training and evaluation run the environment that decides its numbers
+  (:func:`environment_tags`: ``env.cpu_model``, ``env.cpu_isa``, ``env.torch``, ``env.onednn``, ``env.cuda``,
+  ``env.cudnn``, ``env.gpu``, ...); a failed training run has ``failure`` (its one-line cause);
 - params: the resolved recipe as flat dotted keys (``train.optimizer.lr``);
 - metrics: per-epoch ``loss``, ``lr``, ``epoch_time_s``, ``samples_per_s`` (step = epoch), evaluation metrics under
   the papers' names (``AP``, ``AP50``, ..., ``PCKh``), and ``paper/<m>``, ``delta/<m>`` from
@@ -162,6 +164,95 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, Any], step
             items.append(Metric(k, f, ts, int(step or 0)))
     for i in range(0, len(items), 500):
         client(tracking_uri).log_batch(run_id, metrics=items[i:i + 500])
+
+
+def logged_steps(tracking_uri: str, run_id: str, key: str) -> set[int]:
+    """Steps at which metric ``key`` of run ``run_id`` has a value."""
+    return {int(m.step) for m in client(tracking_uri).get_metric_history(run_id, key)}
+
+
+def log_metrics_once(tracking_uri: str, run_id: str, metrics: Mapping[str, Any], step: int) -> dict[str, float]:
+    """:func:`log_metrics` of the keys that have no value at ``step`` yet (a rerun of the same step -- a worker
+    restarted after it logged but before its checkpoint was kept -- adds nothing). Returns what was logged."""
+    todo = {k: v for k, v in metrics.items() if int(step) not in logged_steps(tracking_uri, run_id, k)}
+    log_metrics(tracking_uri, run_id, todo, step=step)
+    return todo
+
+
+#: x86 vector ISA levels that change which oneDNN / MKL kernels run (and with them the last bits of a result), in
+#: ``/proc/cpuinfo`` flag names, widest first
+ISA_LEVELS = ("amx_tile", "amx_bf16", "amx_int8", "avx512_fp16", "avx512_bf16", "avx512_vnni", "avx512bw",
+              "avx512f", "avx_vnni", "avx2", "fma", "avx", "sse4_2", "asimd", "sve")
+
+
+def _cpu_info() -> tuple[str, str]:
+    """``(model name, ISA levels present)`` from ``/proc/cpuinfo`` (Linux), else ``platform``'s processor name."""
+    import platform
+
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    isa = " ".join(level for level in ISA_LEVELS if level in flags)
+    return model or platform.processor() or platform.machine() or "unknown", isa or "unknown"
+
+
+def environment_tags(device: Any = None) -> dict[str, str]:
+    """The hardware and software that decide a run's numbers, as MLflow tags (``env.*``).
+
+    The same recipe, seed and worker count give bit-identical losses on the same hardware and software; other CPU
+    vector units (AVX-512 vs AVX2: other oneDNN kernels), library versions or GPUs change the last bits and, over a
+    training, the figures. Tags: ``env.cpu_model``, ``env.cpu_isa`` (:data:`ISA_LEVELS` present, widest first),
+    ``env.onednn_max_cpu_isa`` (``$ONEDNN_MAX_CPU_ISA`` or ``default``), ``env.cpu_count``, ``env.torch``,
+    ``env.onednn`` (from ``torch.__config__.show()``, ``none`` without it), ``env.mkldnn_enabled``, ``env.cuda``,
+    ``env.cudnn``, ``env.gpu`` (``device``'s name, else GPU 0's; ``none`` without CUDA), ``env.python``,
+    ``env.hostname``.
+    """
+    import platform
+    import re
+    import socket
+
+    import torch
+
+    model, isa = _cpu_info()
+    found = re.search(r"oneDNN v(\S+)", torch.__config__.show())
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    gpu = "none"
+    if torch.cuda.is_available():
+        dev = device if device is not None and getattr(device, "type", "cuda") == "cuda" else 0
+        gpu = torch.cuda.get_device_name(dev)
+    return {
+        "env.cpu_model": model,
+        "env.cpu_isa": isa,
+        "env.onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+        "env.cpu_count": str(os.cpu_count()),
+        "env.torch": torch.__version__,
+        "env.onednn": found.group(1) if found else "none",
+        "env.mkldnn_enabled": str(bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)).lower(),
+        "env.cuda": str(torch.version.cuda or "none"),
+        "env.cudnn": str(cudnn or "none"),
+        "env.gpu": gpu,
+        "env.python": platform.python_version(),
+        "env.hostname": socket.gethostname(),
+    }
+
+
+def merge_environment_tags(per_rank: list[Mapping[str, str]]) -> dict[str, str]:
+    """One set of ``env.*`` tags for several workers (rank order): a value every rank shares as it is, a differing
+    one as ``"rank0: <v0>; rank1: <v1>; ..."`` (workers on machines of different kinds)."""
+    keys = list(dict.fromkeys(k for tags in per_rank for k in tags))
+    out = {}
+    for k in keys:
+        values = [str(tags.get(k, "")) for tags in per_rank]
+        out[k] = values[0] if len(set(values)) == 1 else "; ".join(f"rank{r}: {v}" for r, v in enumerate(values))
+    return out
 
 
 def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:

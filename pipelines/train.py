@@ -25,9 +25,12 @@ DDP via ``ray.train.torch.prepare_model``, Adam/AdamW/SGD with the recipe's sche
 epochs left (:func:`pipelines.ingest.build_train_dataset`, one streaming execution: decoding of the next epoch
 overlaps checkpointing and validation; decode worker processes warmed while the model is built) and takes each
 epoch's whole batches from it with the task's ``collate_fn``; the task's
-``train_step`` returns the loss dict (``{"loss": total, ...parts}``). Validation runs on every rank's contiguous
-share of the eval items, gathered to rank 0 for scoring. Every epoch ``ray.train.report(metrics, checkpoint)`` with
-model + optimiser + scaler + history; rank 0 logs to MLflow.
+``train_step`` returns the loss dict (``{"loss": total, ...parts}``); the first non-finite term stops the training
+in one line (:func:`check_finite_loss`, not retried; the run ends FAILED with tag ``failure``). Validation runs on
+every rank's contiguous share of the eval items, gathered to rank 0 for scoring. Every epoch
+``ray.train.report(metrics, checkpoint)`` with model + optimiser + scaler + history; rank 0 logs to MLflow once per
+epoch (:func:`log_epoch`) and, at the start, every rank's environment (``env.*`` tags). A finished run gets the
+paper comparison (``paper/<m>``, ``delta/<m>``, :func:`close_training_run`).
 """
 
 from __future__ import annotations
@@ -244,7 +247,7 @@ def train(
     accum = recipe.accumulation_steps(num_workers)
     identity = run_identity(recipe)  # checks data and backbone before anything starts
     if recipe.model.pretrained:  # the backbone must fit the network: one line here, not a failure in every worker
-        task.build_model(recipe)
+        check_pretrained(task, recipe)
     run_name = run_name or identity["run_name"]
     fingerprint = identity["dataset_fingerprint"]
     storage = Path(storage_path).expanduser().resolve()
@@ -355,6 +358,7 @@ def train(
             tracking.end_run(uri, run_id, "KILLED", only_if_running=True)
             raise KeyboardInterrupt from None
         # a trial that Tune stopped may already be recorded as FINISHED by the sweep: keep that
+        _tag_failure(uri, run_id, exc)
         tracking.end_run(uri, run_id, "FAILED", only_if_running=True)
         raise
     ckpt_dir = result.checkpoint.path if result.checkpoint is not None else None
@@ -379,14 +383,108 @@ def train(
         tracking.log_artifacts(uri, run_id, [weights_path], artifact_path="weights")
     if history_out is not None:
         write_history_csv(history, history_out)
-    tracking.log_metrics(uri, run_id, {k: metrics[k] for k in ("train_time_s", "driver_setup_s")}, step=len(history))
-    tracking.end_run(uri, run_id, "FINISHED")
+    close_training_run(uri, run_id, shown.name, metrics, len(history), profile=shown.profile)
     return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=ckpt_dir, run_name=run_name,
                        history=history, weights_path=weights_path)
 
 
-#: exceptions (by class name, anywhere in a failure's cause chain) that mean bad input: retrying cannot help
-DATA_ERRORS = ("ImageReadError", "DataError", "AnnotationError", "CheckpointError", "CheckpointMismatchError")
+def close_training_run(uri: str, run_id: str, recipe_name: str, metrics: dict[str, float], step: int,
+                       profile: str | None = None) -> dict[str, float]:
+    """End a finished training run: log ``train_time_s`` / ``driver_setup_s`` and the paper comparison of the final
+    metrics (``paper/<m>``, ``delta/<m>`` and ``paper.*`` tags, :func:`pipelines.tracking.log_paper_comparison`,
+    as ``hrnet evaluate`` does; a sweep trial is compared with its own row), tag ``paper.comparable`` (no profile),
+    and mark it FINISHED.
+
+    Args:
+        metrics: the final metrics (the last epoch's, with its validation metrics in the papers' names).
+        step: the step of the final metrics (epochs trained).
+
+    Returns:
+        The ``paper/`` and ``delta/`` metrics logged (``{}`` without paper values).
+    """
+    tracking.log_metrics(uri, run_id, {k: metrics[k] for k in ("train_time_s", "driver_setup_s") if k in metrics},
+                         step=step)
+    tracking.set_tags(uri, run_id, {"paper.comparable": str(profile is None).lower()})
+    logged = tracking.log_paper_comparison(run_id, recipe_name, metrics, tracking_uri=uri)
+    tracking.end_run(uri, run_id, "FINISHED")
+    return logged
+
+
+def check_pretrained(task, recipe: Recipe) -> None:
+    """Build the network once with ``model.pretrained`` loaded (as every worker will), so that a backbone that is
+    refused (an unsafe pickle: nothing of it runs) or does not fit fails here, in one line.
+
+    Raises:
+        hrnet_core.recipes.ConfigError: the loader refused the file (message names ``model.pretrained`` and the
+        file). hrnet_core.weights.CheckpointError / hrnet_core.models.CheckpointMismatchError: as raised.
+    """
+    from hrnet_core.models import CheckpointMismatchError
+    from hrnet_core.weights import CheckpointError, safe_load
+
+    try:
+        task.build_model(recipe)
+    except (CheckpointError, CheckpointMismatchError):
+        raise
+    except ValueError as exc:
+        try:  # the file itself refused: safe_load's one line names the global it asked for
+            safe_load(recipe.model.pretrained)
+        except CheckpointError as refused:
+            raise ConfigError(f"model.pretrained: {refused}") from None
+        text = str(exc).strip().splitlines()
+        raise ConfigError(f"model.pretrained={recipe.model.pretrained!r}: "
+                          f"{text[0].strip() if text else type(exc).__name__}") from None
+
+
+def _tag_failure(uri: str, run_id: str, exc: BaseException) -> None:
+    """Tag a still-running MLflow run with ``failure``: the one-line cause of ``exc`` (:func:`root_cause`)."""
+    try:
+        if tracking.client(uri).get_run(run_id).info.status != "RUNNING":
+            return
+        cause = root_cause(exc)
+        text = str(cause).strip().splitlines()
+        kind = getattr(cause, "kind", type(cause).__name__)
+        tracking.set_tags(uri, run_id, {"failure": f"{kind}: {text[-1] if text else ''}"[:4000]})
+    except Exception:  # noqa: BLE001 - bookkeeping must not hide the training's own error
+        pass
+
+
+#: exceptions (by class name, anywhere in a failure's cause chain) that mean bad input (or, for a non-finite loss,
+#: bad numbers that a deterministic rerun reproduces): retrying cannot help
+DATA_ERRORS = ("ImageReadError", "DataError", "AnnotationError", "CheckpointError", "CheckpointMismatchError",
+               "NonFiniteLossError")
+
+
+class NonFiniteLossError(ArithmeticError):
+    """A loss term of a training batch is ``nan`` or ``inf`` (:func:`check_finite_loss`); the message is one line."""
+
+
+def check_finite_loss(values: dict[str, float], *, epoch: int, epochs: int, step: int, batch: int,
+                      batches: int) -> None:
+    """Stop at the first non-finite loss, as torchvision's ``references/detection/engine.py`` ``train_one_epoch``
+    does (it prints the loss terms and exits), before the batch's backward pass.
+
+    Args:
+        values: the batch's loss terms (``loss`` = the total, then the task's parts), Python floats.
+        epoch: 0-based epoch; epochs: ``train.epochs``. step: optimiser steps taken before this batch (global).
+        batch: 0-based batch of the epoch (this rank's); batches: batches per epoch.
+
+    Raises:
+        NonFiniteLossError: ``non-finite loss at epoch E/N, step S (batch B/M): loss nan, <part> <value>, ...``
+        (1-based epoch and batch; ``loss`` first, then the parts in name order).
+    """
+    if all(math.isfinite(v) for v in values.values()):
+        return
+    names = (["loss"] if "loss" in values else []) + sorted(k for k in values if k != "loss")
+    terms = ", ".join(f"{k} {values[k]:.6g}" for k in names)
+    raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}/{epochs}, step {step} (batch {batch + 1}/"
+                             f"{batches}): {terms}; lower train.optimizer.lr or check the data")
+
+
+def log_epoch(uri: str, run_id: str, metrics: dict[str, float], epoch: int) -> dict[str, float]:
+    """Log one epoch's metrics at step ``epoch`` (1-based) once: a worker restarted between this log and its
+    checkpoint report retrains the epoch and logs it again, which adds nothing
+    (:func:`pipelines.tracking.log_metrics_once`). Returns what was logged."""
+    return tracking.log_metrics_once(uri, run_id, metrics, step=epoch)
 
 
 def cause_chain(exc: BaseException) -> list[BaseException]:
@@ -572,11 +670,15 @@ def _finished(run_dir: Path, recipe: Recipe, uri: str, experiment: str, run_name
     history = json.loads((ckpt / "history.json").read_text())
     if len(history) < recipe.train.epochs:
         return None
+    from hrnet_core.weights import load_weights
+
+    load_weights(ckpt)  # a weights file of ours, read safely (as the normal path) before it is copied anywhere
     run_id = tracking.find_run(uri, experiment, run_name) or ""
     metrics = dict(history[-1])
+    note = _complete_run(uri, run_id, recipe, metrics, len(history)) if run_id else ""
     primary = task.metrics.primary_for(recipe.data.dataset)
     value = f", {primary} {metrics[primary]:.2f}" if primary in metrics else ""
-    print(f"already complete: run {run_name} (MLflow {run_id or '?'}), {len(history)} epochs{value}", flush=True)
+    print(f"already complete: run {run_name} (MLflow {run_id or '?'}{note}), {len(history)} epochs{value}", flush=True)
     weights_path = None
     if export_weights is not None:
         weights_path = str(Path(export_weights).resolve())
@@ -586,6 +688,18 @@ def _finished(run_dir: Path, recipe: Recipe, uri: str, experiment: str, run_name
         write_history_csv(history, history_out)
     return TrainResult(run_id=run_id, metrics=metrics, checkpoint_path=str(ckpt), run_name=run_name, history=history,
                        weights_path=weights_path)
+
+
+def _complete_run(uri: str, run_id: str, recipe: Recipe, metrics: dict[str, float], epochs: int) -> str:
+    """The MLflow run of a run folder whose checkpoints hold every epoch: FINISHED as it is; one that ended otherwise
+    (the driver died after the last epoch) is closed now (:func:`close_training_run`, tag
+    ``completed_from_checkpoint``). Returns a note for the "already complete" line."""
+    status = tracking.client(uri).get_run(run_id).info.status
+    if status == "FINISHED":
+        return ""
+    tracking.set_tags(uri, run_id, {"completed_from_checkpoint": "true"})
+    close_training_run(uri, run_id, recipe.name, metrics, epochs, profile=recipe.profile)
+    return f"; it had ended {status}, now FINISHED: its checkpoints hold every epoch"
 
 
 def _has_checkpoints(run_dir: Path) -> bool:
@@ -748,6 +862,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(recipe.train.seed)
     use_gpu = bool(config["use_gpu"])
     device = ray.train.torch.get_device()
+    _log_environment(config, device, rank, world)
 
     start_epoch, step, history, restored = 0, 0, [], None
     checkpoint = ray.train.get_checkpoint()
@@ -822,6 +937,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with ctx_sync:
                 with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     losses = task.train_step(model, batch, loss_fn)
+                values = {name: float(value.detach().item()) for name, value in losses.items()}
+                check_finite_loss(values, epoch=epoch, epochs=recipe.train.epochs, step=step, batch=batches,
+                                  batches=epoch_batches)
                 loss = losses["loss"]
                 scaler.scale(loss / accum).backward()
             if sync:
@@ -829,8 +947,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach().item())
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
             batches += 1
             seen += task.batch_size(batch)
         if micro % accum:  # an incomplete accumulation group ends the epoch: step on what it has
@@ -880,8 +998,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 metrics["checkpoint_write_s"] = time.time() - t_save  # weights + optimiser state files
                 (Path(tmp) / "history.json").write_text(json.dumps(history))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-                tracking.log_metrics(config["mlflow_uri"], config["run_id"], metrics, step=epoch + 1)
+                log_epoch(config["mlflow_uri"], config["run_id"], metrics, epoch + 1)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _log_environment(config: dict[str, Any], device, rank: int, world: int) -> None:
+    """Every rank's :func:`pipelines.tracking.environment_tags`, gathered to rank 0 and set on the run (merged:
+    a value the ranks share once, differing ones per rank)."""
+    import torch.distributed as dist
+
+    env = tracking.environment_tags(device)
+    gathered: list[Any] = [env]
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        gathered = [None] * world
+        dist.all_gather_object(gathered, env)
+    if rank == 0:
+        tracking.set_tags(config["mlflow_uri"], config["run_id"], tracking.merge_environment_tags(gathered))
 
 
 def _quiet_ray_reports() -> None:
@@ -959,4 +1091,5 @@ def _amp_dtype(precision: str, use_gpu: bool):
 
 __all__ = ["TrainResult", "train", "train_loop_per_worker", "default_run_name", "config_hash", "lr_at",
            "batches_per_epoch", "steps_per_epoch", "build_optimizer", "validate_sharded", "write_history_csv",
-           "DataError"]
+           "DataError", "NonFiniteLossError", "check_finite_loss", "close_training_run", "check_pretrained",
+           "log_epoch"]

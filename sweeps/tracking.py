@@ -10,7 +10,9 @@ no checkpoint is soft-deleted before its trial reruns, so every trial keeps one 
 
 Tags written here: ``sweep.name`` (Tune experiment name, ``<sweep>`` or ``<sweep>-smoke``), ``sweep.definition``,
 ``sweep.smoke``, ``sweep.path`` (Tune experiment path), ``sweep.fingerprint``, ``source`` = ``sweep``; per child
-``sweep.trial``, ``sweep.variant``, ``sweep.status``, ``sweep.early_stopped``, ``paper.values``; plus the pipeline's
+``sweep.trial``, ``sweep.variant``, ``sweep.status``, ``sweep.early_stopped``, ``paper.values`` and the metrics
+``paper/<m>`` and ``delta/<m>`` (ours - paper, from the trial's last measured value, also for an early-stopped
+trial whose training never reached its own end-of-run comparison); plus the pipeline's
 ``recipe``, ``task``, ``paper.id``, ``paper.table``, ``paper.row`` and ``source`` tags.
 
 Paper values of a trial are the trial's own, never the base recipe's: a child run's ``paper.*`` tags name the
@@ -210,8 +212,11 @@ def record_trial(mlflow_uri: str, parent_run_id: str, trial_key: str, info: Mapp
         client.set_tag(rid, "sweep.iterations", str(iterations))
     if error:
         client.set_tag(rid, "sweep.error", error[:4000])
-    for metric, value in paper_values_from_tags(info.get("paper_tags") or {}, info.get("paper") or {}).items():
+    paper = paper_values_from_tags(info.get("paper_tags") or {}, info.get("paper") or {})
+    for metric, value in paper.items():
         client.log_metric(rid, f"paper/{metric}", float(value))
+    for metric, value in trial_deltas(paper, {**client.get_run(rid).data.metrics, **(last_metrics or {})}).items():
+        client.log_metric(rid, f"delta/{metric}", value)
     for k, v in (info.get("complexity") or {}).items():
         client.log_metric(rid, f"model/{k}", float(v))
     for k, v in (last_metrics or {}).items():
@@ -219,6 +224,19 @@ def record_trial(mlflow_uri: str, parent_run_id: str, trial_key: str, info: Mapp
     if status in {"FINISHED", "FAILED", "KILLED"}:
         client.set_terminated(rid, status=status)
     return rid
+
+
+def trial_deltas(paper: Mapping[str, float], measured: Mapping[str, float]) -> dict[str, float]:
+    """``{metric: ours - paper}`` for every paper value the trial measured (its run's latest metrics; ``100 - top1``
+    for ``top1_err``, :func:`pipelines.report.compare.run_value`), as ``delta/<m>`` of ``log_paper_comparison``."""
+    from pipelines.report.compare import run_value
+
+    out = {}
+    for metric, value in paper.items():
+        ours = run_value(metric, measured)
+        if ours is not None:
+            out[metric] = float(ours) - float(value)
+    return out
 
 
 def trial_paper_tags(plan: SweepPlan, trial: TrialSpec) -> dict[str, str]:

@@ -412,9 +412,11 @@ def test_sweep_trials_get_their_own_paper_row_not_the_recipes(tmp_path):
     client = pipeline_tracking.client(uri)
     w48_row, w32_row = find_row(*W48_KEY), find_row(*W32_KEY)
 
-    # the Tune callback: paper/<m> of the trial's own row, nothing for a variant without one
+    # the Tune callback: paper/<m> of the trial's own row and delta/<m> of the measured AP (issue 24 point 4),
+    # nothing for a variant without one
     w48 = client.get_run(runs["W48"])
-    assert _paper_metrics(w48) == {f"paper/{m}": v for m, v in w48_row.metrics.items()}
+    assert _paper_metrics(w48) == {**{f"paper/{m}": v for m, v in w48_row.metrics.items()},
+                                   "delta/AP": pytest.approx(70.0 - w48_row.metrics["AP"])}
     assert (w48.data.tags["paper.table"], w48.data.tags["paper.row"]) == W48_KEY[1:]
     assert client.get_run(runs["W32"]).data.metrics["paper/AP"] == 74.4
     for variant in ("W18", "W40"):
@@ -476,7 +478,7 @@ def test_a_variant_quoting_values_without_a_row_gets_those_values(tmp_path):
     client = pipeline_tracking.client(uri)
     b = client.get_run(runs["b"])
     assert b.data.tags["paper.table"] == "Figure 6" and b.data.tags["paper.values"] == '{"AP": 70.3}'
-    assert _paper_metrics(b) == {"paper/AP": 70.3}
+    assert _paper_metrics(b) == {"paper/AP": 70.3, "delta/AP": pytest.approx(-0.3)}
     logged = pipeline_tracking.log_paper_comparison(runs["b"], plan.spec.recipe, {"AP": 70.0}, tracking_uri=uri)
     assert logged == {"paper/AP": 70.3, "delta/AP": pytest.approx(-0.3)}
     assert client.get_run(runs["b"]).data.tags["paper.status"] == "reproduced"

@@ -68,8 +68,8 @@ class BottomUpAnnotations:
             segmentations, polygons or RLE dicts, of crowd regions and unlabelled people), ``num_annotations``.
 
     Raises:
-        AnnotationError: missing lists, malformed keypoints, unknown joint count, missing image sizes or files
-            (the message names the file).
+        AnnotationError: missing lists, malformed keypoints, a person (not a crowd region) without ``keypoints``,
+            unknown joint count, missing image sizes or files (the message names the file).
     """
 
     def __init__(self, ann_file: str | os.PathLike, image_dir: str | os.PathLike, check_files: bool = True) -> None:
@@ -101,11 +101,16 @@ class BottomUpAnnotations:
             anns = by_image.get(image_id, [])
             people, ignore = [], []
             for a in anns:
+                crowd = bool(a.get("iscrowd", 0))
+                if "keypoints" not in a and (not crowd or int(a.get("num_keypoints", 0)) > 0):
+                    # a person (HigherHRNet CocoKeypoints keeps iscrowd == 0 or num_keypoints > 0 and reads its
+                    # 'keypoints'): without them it would train as a person with no joints and no ignore mask
+                    raise AnnotationError(f"{self.ann_file!r}: annotation {a.get('id')} (image {image_id}) is a "
+                                          f"person without 'keypoints' ({3 * k} values expected)")
                 kp = np.asarray(a.get("keypoints", [0.0] * 3 * k), dtype=np.float64)
                 if kp.shape != (3 * k,):
                     raise AnnotationError(f"{self.ann_file!r}: annotation {a.get('id')} has {kp.size} keypoint "
                                           f"values, expected {3 * k}")
-                crowd = bool(a.get("iscrowd", 0))
                 labelled = int(a.get("num_keypoints", int((kp[2::3] > 0).sum()))) > 0
                 if not crowd or labelled:
                     people.append(kp.reshape(k, 3))

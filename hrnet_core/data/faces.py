@@ -169,6 +169,27 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def refuse_non_finite(where: str, names: Sequence[str], values: Sequence[float]) -> None:
+    """Refuse an annotation whose numbers are not all finite (``nan`` / ``inf`` would become a NaN heatmap target).
+
+    Args:
+        where: the file (and line or annotation) to name. names: one name per value (``center_w``, ``x3``, ...).
+        values: the parsed numbers.
+
+    Raises:
+        AnnotationError: one line naming ``where``, the first non-finite value's name and its text.
+    """
+    for name, v in zip(names, values):
+        if not math.isfinite(float(v)):
+            raise AnnotationError(f"{where}: {name} is {float(v)!r}, not a finite number")
+
+
+def _value_names(dataset: str, num_landmarks: int) -> list[str]:
+    """Names of the numeric columns of an official face list row (after the image name)."""
+    head = ["scale"] + (["box_size"] if dataset == "aflw" else []) + ["center_w", "center_h"]
+    return head + [f"{axis}{i}" for i in range(num_landmarks) for axis in ("x", "y")]
+
+
 def read_face_csv(path: str | Path, dataset: str) -> list[FaceRecord]:
     """An official HRNet face list (module docstring) -> records, in file order.
 
@@ -200,6 +221,7 @@ def read_face_csv(path: str | Path, dataset: str) -> list[FaceRecord]:
             vals = [float(v) for v in row[1:need]]
         except ValueError as exc:
             raise AnnotationError(f"{path}:{n}: non-numeric value ({exc})") from None
+        refuse_non_finite(f"{path}:{n}", _value_names(dataset, layout.num_landmarks), vals)
         scale = vals[0]
         box = vals[1] if dataset == "aflw" else 0.0
         cw, ch = vals[first - 3], vals[first - 2]
@@ -230,10 +252,14 @@ def read_face_coco(path: str | Path, dataset: str) -> tuple[list[FaceRecord], li
         if int(a["image_id"]) not in images:
             raise AnnotationError(f"{path}: annotation {a.get('id')} refers to image {a['image_id']}, not listed")
         pts = kp.reshape(-1, 3)[:, :2]
+        where = f"{path}: annotation {a.get('id')}"
+        refuse_non_finite(where, [f"keypoints[{i}]" for i in range(kp.size)], kp)
         if "center" in a and "scale" in a:
             center, scale = np.asarray(a["center"], dtype=np.float64), float(np.ravel(a["scale"])[0])
+            refuse_non_finite(where, ["center_w", "center_h", "scale"], [*np.ravel(center)[:2], scale])
         else:  # COFW json: box only (official COFW: the box of the points, max side / 200)
             x, y, w, h = (float(v) for v in a["bbox"])
+            refuse_non_finite(where, ["bbox x", "bbox y", "bbox w", "bbox h"], [x, y, w, h])
             center, scale = np.array([x + w / 2, y + h / 2]), max(w, h) / PIXEL_STD
         out.append(FaceRecord(file_name=str(images[int(a["image_id"])]["file_name"]), center=center, scale=scale,
                               landmarks=pts, box_size=float(a.get("box_size", 0.0)), ann_id=int(a.get("id", len(out))),
@@ -312,6 +338,8 @@ def read_cofw_mat(path: str | Path, image_dir: str | Path) -> list[FaceRecord]:
         if not (target.is_file() and target.read_bytes() == buf.tobytes()):
             target.write_bytes(buf.tobytes())
         pts = np.stack([phi[:k], phi[k:2 * k]], axis=1)
+        refuse_non_finite(f"{p}: shape {i} of {key}", [f"{axis}{j}" for axis in ("x", "y") for j in range(k)],
+                          phi[:2 * k])
         x0, x1 = math.floor(pts[:, 0].min()), math.ceil(pts[:, 0].max())
         y0, y1 = math.floor(pts[:, 1].min()), math.ceil(pts[:, 1].max())
         out.append(FaceRecord(file_name=name, center=np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0]),

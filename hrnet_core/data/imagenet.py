@@ -91,13 +91,16 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
 
 
-def scan_image_folder(root: str | os.PathLike) -> dict[str, list[str]]:
+def scan_image_folder(root: str | os.PathLike, allow_empty: bool = True) -> dict[str, list[str]]:
     """``{class folder name: [file names relative to root, sorted]}`` of an ``ImageFolder`` layout (sorted classes;
     hidden entries and non-image files skipped; nested folders inside a class folder are searched too, as torchvision
-    does).
+    does). A class folder without images is left out, or with ``allow_empty=False`` refused: torchvision's
+    ``ImageFolder`` (the official loader) counts every class folder in the index and refuses an empty one, so
+    dropping it would shift the index of every later class.
 
     Raises:
-        DataError: ``root`` is not a folder, or it has no class sub-folder with an image.
+        DataError: ``root`` is not a folder, it has no class sub-folder with an image, or (``allow_empty=False``) a
+            class folder holds no image (named).
     """
     r = Path(root)
     if not r.is_dir():
@@ -111,6 +114,9 @@ def scan_image_folder(root: str | os.PathLike) -> dict[str, list[str]]:
                       if _is_image(f) and not f.startswith(".")]
         if files:
             out[d.name] = sorted(files)
+        elif not allow_empty:
+            raise DataError(f"class folder {str(Path(d.path))!r} holds no image: as a class of the ImageFolder "
+                            f"index it would have no sample; remove it, or pass --synsets to fix the class index")
     if not out:
         raise DataError(f"image folder {str(r)!r} has no class sub-folder with images (<split>/<wnid>/*.JPEG); a "
                         f"flat folder needs a label file (--labels)")
@@ -157,12 +163,13 @@ def read_classification_split(images: str | os.PathLike, labels: str | os.PathLi
 
     Raises:
         DataError: a class folder or label wnid missing from the synsets file, an integer label outside the class
-            list, a listed image that does not exist (all named).
+            list, a listed image that does not exist, a class folder without images when no synsets file gives the
+            index (all named).
     """
     root = Path(images)
     syn = read_synsets(synsets) if synsets is not None else None
     if labels is None:
-        by_class = scan_image_folder(root)
+        by_class = scan_image_folder(root, allow_empty=syn is not None)
         if syn is None:
             syn = Synsets(tuple(by_class), tuple(by_class))
         index = syn.index()

