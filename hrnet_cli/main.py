@@ -12,6 +12,8 @@ Commands::
     hrnet evaluate        evaluate weights on the recipe's val split with the task's metrics, log to MLflow
     hrnet score           score an existing results file against the ground truth (no images, no network)
     hrnet export-backbone a run's weights as an ImageNet-style backbone file for model.pretrained
+    hrnet predict         a network on images, folders or videos, every task (results json + drawings)
+    hrnet export onnx     a network as ONNX (checked against PyTorch); `hrnet predict --onnx` runs it
     hrnet report / sweep  paper report, Ray Tune sweeps
 
 Errors about inputs (missing data, bad recipe keys, missing checkpoints) print one line ``hrnet: error: ...`` and
@@ -271,11 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.report import add_report_parser
     from sweeps.cli import add_sweep_parser
 
+    from .export import add_export_onnx_parser
     from .export_backbone import add_export_parser
+    from .predict import add_predict_parser
     from .score import add_score_parser
 
+    add_predict_parser(sub)
     add_score_parser(sub)
     add_export_parser(sub)
+    add_export_onnx_parser(sub)
     add_report_parser(sub)
     add_sweep_parser(sub)
     return parser
@@ -633,6 +639,18 @@ def cmd_export_backbone(args: argparse.Namespace) -> int:
     return run_export(args)
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import cmd_predict as run_predict
+
+    return run_predict(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import cmd_export as run_export
+
+    return run_export(args)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from .score import cmd_score as run_score
 
@@ -641,7 +659,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 COMMANDS = {"tasks": cmd_tasks, "data": cmd_data, "recipes": cmd_recipes, "models": cmd_models, "train": cmd_train,
             "evaluate": cmd_evaluate, "score": cmd_score, "report": cmd_report, "sweep": cmd_sweep,
-            "export-backbone": cmd_export_backbone}
+            "export-backbone": cmd_export_backbone, "predict": cmd_predict, "export": cmd_export}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
