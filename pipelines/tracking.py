@@ -171,10 +171,19 @@ def logged_steps(tracking_uri: str, run_id: str, key: str) -> set[int]:
     return {int(m.step) for m in client(tracking_uri).get_metric_history(run_id, key)}
 
 
-def log_metrics_once(tracking_uri: str, run_id: str, metrics: Mapping[str, Any], step: int) -> dict[str, float]:
+def log_metrics_once(tracking_uri: str, run_id: str, metrics: Mapping[str, Any], step: int,
+                     sentinel: str = "epoch") -> dict[str, Any]:
     """:func:`log_metrics` of the keys that have no value at ``step`` yet (a rerun of the same step -- a worker
-    restarted after it logged but before its checkpoint was kept -- adds nothing). Returns what was logged."""
-    todo = {k: v for k, v in metrics.items() if int(step) not in logged_steps(tracking_uri, run_id, k)}
+    restarted after it logged but before its checkpoint was kept -- adds nothing). Returns what was logged.
+
+    ``sentinel``: a key logged in the same batch as the others (one ``log_batch`` request, which the stores apply
+    as a whole): while it has no value at ``step``, nothing of the step was logged and the per-key look-ups are
+    skipped (one query per epoch instead of one per metric).
+    """
+    if sentinel in metrics and int(step) not in logged_steps(tracking_uri, run_id, sentinel):
+        todo = dict(metrics)
+    else:
+        todo = {k: v for k, v in metrics.items() if int(step) not in logged_steps(tracking_uri, run_id, k)}
     log_metrics(tracking_uri, run_id, todo, step=step)
     return todo
 
