@@ -173,7 +173,8 @@ def log_evaluation(loaded: LoadedCheckpoint, split: PreparedSplit, metrics: dict
     test_settings = {f"eval.test.{k}": v for k, v in dataclasses.asdict(recipe.test).items()}
     tracking.set_tags(uri, run_id, {"eval.checkpoint": str(loaded.path.resolve()), **test_settings,
                                     # what decides the numbers; in a training run beside the training's env.*
-                                    **{(k if created else f"eval.{k}"): v for k, v in tracking.environment_tags().items()},
+                                    **{(k if created else f"eval.{k}"): v
+                                       for k, v in tracking.environment_tags().items()},
                                     "eval.dataset_fingerprint": split.fingerprint[:16],
                                     # a profile (e.g. smoke) changes the recipe: paper/ and delta/ are context only
                                     "paper.comparable": str(recipe.profile is None).lower()})

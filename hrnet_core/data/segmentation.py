@@ -41,8 +41,8 @@ import numpy as np
 
 __all__ = ["IGNORE", "SegLayout", "LAYOUTS", "seg_layout", "layout_from_meta", "read_label", "apply_lut",
            "CITYSCAPES_CLASSES", "CITYSCAPES_LABEL_IDS", "CITYSCAPES_CLASS_WEIGHTS", "LIP_CLASSES", "LIP_FLIP_PAIRS",
-           "PASCAL_CONTEXT_59", "CAMVID_CLASSES", "read_list", "resolve_listed", "read_pairs", "label_rows", "defined_values",
-           "check_label_values"]
+           "PASCAL_CONTEXT_59", "CAMVID_CLASSES", "read_list", "resolve_listed", "read_pairs", "label_rows",
+           "defined_values", "check_label_values"]
 
 IGNORE = 255
 

@@ -63,7 +63,8 @@ def build_report(out_dir: str | Path = DEFAULT_OUT_DIR, *, tracking_uri: str | N
     Args:
         out_dir: output folder (created). tracking_uri: default ``$MLFLOW_TRACKING_URI`` / ``sqlite:///mlflow.db``.
         experiments: experiment names to read (default: all but ``paper-comparison``).
-        ui: MLflow UI base URL for run links (default :func:`link_base` of the tracking URI). tolerances: per-metric overrides of :data:`DEFAULT_TOLERANCES`.
+        ui: MLflow UI base URL for run links (default :func:`link_base` of the tracking URI).
+        tolerances: per-metric overrides of :data:`DEFAULT_TOLERANCES`.
         log_to_mlflow: log the report as a run of the ``paper-comparison`` experiment.
         compute_missing: count complexity entries missing from the cache on the fly (else: shown as missing).
         plots: write the PNG plots (``False``: tables only, e.g. for a quick look).
