@@ -10,7 +10,9 @@ A prepared split is a folder ``<root>/<split>/``::
     <extra files>     copies the task needs for evaluation (e.g. annotations.json, detections.json)
 
 Paths in the manifest are relative, so a split and its DVC hash do not depend on where the repository lives; the
-``fingerprint`` (sha256 over the annotation files and every image's checksum) changes whenever any input changes.
+``fingerprint`` (sha256 over the annotation files, every image's checksum, every sample row -- label PNG checksums
+included -- and the reader's manifest entries; ``pipelines.prepare.split_fingerprint``) changes whenever any input
+that reaches a sample changes.
 """
 
 from __future__ import annotations
