@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -601,12 +601,6 @@ def root_cause(exc: BaseException) -> BaseException:
     return cause(exc)
 
 
-def _write_json(path: str, data: dict) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(strict_json(data) + "\n")
-
-
 def strict_json(data: Any) -> str:
     """Standard JSON of ``data`` (indented, sorted keys): a non-finite float (``nan``, ``inf``) becomes ``null``
     instead of Python's bare ``NaN`` / ``Infinity``, which strict parsers (jq, JavaScript, Go) refuse."""
@@ -622,8 +616,14 @@ def strict_json(data: Any) -> str:
     return json.dumps(clean(data), indent=2, sort_keys=True, allow_nan=False)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _write_json(path: str, data: dict) -> None:
     """``data`` as strict JSON (:func:`strict_json`) in ``path`` (DVC metrics files, ``--metrics-out``)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(strict_json(data) + "\n")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report import cmd_report as run_report
 
     return run_report(args)
