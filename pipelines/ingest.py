@@ -24,7 +24,7 @@ import numpy as np
 from hrnet_core.data.prepared import DataError, PreparedSplit
 
 __all__ = ["samples_table", "encode_batch", "shard_rows", "default_rows_per_block", "block_bounds", "sample_nbytes",
-           "build_train_dataset", "decode_warm_modules", "warm_decode_workers", "started", "stack_samples",
+           "build_train_dataset", "arrow_blocks_dataset", "decode_warm_modules", "warm_decode_workers", "started", "stack_samples",
            "task_collate", "preserve_order", "move_to"]
 
 
@@ -206,11 +206,25 @@ def build_train_dataset(task, recipe, split: PreparedSplit, *, epoch: int, rank:
         probe = sample_nbytes(encode_batch(first, fn, seed, int(epoch))) if shard.num_rows else 0
         rows_per_block = default_rows_per_block(shard.num_rows // max(1, int(epochs)), concurrency or _decode_cpus(),
                                                 probe)
-    ds = ray.data.from_arrow([shard.slice(a, b - a) for a, b in block_bounds(shard.num_rows, rows_per_block)]
-                             or [shard])
+    ds = arrow_blocks_dataset([shard.slice(a, b - a) for a, b in block_bounds(shard.num_rows, rows_per_block)]
+                              or [shard])
     extra = {"concurrency": int(concurrency)} if concurrency else {}
     return ds.map_batches(encode_batch, fn_kwargs={"fn": fn, "seed": seed, "epoch": int(epoch)},
                           batch_size=task_batch_size, batch_format="pandas", num_cpus=cpus_per_task, **extra)
+
+
+def arrow_blocks_dataset(tables: list):
+    """A Ray Data dataset of ``tables``, one block each, in order, made without Ray tasks.
+
+    ``ray.data.from_arrow`` reads each block's metadata in a remote task of 1 CPU (Ray Data's default), whatever
+    ``cpus_per_task`` the decode tasks use: on two 1-CPU nodes holding a 0.5-CPU training worker and a 0.01-CPU trial
+    actor those tasks waited forever (``Pending Demands: {'CPU': 1.0}``). ``ray.data.from_blocks`` computes the
+    metadata in this process and keeps the blocks as given; ``from_arrow`` where a Ray version lacks it.
+    """
+    import ray.data
+
+    from_blocks = getattr(ray.data, "from_blocks", None)
+    return from_blocks(tables) if from_blocks is not None else ray.data.from_arrow(tables)
 
 
 def _warm(modules: list[str]) -> int:

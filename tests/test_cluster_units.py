@@ -337,3 +337,20 @@ def test_cluster_error_is_one_line_in_the_cli(capsys):
     rc = main(["validate", "pose_width_coco", "--smoke", "--address", f"127.0.0.1:{_closed_port()}"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "no Ray cluster answers at" in err
+
+
+def test_train_dataset_is_made_without_one_cpu_metadata_tasks(monkeypatch):
+    """Point 1. ``ray.data.from_arrow`` reads each block's metadata in a 1-CPU remote task (measured on the two-node
+    cluster: ``get_table_block_metadata_schema`` PENDING with ``{'CPU': 1.0}`` next to a 0.5-CPU worker and the
+    trial actor on the other node, the job stuck). New: ``ray.data.from_blocks`` (metadata in the caller, no task),
+    the blocks kept as given."""
+    import pyarrow as pa
+    import ray.data
+
+    from pipelines.ingest import arrow_blocks_dataset
+
+    tables = [pa.table({"index": [0, 1]}), pa.table({"index": [2]})]
+    calls = []
+    monkeypatch.setattr(ray.data, "from_arrow", lambda t: pytest.fail("from_arrow launches 1-CPU tasks"))
+    monkeypatch.setattr(ray.data, "from_blocks", lambda t: calls.append(t) or "ds")
+    assert arrow_blocks_dataset(tables) == "ds" and calls == [tables]
