@@ -613,9 +613,14 @@ def _statuses(experiment_path: str, plan: SweepPlan) -> dict[str, str]:
 
 def _close_interrupted(mlflow_uri: str, parent_run_id: str, trial_info: Mapping[str, Mapping[str, Any]],
                        statuses: Mapping[str, str]) -> None:
-    """After an interruption: the child runs of trials that were running become KILLED (they rerun on resume)."""
+    """After an interruption: the child runs of unfinished trials that are still RUNNING become KILLED (they rerun on
+    resume). Tune's saved state calls a trial it interrupted mid-run ``PENDING`` (measured on the two-node cluster),
+    not only ``RUNNING`` / ``PAUSED``, so every unfinished status counts."""
     for key, status in statuses.items():
-        if status in {"RUNNING", "PAUSED"} and tracking.find_child(mlflow_uri, parent_run_id, key) is not None:
+        if status in {"TERMINATED", "ERROR"}:
+            continue
+        child = tracking.find_child(mlflow_uri, parent_run_id, key)
+        if child is not None and child.info.status == "RUNNING":
             tracking.record_trial(mlflow_uri, parent_run_id, key, trial_info[key], status="KILLED", tune_status=status)
 
 

@@ -354,3 +354,20 @@ def test_train_dataset_is_made_without_one_cpu_metadata_tasks(monkeypatch):
     monkeypatch.setattr(ray.data, "from_arrow", lambda t: pytest.fail("from_arrow launches 1-CPU tasks"))
     monkeypatch.setattr(ray.data, "from_blocks", lambda t: calls.append(t) or "ds")
     assert arrow_blocks_dataset(tables) == "ds" and calls == [tables]
+
+
+def test_interrupted_trial_left_pending_by_tune_ends_killed(tmp_path):
+    """Point 2. After `hrnet sweep stop` mid-trial, Tune's saved state calls the interrupted trial PENDING (measured on
+    the two-node cluster). Old ``_close_interrupted`` (RUNNING / PAUSED only): its child run stayed RUNNING; new:
+    KILLED. A trial that never started (no child) is left alone; a finished one too."""
+    from sweeps import runner, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plan = build_plan(load_sweep("pose_width_coco"), smoke=True)
+    pid = tracking.ensure_parent_run(plan, mlflow_uri=uri, experiment="t", sweep_path="/x/pose_width_coco-smoke")
+    running = tracking.create_child(uri, pid, "t00-W18", {"sweep.variant": "W18"})
+    info = {k: {"variant": k[4:], "paper": {}, "paper_tags": {}, "complexity": {}} for k in ("t00-W18", "t01-W32")}
+    runner._close_interrupted(uri, pid, info, {"t00-W18": "PENDING", "t01-W32": "PENDING"})
+    run = tracking.find_child(uri, pid, "t00-W18")
+    assert run.info.run_id == running and run.info.status == "KILLED" and run.data.tags["sweep.status"] == "PENDING"
+    assert tracking.find_child(uri, pid, "t01-W32") is None
