@@ -523,8 +523,7 @@ def run_sweep(
             run_dir = os.path.join(_train_storage(experiment_path), payload["trials"][key]["train_run_name"])
             if status != "TERMINATED" and not _has_checkpoint(run_dir):
                 tracking.supersede_children(mlflow_uri, parent_run_id, key)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload),
-                                    tune.PlacementGroupFactory([plan.resources.trial_actor()]))
+    trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), trial_placement(plan))
     if restored:
         logger.info("resuming sweep %s from %s", plan.experiment_name, experiment_path)
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
@@ -580,6 +579,17 @@ def sweep_source(plan: SweepPlan) -> str | None:
     """Where the sweep file came from: ``$HRNET_SWEEP_SOURCE`` (set by ``hrnet sweep submit`` to the file in the
     submitting checkout, since a job reads it from a temporary runtime-env copy), else the file's path."""
     return os.environ.get("HRNET_SWEEP_SOURCE") or plan.spec.source
+
+
+def trial_placement(plan: SweepPlan):
+    """The Tune trial actor's placement group: its one bundle (:meth:`Resources.trial_actor`), with Ray's ``SPREAD``
+    strategy when ``resources.placement`` is ``spread`` (Ray's spread policy then puts the trials' actors, and with
+    them their Train controllers, on different nodes, as ``ScalingConfig(placement_strategy="SPREAD")`` does for the
+    workers of each trial), else ``PACK``."""
+    from ray import tune
+
+    strategy = "SPREAD" if plan.resources.placement == "spread" else "PACK"
+    return tune.PlacementGroupFactory([plan.resources.trial_actor()], strategy=strategy)
 
 
 def _trial_name(trial) -> str:

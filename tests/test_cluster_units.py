@@ -371,3 +371,14 @@ def test_interrupted_trial_left_pending_by_tune_ends_killed(tmp_path):
     run = tracking.find_child(uri, pid, "t00-W18")
     assert run.info.run_id == running and run.info.status == "KILLED" and run.data.tags["sweep.status"] == "PENDING"
     assert tracking.find_child(uri, pid, "t01-W32") is None
+
+
+def test_spread_sweeps_spread_the_trial_actors_too():
+    """Point 8. Old: every trial actor's placement group was Tune's default PACK whatever the sweep asked; with
+    ``--placement spread`` it is SPREAD (the workers' ``ScalingConfig`` gets the same strategy in ``train``)."""
+    from sweeps.runner import trial_placement, with_resources
+
+    plan = build_plan(load_sweep("pose_width_coco"), smoke=True)
+    assert trial_placement(plan).strategy == "PACK"
+    spread = trial_placement(with_resources(plan, {"placement": "spread"}))
+    assert spread.strategy == "SPREAD" and spread.bundles == [{"CPU": 0.01}]
