@@ -45,6 +45,7 @@ from hrnet_core.data.coco import CocoKeypoints  # noqa: E402
 from hrnet_core.data.io import read_image  # noqa: E402
 from hrnet_core.data.keypoints import COCO_KEYPOINTS  # noqa: E402
 from hrnet_core.data.transforms import TopDownTransform  # noqa: E402
+from hrnet_core.engine.evaluation import predict_items  # noqa: E402
 from hrnet_core.models.fold import fold_batchnorm  # noqa: E402
 from hrnet_core.models.microbatch import CPU_MICRO_BATCH, MicroBatched  # noqa: E402
 from hrnet_core.models.zoo import build_model  # noqa: E402
@@ -157,8 +158,8 @@ def main() -> None:
 
     runs = {
         "official-style loop": lambda: official_style(model, records, transform, args.batch, args.workers, device),
-        "ours (pose_topdown.predict)": lambda: pose_topdown.predict(model, records, recipe, split, device=device,
-                                                                    progress=False).values,
+        "ours (pose_topdown.predict)": lambda: predict_items(model, pose_topdown.TASK, recipe, split, records,
+                                                             device=device).values,
     }
     if args.ablation:
         for name, opts in {"  plain, 2 forwards": (False, False, False), "  + one forward": (False, True, False),

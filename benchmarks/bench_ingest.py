@@ -142,7 +142,7 @@ def loader_epoch(recipe, split, table, workers: int, epoch: int, step=None, epoc
         first = time.perf_counter() - t0 if first is None else first
         if step is not None:
             step(batch)
-        seen += task.batch_size(batch)
+        seen += len(batch["index"])
     return seen, time.perf_counter() - t0, first
 
 
@@ -167,7 +167,7 @@ def ray_epoch(recipe, split, table_ref, epoch: int, epochs: int = 1, concurrency
     for batch in ds.iter_torch_batches(batch_size=bs, drop_last=True, collate_fn=task_collate(task.collate_fn),
                                        prefetch_batches=2):
         first = time.perf_counter() - t0 if first is None else first
-        seen += task.batch_size(batch)
+        seen += len(batch["index"])
     return seen, time.perf_counter() - t0, first
 
 
@@ -241,11 +241,11 @@ def part_epoch(root: Path, epochs: int, work: Path, task_name: str = "pose_topdo
         torch.manual_seed(int(recipe.train.seed))
         model = task.build_model(recipe)
         optimizer = build_optimizer(recipe, model)
-        loss_fn = task.build_loss(recipe)
+        train_step = task.train_step(recipe)
 
         def step(batch):
             optimizer.zero_grad(set_to_none=True)
-            task.train_step(model, batch, loss_fn)["loss"].backward()
+            train_step(model, batch)["loss"].backward()
             optimizer.step()
 
         out = []

@@ -59,7 +59,7 @@ def part_ingest(recipe, rounds: int) -> None:
 
     from hrnet_core.data.prepared import open_split
     from pipelines.ingest import samples_table
-    from pipelines.train import init_ray
+    from pipelines.cluster import init_ray
 
     split = open_split(recipe.data.root, "train")
     table = samples_table(split)
@@ -133,6 +133,7 @@ def part_eval(recipe, rounds: int) -> None:
 
     from hrnet_core.data.prepared import open_split
     from hrnet_core.data.segmentation import layout_from_meta
+    from hrnet_core.engine.evaluation import predict_items
     from hrnet_core.tasks import get_task
     from hrnet_core.tasks.segmentation import _dense
 
@@ -145,7 +146,7 @@ def part_eval(recipe, rounds: int) -> None:
     ours, plain = 0.0, 0.0
     for _ in range(rounds):
         t0 = time.perf_counter()
-        preds = task.predict(model, items, recipe, split, progress=False)
+        preds = predict_items(model, task, recipe, split, items)
         ours = max(ours, len(items) / (time.perf_counter() - t0))
         cm_plain, s = plain_eval(model, items, recipe, layout)
         plain = max(plain, len(items) / s)

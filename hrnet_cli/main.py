@@ -136,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("task", nargs="?", default="pose_topdown",
                      help="task (see `hrnet tasks list`; default %(default)s)")
     gen.add_argument("--out", required=True, help="output folder")
-    gen.add_argument("--num-train", type=int, default=None, help="training images (default: the task's)")
-    gen.add_argument("--num-val", type=int, default=None, help="validation images (default: the task's)")
+    gen.add_argument("--num-train", type=int, default=None,
+                     help="training images (default: params.yaml tasks.TASK.generate.num_train)")
+    gen.add_argument("--num-val", type=int, default=None,
+                     help="validation images (default: params.yaml tasks.TASK.generate.num_val)")
     gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default %(default)s)")
 
     prep = dsub.add_parser("prepare", help="prepare a split of a dataset in its official layout",
@@ -333,7 +335,8 @@ def _task_or_error(name: str):
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from hrnet_core.recipes import list_recipes, load_recipe
+    from hrnet_core.recipes import ConfigError, list_recipes, load_recipe
+    from hrnet_core.recipes.params import run_defaults
     from hrnet_core.tasks import TASK_NAMES, get_task, landed_tasks
 
     recipes: dict[str, list[str]] = {}
@@ -348,7 +351,11 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         print(f"  metrics  {', '.join(m.names)} (primary {m.primary}, {'higher' if m.higher_is_better else 'lower'} "
               f"is better; {m.units})")
         print(f"  recipes  {', '.join(recipes.get(name, [])) or '(none)'}")
-        print(f"  smoke    hrnet train {t.default_recipe} --profile {t.smoke_profile}")
+        try:  # the run defaults live in params.yaml alone
+            run = run_defaults(name)
+            print(f"  smoke    hrnet train {run.recipe}" + (f" --profile {run.profile}" if run.profile else ""))
+        except ConfigError:
+            pass
     planned = [n for n in TASK_NAMES if n not in landed_tasks()]
     print(f"planned (not landed): {', '.join(planned)}")
     return 0
@@ -360,8 +367,12 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         task = _task_or_error(args.task)
         syn = task.synthetic
-        n_train = syn.defaults["num_train"] if args.num_train is None else args.num_train
-        n_val = syn.defaults["num_val"] if args.num_val is None else args.num_val
+        from hrnet_core.recipes.params import run_defaults
+
+        if args.num_train is None or args.num_val is None:  # the run defaults live in params.yaml alone
+            run = run_defaults(task.name)
+        n_train = run.num_train if args.num_train is None else args.num_train
+        n_val = run.num_val if args.num_val is None else args.num_val
         with tqdm(total=n_train + n_val, desc=f"generate {task.name}", unit="img") as bar:
             summary = syn.generate(args.out, n_train, n_val, args.seed, progress=bar.update)
         print(json.dumps(summary, indent=2))

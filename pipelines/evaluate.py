@@ -60,28 +60,18 @@ def run_evaluation(model: torch.nn.Module, recipe: Recipe, split: PreparedSplit,
                    out_dir: str | Path | None = None, progress: bool = True,
                    num_vis: int | None = None) -> dict[str, float]:
     """Predict the val split with the task's test procedure and score it; with ``out_dir`` also write
-    ``predictions.json``, ``metrics.json`` and ``vis/``.
+    ``predictions.json``, ``metrics.json`` and ``vis/`` (``num_vis`` drawings, default ``test.num_vis_images``).
+    The one evaluation loop of training-time validation too (:func:`hrnet_core.engine.evaluation.evaluate_split`).
 
     Returns:
         The task's metrics (:attr:`hrnet_core.tasks.Task.metrics`) plus ``eval_time_s``.
+    from hrnet_core.engine.evaluation import evaluate_split
     """
     from hrnet_core.tasks import get_task
 
-    t0 = time.time()
-    task = get_task(recipe.task)
-    items = task.eval_items(recipe, split)
-    preds = task.predict(model, items, recipe, split, device=device, progress=progress)
-    work = Path(out_dir) if out_dir is not None else None
-    if work is not None:
-        work.mkdir(parents=True, exist_ok=True)
-    metrics = task.score(items, preds, recipe, split, work)
-    metrics["eval_time_s"] = time.time() - t0
-    if work is not None:
-        n = getattr(recipe.test, "num_vis_images", 0) if num_vis is None else num_vis
-        if n > 0:
-            task.draw(items, preds, recipe, split, work / "vis", n)
-        (work / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return metrics
+    n = getattr(recipe.test, "num_vis_images", 0) if num_vis is None else num_vis
+    return evaluate_split(model, get_task(recipe.task), recipe, split, device=device, out_dir=out_dir,
+                          progress=progress, num_vis=n if out_dir is not None else 0)
 
 
 def evaluate_untrained(recipe: Recipe, *, out_dir: str | Path | None = None, device: str | None = None,

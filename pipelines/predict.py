@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from hrnet_core.data.prepared import DataError, PreparedSplit
+from hrnet_core.engine.evaluation import predict_items
 from hrnet_core.tasks.base import Predictions
 
 __all__ = ["PredictOptions", "Predictor", "load_predictor", "collect_inputs", "predict_files", "run_predict",
@@ -421,8 +422,8 @@ def _detector_people(opts: PredictOptions, files: Sequence[Path], ids: Sequence[
     det = load_predictor(opts.detector, expect_task="detection")
     task = get_task("detection")
     items = [{"image_id": i, "file_name": str(f), "image_file": str(f)} for f, i in zip(files, ids)]
-    preds = task.predict(det.model.to(opts.device), items, det.recipe, _split(det, Path(".")), device=opts.device,
-                         progress=opts.progress).values
+    preds = predict_items(det.model.to(opts.device), task, det.recipe, _split(det, Path(".")), items,
+                          device=opts.device, progress=opts.progress).values
     out = {}
     for i, p in zip(ids, preds):
         keep = (p["category_ids"] == PERSON) & (p["scores"] >= opts.det_score_thr)
@@ -545,9 +546,9 @@ def run_task(predictor: Predictor, files: Sequence[Path], opts: PredictOptions, 
     else:
         items = _image_items(files, ids)
     if not items:
-        return items, task.predict(model, items, predictor.recipe, split, device=opts.device, progress=False).values
-    return items, task.predict(model, items, predictor.recipe, split, device=opts.device,
-                               progress=opts.progress).values
+        return items, predict_items(model, task, predictor.recipe, split, items, device=opts.device).values
+    return items, predict_items(model, task, predictor.recipe, split, items, device=opts.device,
+                                progress=opts.progress).values
 
 
 # ------------------------------------------------------------------------------------------------ outputs

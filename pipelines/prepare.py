@@ -325,10 +325,11 @@ def _within(root: Path, p: str) -> Path:
 def prepare_generated(task: str, out_dir: str | Path, raw_dir: str | Path | None = None, *, num_train: int | None = None,
                       num_val: int | None = None, seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
     """Generate the task's synthetic default data into ``raw_dir`` (default ``data/raw/<task>``, skipped when it
-    exists) and prepare every generated split into ``out_dir``; returns the manifests.
+    exists) and prepare every generated split into ``out_dir``; returns the manifests. ``num_train`` / ``num_val``
+    default to ``params.yaml`` ``tasks.<task>.generate``.
 
     Raises:
-        DataError: unknown task.
+        DataError: unknown task. ConfigError: no sizes given and none in ``params.yaml``.
     """
     from hrnet_core.tasks import UnknownTaskError, get_task
 
@@ -339,7 +340,12 @@ def prepare_generated(task: str, out_dir: str | Path, raw_dir: str | Path | None
     raw = Path(raw_dir) if raw_dir is not None else Path("data/raw") / t.name
     syn = t.synthetic
     if not raw.is_dir():
-        syn.generate(raw, syn.defaults["num_train"] if num_train is None else num_train,
-                     syn.defaults["num_val"] if num_val is None else num_val, seed)
+        if num_train is None or num_val is None:  # the run defaults live in params.yaml alone
+            from hrnet_core.recipes.params import run_defaults
+
+            run = run_defaults(t.name)
+            num_train = run.num_train if num_train is None else num_train
+            num_val = run.num_val if num_val is None else num_val
+        syn.generate(raw, num_train, num_val, seed)
     return [prepare_split(sp.dataset, str(raw), sp.split, out_dir, dict(sp.inputs), task=task, progress=progress)
             for sp in syn.splits]

@@ -901,7 +901,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = build_optimizer(recipe, model)
     amp_dtype = _amp_dtype(recipe.train.precision, use_gpu)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    loss_fn = task.build_loss(recipe)
+    train_step = task.train_step(recipe)  # step(model, batch) -> loss dict, built once per run
     if restored is not None:
         bare.load_state_dict(restored[0]["state_dict"])
         optimizer.load_state_dict(restored[1]["optimizer"])
@@ -936,7 +936,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ctx_sync = nullcontext() if sync or not hasattr(model, "no_sync") else model.no_sync()
             with ctx_sync:
                 with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    losses = task.train_step(model, batch, loss_fn)
+                    losses = train_step(model, batch)
                 values = {name: float(value.detach().item()) for name, value in losses.items()}
                 check_finite_loss(values, epoch=epoch, epochs=recipe.train.epochs, step=step, batch=batches,
                                   batches=epoch_batches)
@@ -950,7 +950,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
             batches += 1
-            seen += task.batch_size(batch)
+            seen += len(batch["index"])  # batch size: the index column
         if micro % accum:  # an incomplete accumulation group ends the epoch: step on what it has
             _sync_leftover_grads(model, micro % accum, accum)
             scaler.step(optimizer)
@@ -1035,27 +1035,9 @@ def validate_sharded(model, task, recipe: Recipe, split: PreparedSplit, device, 
     Rank 0's BatchNorm statistics are broadcast first, so every rank's predictions are those a single process makes
     with the saved weights (the model is in eval mode): the metrics do not depend on the number of ranks.
     """
-    import numpy as np
-    import torch.distributed as dist
+    from hrnet_core.engine.evaluation import evaluate_split
 
-    t0 = time.time()
-    if world > 1 and dist.is_available() and dist.is_initialized():
-        # BatchNorm running statistics are buffers that DDP only broadcasts from rank 0 at the start of a forward;
-        # after the last training step every rank holds its own. Evaluate rank 0's (the saved weights) everywhere.
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
-    items = task.eval_items(recipe, split)
-    bounds = np.linspace(0, len(items), world + 1).round().astype(int)
-    mine = items[bounds[rank]:bounds[rank + 1]]
-    preds = task.predict(model, mine, recipe, split, device=device, progress=False)
-    parts = [preds]
-    if world > 1 and dist.is_available() and dist.is_initialized():
-        parts = [None] * world
-        dist.all_gather_object(parts, preds)
-    if rank != 0:
-        return {}
-    metrics = task.score(items, task.concat(parts), recipe, split, None)
-    metrics["eval_time_s"] = time.time() - t0
+    metrics = evaluate_split(model, task, recipe, split, device=device, rank=rank, world=world)
     return {k: v for k, v in metrics.items() if not k.startswith("eval_items")}
 
 

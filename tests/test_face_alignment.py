@@ -14,6 +14,7 @@ import pytest
 from hrnet_core.data.faces import FACE_LAYOUTS, face_layout, normalising_distance, read_face_coco, read_face_csv
 from hrnet_core.data.keypoints import flip_permutation
 from hrnet_core.data.transforms import fliplr_joints
+from hrnet_core.engine.evaluation import predict_items
 from hrnet_core.evaluation.nme import auc, ced_curve, face_metrics, failure_rate, per_image_nme
 from hrnet_core.recipes import load_recipe
 from hrnet_core.tasks import get_task
@@ -361,7 +362,7 @@ def test_official_checkpoint_wflw_with_subsets_fills_the_face_table(tmp_path, ca
     import torch
 
     from hrnet_cli.main import main
-    from pipelines import report, tracking
+    from pipelines import mlflow_runs as tracking, report
     from pipelines.prepare import prepare_split
     from tests.official import load_reference
 
@@ -857,7 +858,7 @@ def test_official_test_procedure_end_to_end(prepared_samples):
         items = t.eval_items(recipe, split)
         torch.manual_seed(0)
         model = t.build_model(recipe).eval()
-        new = t.predict(model, items, recipe, split, progress=False).values
+        new = predict_items(model, t, recipe, split, items).values
         ref = []
         for it in items:
             src = read_image_rgb(it["image_file"])
@@ -871,7 +872,7 @@ def test_official_test_procedure_end_to_end(prepared_samples):
             ref.append(_ref_decode(hm, center[None], [it["scale"] * 1.25], [16, 16])[0])
         assert np.array_equal(new[..., :2], np.stack(ref)), ds
         recipe.data.geometry = "continuous"
-        old = t.predict(model, items, recipe, split, progress=False).values
+        old = predict_items(model, t, recipe, split, items).values
         from hrnet_core.tasks.face_alignment import item_errors
 
         new_nme += list(item_errors(items, new, ds))

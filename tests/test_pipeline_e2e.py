@@ -124,7 +124,7 @@ def test_train_resume_evaluate(ray_session, workdir, monkeypatch):
     def loss_of(net):
         net.eval()
         with torch.no_grad():
-            return float(task.build_loss(r)(net(batch["image"]), batch)["loss"])
+            return float(task.train_step(r)(net, batch)["loss"])
 
     torch.manual_seed(r.train.seed)
     untrained = loss_of(build_network(r))
@@ -308,10 +308,10 @@ def test_streamed_ingest_trains_with_the_losses_of_the_per_epoch_and_plain_paths
     def losses(batches) -> list[float]:
         torch.manual_seed(seed)
         model = task.build_model(r).train()
-        opt, loss_fn, out = build_optimizer(r, model), task.build_loss(r), []
+        opt, train_step, out = build_optimizer(r, model), task.train_step(r), []
         for _, batch in zip(range(steps), batches):
             opt.zero_grad(set_to_none=True)
-            loss = task.train_step(model, batch, loss_fn)["loss"]
+            loss = train_step(model, batch)["loss"]
             loss.backward()
             opt.step()
             out.append(float(loss.detach()))

@@ -205,10 +205,11 @@ def test_detection_predict_gives_evaluate_results(tmp_path):
     task = get_task("detection")
     pred = predictor_for(recipe, 5)
     items = [r for r in task.eval_items(recipe, split) if int(r["image_id"]) in keep]
+    from hrnet_core.engine.evaluation import predict_items
     from hrnet_core.tasks.detection import results_json
     from pipelines.predict import PredictOptions, run_predict
 
-    ev = results_json(task.predict(pred.model, items, recipe, split, progress=False), recipe.data.box_convention)
+    ev = results_json(predict_items(pred.model, task, recipe, split, items), recipe.data.box_convention)
     run_predict(pred, images, tmp_path / "pred", PredictOptions(progress=False, num_vis=1))
     pr = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert len(ev) > 0 and len(pr) == len(ev)

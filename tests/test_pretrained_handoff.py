@@ -97,8 +97,8 @@ def test_export_and_pose_face_seg_start_from_it(tmp_path, capsys):
         assert torch.equal(model.state_dict()["final_layer.weight" if r.task == "pose_topdown" else "head.3.weight"],
                            scratch.state_dict()["final_layer.weight" if r.task == "pose_topdown" else "head.3.weight"])
         batch = _heatmap_batch(4, 17 if r.task == "pose_topdown" else 68, r.data.input_size, r.data.heatmap_size)
-        loss_fn = task.build_loss(r)
-        first, last = _fit(model, lambda m: task.train_step(m, batch, loss_fn)["loss"])
+        train_step = task.train_step(r)
+        first, last = _fit(model, lambda m: train_step(m, batch)["loss"])
         print(f"{recipe}: {n} backbone tensors from the export; loss {first:.6f} -> {last:.6f} in 6 steps")
         assert last < 0.9 * first
     seg = build_model("seg_hrnetv2_w18", num_classes=3, **TINY)

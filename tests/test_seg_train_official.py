@@ -332,7 +332,7 @@ def test_ocr_cityscapes_recipe_trains_with_the_official_config_loss():
 
     aux, main, label = _loss_inputs()
     r = load_recipe("seg_hrnetv2_ocr_w48_512x1024_cityscapes")
-    out = get_task("segmentation").build_loss(r)([aux, main], {"label": label})
+    out = get_task("segmentation").train_step(r).loss([aux, main], {"label": label})
     expected = float(_official_ocr_loss(aux, main, label, torch.tensor(CITYSCAPES_CLASS_WEIGHTS), ohem=False))
     assert expected == pytest.approx(5.2274, abs=1e-4)
     # float32 (ours, as the official on the GPU) vs this float64 reference over 65,536 pixels: 1.3e-5 relative

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from hrnet_core.data.segmentation import IGNORE, LAYOUTS, apply_lut, read_label
+from hrnet_core.engine.evaluation import predict_items
 from hrnet_core.evaluation.miou import confusion_matrix, segmentation_metrics
 from hrnet_core.evaluation.seg_inference import predict_probs, window_spans
 from hrnet_core.losses.segmentation import SegLossConfig, SegmentationLoss, ohem_cross_entropy, ohem_keep_mask
@@ -405,11 +406,11 @@ def test_every_network_family_takes_a_train_step_through_the_task(recipe, model,
     batch = t.collate_fn({k: np.stack([fn(rows[i], sample_rng(0, 0, i))[k] for i in range(4)])
                           for k in ("image", "label")})
     torch.manual_seed(0)
-    net, loss_fn = t.build_model(r), t.build_loss(r)
+    net, train_step = t.build_model(r), t.train_step(r)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     losses = []
     for _ in range(4):
-        out = t.train_step(net, batch, loss_fn)
+        out = train_step(net, batch)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -421,7 +422,7 @@ def test_every_network_family_takes_a_train_step_through_the_task(recipe, model,
         assert float(out["loss"]) == pytest.approx(0.4 * float(out["aux"]) + float(out[main]), rel=1e-5)
     val = open_split(tmp_path / "p", "val")
     items = t.eval_items(r, val)
-    preds = t.predict(net, items, r, val, progress=False)
+    preds = predict_items(net, t, r, val, items)
     assert 0.0 <= t.score(items, preds, r, val)["mIoU"] <= 100.0 and len(preds.values) == 2
 
 
@@ -483,7 +484,7 @@ def test_official_checkpoint_evaluation_loads_model_prefixed_files_strictly(tmp_
     names (a W48 forward pass costs a minute on the CI machine)."""
     from hrnet_cli.main import main
     from hrnet_core.models import build_model
-    from pipelines import report, tracking
+    from pipelines import mlflow_runs as tracking, report
 
     layout = json.loads((ROOT.parent / "shared/reference/official_models/seg_cityscapes_w48.json").read_text())
     full = build_model("seg_hrnetv2_w48").state_dict()

@@ -67,7 +67,9 @@ def test_shipped_sweeps_validate(name, smoke):
         from hrnet_core.tasks import get_task
 
         assert not plan.resources.use_gpu
-        assert plan.profile == get_task(load_recipe(plan.spec.recipe).task).smoke_profile  # the task's own
+        from hrnet_core.recipes.params import run_defaults
+
+        assert plan.profile == run_defaults(load_recipe(plan.spec.recipe).task).profile  # the task's own (params.yaml)
         assert plan.experiment_name == f"{name}-smoke"
 
         for t in plan.trials:

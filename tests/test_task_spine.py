@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from hrnet_core.recipes import ConfigError, load_recipe
+from hrnet_core.recipes.params import run_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_RECIPE = str(ROOT / "tests" / "toy_seg.yaml")
@@ -62,8 +63,9 @@ def test_landed_tasks_fulfil_the_contract():
     for name in landed_tasks():
         task = get_task(name)
         assert task.name == name and task.metrics.primary in task.metrics.names
-        assert task.default_recipe in list_recipes()
-        r = load_recipe(task.default_recipe, profile=task.smoke_profile)
+        run = run_defaults(name)  # the run defaults live in params.yaml alone
+        assert run.recipe in list_recipes()
+        r = load_recipe(run.recipe, profile=run.profile)
         assert r.task == name and r.data.dataset in task.datasets
         assert isinstance(r.augment, task.sections.augment) and isinstance(r.test, task.sections.test)
         assert isinstance(r.train.loss, task.sections.loss) and isinstance(r.data, task.sections.data)

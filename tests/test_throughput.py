@@ -164,8 +164,10 @@ def test_predict_matches_official_style_loop():
                                                   dataset="coco"),
                              test=SimpleNamespace(flip=True, shift_heatmap=True, batch_size=5))
     # batch 5 -> 10 crops per flip-tested forward: the CPU micro-batches (8 + 2) are exercised
-    preds = pose_topdown.predict(model, records, recipe, SimpleNamespace(manifest={"num_joints": 17}),
-                                 progress=False).values
+    from hrnet_core.engine.evaluation import run_batches
+
+    predictor = pose_topdown.predictor(model, recipe, SimpleNamespace(manifest={"num_joints": 17}))
+    preds = pose_topdown.concat(run_batches(predictor, records)).values
     assert model.training  # predict works on a folded copy
     transform = TopDownTransform((48, 64), (12, 16), 2.0, COCO_KEYPOINTS.flip_pairs, train=False)
     ref = official_style_predictions(model, records, transform)

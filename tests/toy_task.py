@@ -11,6 +11,7 @@ Test: sliding windows of the crop size with stride 2/3 crop, logits averaged; me
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from hrnet_core.recipes.config import DataConfig
-from hrnet_core.tasks.base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles,
+from hrnet_core.tasks.base import (BatchPredictor, DatasetReader, LossStep, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles,
                                    SplitPrep, SyntheticData, Task)
 
 IGNORE = 255
@@ -170,8 +171,8 @@ class CrossEntropy:
         return {"loss": ce, "ce": ce.detach()}
 
 
-def build_loss(recipe) -> CrossEntropy:
-    return CrossEntropy(recipe.train.loss)
+def train_step(recipe) -> LossStep:
+    return LossStep(CrossEntropy(recipe.train.loss))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -199,17 +200,18 @@ def sliding_window_logits(model, image: torch.Tensor, crop: tuple[int, int], str
     return total / count
 
 
-def predict(model, items, recipe, split, device="cpu", progress: bool = True) -> Predictions:
-    fn = sample_transform(recipe, split, train=False)
-    was = model.training
-    model.eval()
+def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
+    """One image per batch: the arg-max label map ``uint8 [H, W]`` of the sliding-window logits."""
+    return BatchPredictor(run=functools.partial(_label_maps, model, sample_transform(recipe, split, train=False),
+                                                recipe.test.stride, device))
+
+
+def _label_maps(model, fn, stride: float, device, rows) -> Predictions:
     out = []
-    with torch.no_grad():
-        for row in items:
-            img, _ = fn.load(row)
-            x = torch.from_numpy(normalise(img)).to(device)
-            out.append(sliding_window_logits(model, x, fn.crop, recipe.test.stride).argmax(0).numpy().astype(np.uint8))
-    model.train(was)
+    for row in rows:
+        img, _ = fn.load(row)
+        x = torch.from_numpy(normalise(img)).to(device)
+        out.append(sliding_window_logits(model, x, fn.crop, stride).argmax(0).numpy().astype(np.uint8))
     return Predictions(out)
 
 
@@ -254,18 +256,14 @@ TASK = Task(
     datasets=DATASETS,
     sections=RecipeSections(data=ToyData, augment=ToyAugment, test=ToyTest, loss=ToyLoss),
     metrics=MetricSpec(primary="mIoU", higher_is_better=True, names=("mIoU", "pixel_acc")),
-    smoke_profile="",
-    default_recipe=str(Path(__file__).with_name("toy_seg.yaml")),
     synthetic=SyntheticData(generate=generate, splits=(SplitPrep("toy_seg", "train"), SplitPrep("toy_seg", "val"))),
     validate=validate,
     sample_transform=sample_transform,
-    batch_layout={"image": "float32 [B, 3, h, w]", "label": "int64 [B, h, w] (255 = ignore)", "index": "int64 [B]"},
     build_model=build_model,
-    build_loss=build_loss,
+    train_step=train_step,
     eval_items=eval_items,
-    predict=predict,
+    predictor=predictor,
     concat=concat,
     score=score,
     draw=draw,
-    iteration_schedule=True,
 )

@@ -101,8 +101,6 @@ def predict_items(model: "torch.nn.Module", task: "Task", recipe: "Recipe", spli
     Raises:
         Whatever the task's predictor raises on unreadable inputs (e.g. ``hrnet_core.data.io.ImageReadError``).
     """
-    if getattr(task, "predictor", None) is None:  # contract before issue 25 (removed once every task has landed)
-        return task.predict(model, items, recipe, split, device=device, progress=progress)
     predictor = task.predictor(model, recipe, split, device)
     with _eval_mode(model, device, predictor.cpu_threads):
         parts = run_batches(predictor, items, progress, predictor.desc)

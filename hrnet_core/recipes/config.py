@@ -565,12 +565,11 @@ def _read_profile(path: Path, types: Mapping[str, type], task_name: str) -> _Pro
 
 
 def _smoke_hint(task_name: Any, profile: str) -> str:
-    """``"; task X's smoke profile is Y"`` when ``profile`` is not the recipe task's own smoke profile."""
-    try:
-        own = _task(task_name, "task").smoke_profile
-    except ConfigError:
-        return ""
-    return f"; the smoke profile of task {task_name} is {own!r}" if own and own != profile else ""
+    """``"; the smoke profiles are ...; params.yaml tasks.<task>.profile names the one of task X"``: where a task's
+    run defaults live (``params.yaml`` alone, issue 25)."""
+    others = [p for p in list_profiles() if p != profile]
+    return (f"; the other profiles are {', '.join(others)} (params.yaml tasks.{task_name}.profile names the smoke "
+            f"profile of task {task_name})") if others and task_name else ""
 
 
 def _section(tree: Mapping[str, Any], key: str) -> Mapping[str, Any]:

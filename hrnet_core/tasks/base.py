@@ -8,10 +8,13 @@ calls these pieces, in the data-flow order of a run::
     DatasetReader.read      raw split in an official layout -> PreparedRows      (hrnet data prepare)
     sample_transform        (row, rng) -> sample arrays (decode -> augment -> encode targets)   (Ray Data tasks)
     collate_fn              numpy batch of samples -> torch batch                 (iter_torch_batches)
-    build_model, build_loss, train_step                                          (Ray Train worker loop)
-    eval_items -> predict -> score (+ write predictions, draw)                    (validation, hrnet evaluate)
+    build_model, train_step(recipe) -> step(model, batch) -> loss dict           (Ray Train worker loop)
+    eval_items -> predictor (per batch) -> concat -> score (+ write predictions, draw)
+                            (hrnet_core.engine.evaluation: validation, hrnet evaluate, hrnet predict)
     sections                the recipe sections of the task (data / augment / test / train.loss dataclasses)
-    generate                the synthetic default data (offline dvc repro, smoke runs)
+    synthetic               the synthetic default data (offline dvc repro, smoke runs)
+
+Run defaults (the recipe and profile ``dvc repro`` trains, the generated data's size) live in ``params.yaml`` alone.
 
 Everything here is pure PyTorch / NumPy (no Ray, MLflow or DVC). See ``docs/TASKS.md`` for the data shapes and a
 walk-through of adding a task.
@@ -33,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hrnet_core.recipes import Recipe
 
 __all__ = ["Task", "DatasetReader", "SourceFiles", "PreparedRows", "RecipeSections", "MetricSpec", "SyntheticData",
-           "SplitPrep", "Predictions", "default_train_step", "tensor_collate", "image_batch_size", "build_zoo_model"]
+           "SplitPrep", "Predictions", "BatchPredictor", "LossStep", "tensor_collate", "batch_size", "build_zoo_model"]
 
 
 @dataclass(frozen=True)
@@ -159,25 +162,49 @@ class SyntheticData:
     """The task's generated default data (offline, learnable by a smoke run).
 
     Attributes:
-        generate: ``(out_dir, num_train, num_val, seed, progress) -> summary dict``; same seed, same bytes.
+        generate: ``(out_dir, num_train, num_val, seed, progress) -> summary dict``; same seed, same bytes. The sizes
+            ``dvc repro`` generates are ``params.yaml`` ``tasks.<task>.generate``.
         splits: how each generated split is prepared (train first, then val).
-        defaults: default ``num_train``, ``num_val`` of ``hrnet data generate``.
     """
 
     generate: Callable[..., dict[str, Any]]
     splits: tuple[SplitPrep, ...]
-    defaults: Mapping[str, int] = field(default_factory=lambda: {"num_train": 200, "num_val": 20})
 
 
 @dataclass
 class Predictions:
-    """What :attr:`Task.predict` returns for a list of eval items: one entry per item, in item order.
+    """What a :class:`BatchPredictor` returns for a batch of eval items: one entry per item, in item order.
 
-    ``values`` is task-defined (e.g. a ``[N, K, 3]`` keypoint array, a list of label maps); :func:`concat` of the
-    task joins the shards predicted by several ranks.
+    ``values`` is task-defined (e.g. a ``[N, K, 3]`` keypoint array, a list of label maps); :attr:`Task.concat`
+    joins the batches and the shards predicted by several ranks.
     """
 
     values: Any
+
+
+@dataclass(frozen=True)
+class BatchPredictor:
+    """A task's test procedure cut into batches: what :attr:`Task.predictor` returns and the spine's one evaluation
+    loop (:func:`hrnet_core.engine.evaluation.predict_items`) runs, in eval mode without gradients.
+
+    Attributes:
+        run: one batch (``load``'s output, or the list of items without ``load``) -> :class:`Predictions` of its items,
+            in item order.
+        batch_size: items per batch (the recipe's ``test.batch_size``, or 1 for per-image procedures).
+        load: optional ``items -> inputs`` (decode, crop, normalise): the loop runs it ``prefetch`` batches ahead in
+            background threads while ``run`` computes.
+        prefetch: batches decoded ahead (threads) when ``load`` is set.
+        cpu_threads: torch intra-op threads on a CPU while predicting (0: unchanged); restored afterwards.
+        unit, desc: the progress bar's unit (``person``, ``image``) and label.
+    """
+
+    run: Callable[[Any], Predictions]
+    batch_size: int = 1
+    load: Callable[[Sequence[Any]], Any] | None = None
+    prefetch: int = 1
+    cpu_threads: int = 0
+    unit: str = "item"
+    desc: str = "evaluate"
 
 
 def tensor_collate(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -187,9 +214,14 @@ def tensor_collate(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
 
 
-def image_batch_size(batch: Mapping[str, Any]) -> int:
-    """Samples in a batch with an ``image`` tensor (or list) ``[B, ...]``."""
-    return int(len(batch["image"]))
+def batch_size(batch: Mapping[str, Any]) -> int:
+    """Samples in a collated training batch: the length of its ``index`` column (int64 ``[B]``, the samples' rows
+    in ``samples.parquet``, added by ``pipelines.ingest.encode_batch``; every ``collate_fn`` keeps it).
+
+    Raises:
+        KeyError: the batch has no ``index`` (a ``collate_fn`` that drops it).
+    """
+    return int(len(batch["index"]))
 
 
 def build_zoo_model(recipe) -> "torch.nn.Module":
@@ -208,10 +240,21 @@ def build_zoo_model(recipe) -> "torch.nn.Module":
     return model
 
 
-def default_train_step(model: "torch.nn.Module", batch: Mapping[str, Any], loss_fn: Callable) -> dict[str, "torch.Tensor"]:
-    """``loss_fn(model(batch["image"]), batch)``: the training step of tasks whose network maps an image tensor to
-    outputs and whose loss compares them with the batch targets. Returns the loss dict (``{"loss": total, ...}``)."""
-    return loss_fn(model(batch["image"]), batch)
+@dataclass(frozen=True)
+class LossStep:
+    """The training step of a network that maps ``batch["image"]`` to outputs which ``loss`` compares with the
+    batch's targets: ``step(model, batch) = loss(model(batch["image"]), batch)``, the torchvision-style loss dict
+    ``{"loss": total (the tensor to backpropagate), ...parts}``.
+
+    Attributes:
+        loss: ``(outputs, batch) -> {"loss": Tensor [], ...}`` (a picklable loss object of the task).
+    """
+
+    loss: Callable[..., dict[str, "torch.Tensor"]]
+
+    def __call__(self, model: "torch.nn.Module", batch: Mapping[str, Any]) -> dict[str, "torch.Tensor"]:
+        """The loss dict of one batch (the model in train mode, gradients on)."""
+        return self.loss(model(batch["image"]), batch)
 
 
 @dataclass(frozen=True)
@@ -225,8 +268,6 @@ class Task:
         datasets: readers by dataset name.
         sections: the recipe schema of the task.
         metrics: the evaluator's metrics.
-        smoke_profile: profile name (``hrnet_core/recipes/profiles``) of a CPU smoke run of this task.
-        default_recipe: the recipe ``dvc repro`` trains (with :attr:`smoke_profile`).
         synthetic: the generated default data.
         validate: ``recipe -> None``; cross-field checks of the task's sections (raise ``ConfigError`` naming the
             key).
@@ -235,21 +276,19 @@ class Task:
             :func:`hrnet_core.data.seeding.sample_rng` ``(train.seed, epoch, index)`` when training, None at eval.
             The returned function must be picklable (it runs in Ray Data tasks).
         collate_fn: ``{name: np.ndarray [B, ...]} -> {name: Tensor | list}`` (Ray Data ``iter_torch_batches``;
-            default :func:`tensor_collate`). Variable-size samples arrive as object arrays and may become lists.
-        batch_layout: ``{name: "dtype [shape]"}`` of the collated training batch (documentation and tests).
-        batch_size: ``batch -> number of samples in it`` (default :func:`image_batch_size`).
+            default :func:`tensor_collate`). Variable-size samples arrive as object arrays and may become lists; the
+            ``index`` column is kept (:func:`batch_size`).
         build_model: ``recipe -> nn.Module`` (default :func:`build_zoo_model`: zoo model + ``model.pretrained``).
-        build_loss: ``recipe -> callable(outputs, batch) -> {"loss": total, ...parts}``.
-        train_step: ``(model, batch, loss_fn) -> {"loss": total, ...}`` (default :func:`default_train_step`;
-            detection models take targets and return their own loss dict).
-        eval_items: ``(recipe, split) -> list`` of picklable items to predict (people, images, ...).
-        predict: ``(model, items, recipe, split, device, progress) -> Predictions`` (model in eval mode, no grad).
-        concat: ``[Predictions, ...] -> Predictions`` (shards in item order).
+        train_step: ``recipe -> step``, built once per run; ``step(model, batch) -> {"loss": total, ...parts}`` (a
+            :class:`LossStep` for image -> outputs -> loss tasks; detectors take the targets and return their own
+            loss dict).
+        eval_items: ``(recipe, split) -> list`` of picklable items to predict (people, images, sequences, ...).
+        predictor: ``(model, recipe, split, device) -> BatchPredictor``: the test procedure per batch of items
+            (the spine's loop, :mod:`hrnet_core.engine.evaluation`, sets eval mode and no grad and walks the items).
+        concat: ``[Predictions, ...] -> Predictions`` (batches and shards in item order).
         score: ``(items, predictions, recipe, split, out_dir | None) -> metrics``; with ``out_dir`` also writes
             ``predictions.json`` in the dataset's official results format.
         draw: ``(items, predictions, recipe, split, out_dir, num_images) -> [image files]``: drawings for MLflow.
-        iteration_schedule: True when the LR schedule of the task's recipes is per iteration (poly LR); the loop
-            steps it per optimiser step either way, this only documents the default.
         decode_modules: modules that ``sample_transform``'s function imports when it first runs (lazily), beyond
             NumPy/OpenCV: the training ingest imports them in its decode worker processes while the model is built
             (``pipelines.ingest.warm_decode_workers``), not in the first epoch.
@@ -260,23 +299,17 @@ class Task:
     datasets: Mapping[str, DatasetReader]
     sections: RecipeSections
     metrics: MetricSpec
-    smoke_profile: str
-    default_recipe: str
     synthetic: SyntheticData
     validate: Callable[["Recipe"], None]
     sample_transform: Callable[["Recipe", "PreparedSplit", bool], Callable[[Mapping[str, Any], np.random.Generator | None], dict[str, np.ndarray]]]
-    batch_layout: Mapping[str, str]
-    build_loss: Callable[["Recipe"], Callable[..., dict[str, "torch.Tensor"]]]
+    train_step: Callable[["Recipe"], Callable[["torch.nn.Module", Mapping[str, Any]], dict[str, "torch.Tensor"]]]
     eval_items: Callable[["Recipe", "PreparedSplit"], Sequence[Any]]
-    predict: Callable[..., Predictions]
+    predictor: Callable[..., BatchPredictor]
     concat: Callable[[Sequence[Predictions]], Predictions]
     score: Callable[..., dict[str, float]]
     draw: Callable[..., list[Path]]
     collate_fn: Callable[[Mapping[str, np.ndarray]], dict[str, Any]] = tensor_collate
-    batch_size: Callable[[Mapping[str, Any]], int] = image_batch_size
     build_model: Callable[["Recipe"], "torch.nn.Module"] = build_zoo_model
-    train_step: Callable[..., dict[str, "torch.Tensor"]] = default_train_step
-    iteration_schedule: bool = False
     decode_modules: tuple[str, ...] = ()
 
     def dataset(self, name: str) -> DatasetReader:

@@ -37,7 +37,6 @@ import functools
 import json
 import math
 import random
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -46,8 +45,8 @@ import numpy as np
 
 from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
 
-from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
-                   SyntheticData, Task)
+from .base import (BatchPredictor, DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections,
+                   SourceFiles, SplitPrep, SyntheticData, Task)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -426,13 +425,6 @@ def sample_transform(recipe, split, train: bool = True) -> ClsSample:
                      random_erasing=float(a.random_erasing), random_erasing_mode=a.random_erasing_mode)
 
 
-BATCH_LAYOUT = {
-    "image": "float32 [B, 3, H, W] normalised crops (H, W = data.input_size)",
-    "label": "int64 [B] class index",
-    "index": "int64 [B] sample index (row of samples.parquet)",
-}
-
-
 # ------------------------------------------------------------------------------------------------ model + loss
 
 
@@ -494,10 +486,26 @@ def build_loss(recipe) -> CrossEntropy:
     return CrossEntropy(recipe.train.loss, mixup, num_classes(recipe), recipe.train.seed)
 
 
-def train_step(model, batch: Mapping[str, Any], loss_fn: CrossEntropy) -> dict[str, Any]:
-    """One training step: Mixup / CutMix when the recipe asks for it (:meth:`CrossEntropy.mix`), forward, loss."""
-    batch = loss_fn.mix(batch)
-    return loss_fn(model(batch["image"]), batch)
+@dataclass(frozen=True)
+class MixStep:
+    """One training step: Mixup / CutMix when the recipe asks for it (:meth:`CrossEntropy.mix`), forward, loss
+    (HRFormer / timm ``train_one_epoch``: ``mixup_fn(samples, targets)`` then ``criterion(model(samples), targets)``).
+
+    Attributes:
+        loss: the recipe's :class:`CrossEntropy` (:func:`build_loss`).
+    """
+
+    loss: CrossEntropy
+
+    def __call__(self, model, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"loss": cross entropy}`` of one (mixed) batch."""
+        batch = self.loss.mix(batch)
+        return self.loss(model(batch["image"]), batch)
+
+
+def train_step(recipe) -> MixStep:
+    """The recipe's training step (:class:`MixStep` of :func:`build_loss`)."""
+    return MixStep(build_loss(recipe))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -515,53 +523,36 @@ def eval_items(recipe, split) -> list[dict[str, Any]]:
     return pq.read_table(split.samples_file).to_pylist()
 
 
-def _batches(items: Sequence[Mapping[str, Any]], fn: ClsSample, batch_size: int) -> Iterator[np.ndarray]:
-    """Preprocessed eval batches ``[b, 3, H, W]`` (two threads decode the next batch while the model runs)."""
-
-    def make(start: int) -> np.ndarray:
-        return np.stack([fn.eval_tensor(fn.load(str(r["file_name"]))) for r in items[start:start + batch_size]])
-
-    starts = list(range(0, len(items), batch_size))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = [pool.submit(make, s) for s in starts[:2]]
-        for i in range(len(starts)):
-            batch = pending.pop(0).result()
-            if i + 2 < len(starts):
-                pending.append(pool.submit(make, starts[i + 2]))
-            yield batch
-
-
-def predict(model, items: Sequence[Mapping[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
-    """The ``test.topk`` best classes of every item (single centre crop), in item order.
+def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
+    """The ``test.topk`` best classes of every item (single centre crop), per batch of ``test.batch_size`` images
+    (two threads decode the next two batches meanwhile).
 
     Returns:
-        ``Predictions({"index": int64 [N, k], "score": float32 [N, k]})``: classes ranked on the logits as the
-        official ``accuracy()`` does (HRNet-Image-Classification ``lib/core/evaluate.py``), their softmax
-        probabilities, best first (``k = min(test.topk, classes)``). The model runs in eval mode without gradients (restored afterwards).
+        A :class:`~hrnet_core.tasks.base.BatchPredictor` whose batches give ``Predictions({"index": int64 [b, k],
+        "score": float32 [b, k]})``: classes ranked on the logits as the official ``accuracy()`` does
+        (HRNet-Image-Classification ``lib/core/evaluate.py``), their softmax probabilities, best first
+        (``k = min(test.topk, classes)``).
     """
+    fn = sample_transform(recipe, split, train=False)
+    k = min(int(recipe.test.topk), num_classes(recipe))
+    return BatchPredictor(run=functools.partial(_rank, model, k, device), batch_size=int(recipe.test.batch_size),
+                          load=functools.partial(_centre_crops, fn), prefetch=2, unit="img")
+
+
+def _centre_crops(fn: ClsSample, items: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Preprocessed eval batch ``[b, 3, H, W]``."""
+    return np.stack([fn.eval_tensor(fn.load(str(r["file_name"]))) for r in items])
+
+
+def _rank(model, k: int, device, x: np.ndarray) -> Predictions:
+    """Top-``k`` classes and probabilities of one batch."""
     import torch
-    from tqdm import tqdm
 
     from hrnet_core.evaluation.classification import rank_by_logits
 
-    fn = sample_transform(recipe, split, train=False)
-    k = min(int(recipe.test.topk), num_classes(recipe))
-    idx_parts, score_parts = [], []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            bar = tqdm(total=len(items), desc="evaluate", unit="img", disable=not progress)
-            for x in _batches(items, fn, int(recipe.test.batch_size)):
-                logits = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
-                idx, sc = rank_by_logits(logits, k)  # official accuracy(): topk of the logits
-                idx_parts.append(idx)
-                score_parts.append(sc.astype(np.float32))
-                bar.update(len(x))
-            bar.close()
-    finally:
-        model.train(was_training)
-    return _values(idx_parts, score_parts, k)
+    logits = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    idx, sc = rank_by_logits(logits, k)  # official accuracy(): topk of the logits
+    return _values([idx], [sc.astype(np.float32)], k)
 
 
 def _values(idx_parts, score_parts, k: int) -> Predictions:
@@ -571,8 +562,8 @@ def _values(idx_parts, score_parts, k: int) -> Predictions:
 
 
 def concat(parts: Sequence[Predictions]) -> Predictions:
-    """Join the shards predicted by several ranks (item order)."""
-    parts = [p for p in parts if p is not None]
+    """Join the batches / shards (item order; empty ones skipped)."""
+    parts = [p for p in parts if p is not None and len(p.values["index"])]
     k = parts[0].values["index"].shape[1] if parts else 5
     return _values([p.values["index"] for p in parts], [p.values["score"] for p in parts], k)
 
@@ -718,8 +709,7 @@ def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progr
 SYNTHETIC = SyntheticData(
     generate=generate,
     splits=(SplitPrep("imagenet", "train", {"synsets": "synsets.txt"}),
-            SplitPrep("imagenet", "val", {"synsets": "synsets.txt"})),
-    defaults={"num_train": 600, "num_val": 120},
+            SplitPrep("imagenet", "val", {"synsets": "synsets.txt"}))
 )
 
 TASK = Task(
@@ -729,19 +719,15 @@ TASK = Task(
     sections=RecipeSections(data=ClsData, augment=ClsAugment, test=ClsTest, loss=ClsLoss),
     metrics=MetricSpec(primary="top1", higher_is_better=True, names=("top1", "top5"),
                        units="percent (single centre crop accuracy)"),
-    smoke_profile="smoke_classification",
-    default_recipe="cls_hrnet_w18_224x224_imagenet",
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
     # the per-sample function's lazy imports (PIL decoding, torchvision resize/crop on tensors): ~2.7 s in the first
     # epoch of bench_ingest --task classification before they were warmed
     decode_modules=("torch", "torchvision.transforms.functional", "PIL.Image"),
-    batch_layout=BATCH_LAYOUT,
-    build_loss=build_loss,
     train_step=train_step,
     eval_items=eval_items,
-    predict=predict,
+    predictor=predictor,
     concat=concat,
     score=score,
     draw=draw,

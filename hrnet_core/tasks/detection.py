@@ -46,8 +46,8 @@ import numpy as np
 
 from hrnet_core.recipes.config import ConfigError, DataConfig
 
-from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
-                   SyntheticData, Task)
+from .base import (BatchPredictor, DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections,
+                   SourceFiles, SplitPrep, SyntheticData, Task)
 
 # ------------------------------------------------------------------------------------------------ recipe sections
 
@@ -379,14 +379,6 @@ def collate(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-BATCH_LAYOUT = {
-    "image": "list of B float32 [3, H_i, W_i] RGB in [0, 1] (resized: short side data.input_size[1] or a drawn "
-             "augment.scales value, long side <= data.input_size[0])",
-    "targets": "list of B {boxes: float32 [N_i, 4] xyxy px, labels: int64 [N_i] 1..K, masks: uint8 [N_i, H_i, W_i] "
-               "(Mask R-CNN)}",
-    "index": "int64 [B] sample index (row of samples.parquet)",
-}
-
 # ------------------------------------------------------------------------------------------------ model + loss
 
 
@@ -432,17 +424,15 @@ def detector_losses(outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dic
     return {"loss": sum(v for k, v in parts.items() if not re.search(r"_s\d+$", k)), **parts}
 
 
-def build_loss(recipe):
-    return detector_losses
+def detector_step(model, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """``detector_losses(model(images, targets))``: torchvision detectors return their loss dict in train mode
+    (``generalized_rcnn.py``; the official mmdetection v1 ``BaseDetector.forward_train`` the same way)."""
+    return detector_losses(model(batch["image"], batch["targets"]), batch)
 
 
-def train_step(model, batch: Mapping[str, Any], loss_fn) -> dict[str, Any]:
-    """``loss_fn(model(images, targets), batch)``: torchvision detectors return their loss dict in train mode."""
-    return loss_fn(model(batch["image"], batch["targets"]), batch)
-
-
-def batch_size(batch: Mapping[str, Any]) -> int:
-    return len(batch["image"])
+def train_step(recipe) -> Any:
+    """The detectors' training step (:func:`detector_step`); the recipe's loss settings are the model's own."""
+    return detector_step
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -514,50 +504,44 @@ def to_original(det: Mapping[str, Any], scale: float, size: tuple[int, int], res
     return out
 
 
-def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
-    """Per image ``{"image_id", "boxes" float32 [D, 4] xyxy original px, "scores" [D], "category_ids" [D],
-    "masks" [D] compressed RLEs (Mask R-CNN)}`` in item order.
+def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
+    """The official single-scale test per batch of ``test.batch_size`` images (HRNet-Object-Detection
+    ``tools/test.py`` on mmdetection v1): per image ``{"image_id", "boxes" float32 [D, 4] xyxy original px, "scores"
+    [D], "category_ids" [D], "masks" [D] compressed RLEs (Mask R-CNN)}`` in item order.
 
-    The official single-scale test (HRNet-Object-Detection ``tools/test.py`` on mmdetection v1): each image resized
-    by :func:`resize_for_test`, the detector (normalisation, padding to 32, RPN, R-CNN with score > 0.05, NMS 0.5,
-    100 per image), boxes back to the original image by the scale factor and masks pasted there
-    (:func:`to_original`). The model runs in eval mode without gradients (restored afterwards).
+    Each image resized by :func:`resize_for_test`, the detector (normalisation, padding to 32, RPN, R-CNN with score
+    > 0.05, NMS 0.5, 100 per image), boxes back to the original image by the scale factor and masks pasted there
+    (:func:`to_original`).
     """
-    import torch
-    from tqdm import tqdm
-
     from hrnet_core.data.coco_instances import category_labels
+
+    cat_of = {label: cid for cid, label in category_labels(_categories(split)).items()}
+    run = functools.partial(_predict_images, model, recipe, cat_of, device)
+    return BatchPredictor(run=run, batch_size=int(recipe.test.batch_size), unit="image")
+
+
+def _predict_images(model, recipe, cat_of: Mapping[int, int], device, chunk: Sequence[dict[str, Any]]) -> Predictions:
+    """Detections of one batch of images."""
+    import torch
+
     from hrnet_core.data.io import read_image
     from hrnet_core.evaluation.coco_detection import encode_masks
 
-    cats = _categories(split)
-    cat_of = {label: cid for cid, label in category_labels(cats).items()}
     t, d = recipe.test, recipe.data
     short, long_cap = int(d.input_size[1]), int(d.input_size[0])
-    was_training = model.training
-    model.eval()
+    originals = [read_image(r["image_file"]) for r in chunk]
+    resized = [resize_for_test(im, short, long_cap) for im in originals]
+    images = [torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).to(device).float().div_(255.0)
+              for im, _ in resized]
     out = []
-    try:
-        with torch.no_grad():
-            bar = tqdm(total=len(items), desc="evaluate", unit="image", disable=not progress)
-            for start in range(0, len(items), t.batch_size):
-                chunk = items[start:start + t.batch_size]
-                originals = [read_image(r["image_file"]) for r in chunk]
-                resized = [resize_for_test(im, short, long_cap) for im in originals]
-                images = [torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).to(device).float().div_(255.0)
-                          for im, _ in resized]
-                for r, im, (small, s), det in zip(chunk, originals, resized, raw_detections(model, images)):
-                    o = to_original(det, s, (im.shape[1], im.shape[0]), (small.shape[1], small.shape[0]),
-                                    d.box_convention, t.mask_thresh)
-                    p = {"image_id": int(r["image_id"]), "boxes": o["boxes"], "scores": o["scores"],
-                         "category_ids": np.asarray([cat_of.get(int(v), -1) for v in o["labels"]], dtype=np.int64)}
-                    if "masks" in o:
-                        p["masks"] = encode_masks(o["masks"])
-                    out.append(p)
-                bar.update(len(chunk))
-            bar.close()
-    finally:
-        model.train(was_training)
+    for r, im, (small, s), det in zip(chunk, originals, resized, raw_detections(model, images)):
+        o = to_original(det, s, (im.shape[1], im.shape[0]), (small.shape[1], small.shape[0]), d.box_convention,
+                        t.mask_thresh)
+        p = {"image_id": int(r["image_id"]), "boxes": o["boxes"], "scores": o["scores"],
+             "category_ids": np.asarray([cat_of.get(int(v), -1) for v in o["labels"]], dtype=np.int64)}
+        if "masks" in o:
+            p["masks"] = encode_masks(o["masks"])
+        out.append(p)
     return Predictions(out)
 
 
@@ -648,8 +632,7 @@ def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progr
     return generate_objects(out_dir, num_train, num_val, seed, progress=progress)
 
 
-SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("coco_det", "train2017"), SplitPrep("coco_det", "val2017")),
-                          defaults={"num_train": 240, "num_val": 40})
+SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("coco_det", "train2017"), SplitPrep("coco_det", "val2017")))
 
 BOX_METRICS = ("AP", "AP50", "AP75", "APS", "APM", "APL", "AR1", "AR10", "AR100", "ARS", "ARM", "ARL")
 
@@ -662,20 +645,15 @@ TASK = Task(
     metrics=MetricSpec(primary="AP", higher_is_better=True,
                        names=BOX_METRICS + tuple(f"mask_{n}" for n in BOX_METRICS),
                        units="percent (pycocotools COCOeval stats; -1 where no ground truth in the area range)"),
-    smoke_profile="smoke_detection",
-    default_recipe="det_faster_rcnn_hrnetv2p_w18_1333x800_1x_coco",
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
     decode_modules=("pycocotools.mask",),  # crowd / instance masks are rasterised per sample
     collate_fn=collate,
-    batch_layout=BATCH_LAYOUT,
-    batch_size=batch_size,
     build_model=build_model,
-    build_loss=build_loss,
     train_step=train_step,
     eval_items=eval_items,
-    predict=predict,
+    predictor=predictor,
     concat=concat,
     score=score,
     draw=draw,

@@ -41,8 +41,8 @@ import numpy as np
 from hrnet_core.data.transforms import TopDownTransform
 from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
 
-from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
-                   SyntheticData, Task)
+from .base import (BatchPredictor, DatasetReader, LossStep, MetricSpec, PreparedRows, Predictions, RecipeSections,
+                   SourceFiles, SplitPrep, SyntheticData, Task)
 
 # ------------------------------------------------------------------------------------------------ recipe sections
 
@@ -431,18 +431,6 @@ def sample_transform(recipe, split, train: bool = True) -> FaceSample:
         rotation_prob=a.rotation_prob, train=train, geometry=d.geometry)
 
 
-BATCH_LAYOUT = {
-    "image": "float32 [B, 3, H, W] normalised face crops (H, W = data.input_size)",
-    "target": "float32 [B, K, h, w] Gaussian heatmaps (h, w = data.heatmap_size; std data.sigma cells)",
-    "target_weight": "float32 [B, K, 1] 1 for landmarks whose Gaussian touches the map, else 0",
-    "index": "int64 [B] sample index (row of samples.parquet)",
-}
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------------ model + loss
 
 
@@ -462,8 +450,10 @@ class HeatmapMSE:
         return {"loss": (diff * diff).mean()}
 
 
-def build_loss(recipe) -> HeatmapMSE:
-    return HeatmapMSE(recipe.train.loss)
+def train_step(recipe) -> LossStep:
+    """``step(model, batch) -> {"loss": heatmap MSE}`` (HRNet-Facial-Landmark-Detection ``lib/core/function.py``
+    ``train``: ``criterion(model(inp), target)``)."""
+    return LossStep(HeatmapMSE(recipe.train.loss))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -479,50 +469,46 @@ def eval_items(recipe, split) -> list[dict[str, Any]]:
     return rows
 
 
-def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
-    """Landmarks ``[N, K, 3]`` (x, y original-image px, heatmap maximum) of the items, in item order.
+def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
+    """The test procedure per batch of ``test.batch_size`` faces: landmarks ``[b, K, 3]`` (x, y original-image px,
+    heatmap maximum) in item order.
 
-    The official test procedure (``lib/core/function.py`` ``inference``) with ``data.geometry: official``: the
-    unaugmented :func:`~hrnet_core.data.faces.official_face_crop`, the network, ``decode_preds``
-    (:func:`~hrnet_core.data.faces.official_decode`: integer image px); with ``continuous``: the cv2 crop and
-    :meth:`~hrnet_core.codecs.heatmap.HeatmapCodec.decode_to_image`. ``test.flip`` adds the flip test (not official).
-    The model runs in eval mode without gradients (restored afterwards); fp32 inference.
+    The official test procedure (HRNet-Facial-Landmark-Detection ``lib/core/function.py`` ``inference``) with
+    ``data.geometry: official``: the unaugmented :func:`~hrnet_core.data.faces.official_face_crop`, the network,
+    ``decode_preds`` (:func:`~hrnet_core.data.faces.official_decode`: integer image px); with ``continuous``: the cv2
+    crop and :meth:`~hrnet_core.codecs.heatmap.HeatmapCodec.decode_to_image`. ``test.flip`` adds the flip test (not
+    official). fp32 inference.
     """
-    import torch
-    from tqdm import tqdm
+    from hrnet_core.codecs.heatmap import HeatmapCodec
 
-    from hrnet_core.codecs.heatmap import HeatmapCodec, flip_test
+    d = recipe.data
+    transform = build_face_transform(d.geometry, d.dataset, d.input_size, d.heatmap_size, d.sigma, train=False)
+    codec = HeatmapCodec(d.input_size, d.heatmap_size, d.sigma)
+    run = functools.partial(_predict_faces, model, recipe, int(split.manifest["num_landmarks"]), transform, codec,
+                            device)
+    return BatchPredictor(run=run, batch_size=int(recipe.test.batch_size), unit="face")
+
+
+def _predict_faces(model, recipe, k: int, transform, codec, device, items: Sequence[dict[str, Any]]) -> Predictions:
+    """Landmarks ``[b, K, 3]`` of one batch of faces."""
+    import torch
+
+    from hrnet_core.codecs.heatmap import flip_test
     from hrnet_core.data.faces import face_layout, official_decode
     from hrnet_core.data.io import read_image
 
     d, t = recipe.data, recipe.test
-    k = int(split.manifest["num_landmarks"])
+    recs = [face_record(r, "", k, d.crop_padding) | {"image_file": r["image_file"]} for r in items]
+    samples = [transform(r, read_image(r["image_file"])) for r in recs]
+    x = torch.from_numpy(np.stack([s["image"] for s in samples])).to(device)
     pairs = face_layout(d.dataset).flip_pairs
-    transform = build_face_transform(d.geometry, d.dataset, d.input_size, d.heatmap_size, d.sigma, train=False)
-    codec = HeatmapCodec(d.input_size, d.heatmap_size, d.sigma)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.no_grad():
-            bar = tqdm(total=len(items), desc="evaluate", unit="face", disable=not progress)
-            for start in range(0, len(items), t.batch_size):
-                recs = [face_record(r, "", k, d.crop_padding) | {"image_file": r["image_file"]}
-                        for r in items[start:start + t.batch_size]]
-                samples = [transform(r, read_image(r["image_file"])) for r in recs]
-                x = torch.from_numpy(np.stack([s["image"] for s in samples])).to(device)
-                hm = (flip_test(model, x, pairs, shift=t.shift_heatmap) if t.flip else model(x)).float().cpu().numpy()
-                centers = np.stack([s["center"] for s in samples])
-                if d.geometry == "official":
-                    coords, maxvals = official_decode(hm, centers, [s["scale"] for s in samples])
-                else:
-                    coords, maxvals = codec.decode_to_image(hm, centers, np.stack([s["scale"] for s in samples]))
-                out.append(np.concatenate([coords, maxvals], axis=2))
-                bar.update(len(recs))
-            bar.close()
-    finally:
-        model.train(was_training)
-    return Predictions(np.concatenate(out) if out else np.zeros((0, k, 3), np.float32))
+    hm = (flip_test(model, x, pairs, shift=t.shift_heatmap) if t.flip else model(x)).float().cpu().numpy()
+    centers = np.stack([s["center"] for s in samples])
+    if d.geometry == "official":
+        coords, maxvals = official_decode(hm, centers, [s["scale"] for s in samples])
+    else:
+        coords, maxvals = codec.decode_to_image(hm, centers, np.stack([s["scale"] for s in samples]))
+    return Predictions(np.concatenate([coords, maxvals], axis=2))
 
 
 def concat(parts: Sequence[Predictions]) -> Predictions:
@@ -634,8 +620,7 @@ def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progr
     return generate_faces(out_dir, num_train, num_val, seed, progress=progress)
 
 
-SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("300w", "train"), SplitPrep("300w", "valid")),
-                          defaults={"num_train": 800, "num_val": 64})
+SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("300w", "train"), SplitPrep("300w", "valid")))
 
 TASK = Task(
     name="face_alignment",
@@ -647,15 +632,12 @@ TASK = Task(
                               "NME/frontal", "NME/pose", "NME/expression", "NME/illumination", "NME/makeup",
                               "NME/occlusion", "NME/blur"),
                        units="percent of the normalising distance (NME, FR); AUC percent (higher is better)"),
-    smoke_profile="smoke_face",
-    default_recipe="face_hrnetv2_w18_256x256_300w",
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
-    batch_layout=BATCH_LAYOUT,
-    build_loss=build_loss,
+    train_step=train_step,
     eval_items=eval_items,
-    predict=predict,
+    predictor=predictor,
     concat=concat,
     score=score,
     draw=draw,

@@ -39,8 +39,8 @@ import numpy as np
 
 from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
 
-from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
-                   SyntheticData, Task)
+from .base import (BatchPredictor, DatasetReader, LossStep, MetricSpec, PreparedRows, Predictions, RecipeSections,
+                   SourceFiles, SplitPrep, SyntheticData, Task)
 
 # ------------------------------------------------------------------------------------------------ recipe sections
 
@@ -297,15 +297,6 @@ def sample_transform(recipe, split, train: bool = True) -> BottomUpSample:
         train=train)
 
 
-BATCH_LAYOUT = {
-    "image": "float32 [B, 3, S, S] normalised crops (S = data.input_size)",
-    "heatmap_i": "float32 [B, K, r_i, r_i] heatmaps of output i (r_i = data.output_size[i]; max over people)",
-    "mask_i": "float32 [B, r_i, r_i] 1 where the loss counts, 0 on crowd regions / unlabelled people / padding",
-    "joints_i": "int64 [B, M, K, 2] (flat index into [K, r_i, r_i], valid) per person, outputs with the AE loss",
-    "index": "int64 [B] sample index (row of samples.parquet)",
-}
-
-
 # ------------------------------------------------------------------------------------------------ loss
 
 
@@ -343,8 +334,10 @@ class BottomUpLoss:
         return {"loss": total, **parts}
 
 
-def build_loss(recipe) -> BottomUpLoss:
-    return BottomUpLoss(recipe.train.loss, keypoint_spec(recipe.data.dataset).num_joints)
+def train_step(recipe) -> LossStep:
+    """``step(model, batch) -> {"loss": total, heatmap / push / pull parts}`` (HigherHRNet-Human-Pose-Estimation
+    ``lib/core/trainer.py`` ``do_train``: ``loss_factory(outputs, heatmaps, masks, joints)``, summed)."""
+    return LossStep(BottomUpLoss(recipe.train.loss, keypoint_spec(recipe.data.dataset).num_joints))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -383,41 +376,31 @@ def inference_settings(recipe):
                              flip=t.flip, project2image=t.project2image)
 
 
-def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
-    """Per image ``(people float32 [P, K, 3] (x, y image px, heatmap value), scores float32 [P])``, in item order.
+def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
+    """The test procedure one image at a time (one intra-op thread on a CPU: intra-op threads cost more than they
+    gain on small maps, measured on the shared 2-core CI machine: 4 ms with one thread vs 295 ms with two per forward
+    of the smoke network): per image ``(people float32 [P, K, 3] (x, y image px, heatmap value), scores float32
+    [P])``, in item order (HigherHRNet-Human-Pose-Estimation ``tools/valid.py``: multi-scale, flip, aggregate,
+    group, refine, project to the image)."""
+    run = functools.partial(_predict_images, model, recipe, grouping_params(recipe), inference_settings(recipe),
+                            device)
+    return BatchPredictor(run=run, batch_size=1, cpu_threads=1, unit="image")
 
-    The model runs in eval mode without gradients (restored afterwards).
-    """
-    import torch
-    from tqdm import tqdm
 
+def _predict_images(model, recipe, params, cfg, device, items: Sequence[dict[str, Any]]) -> Predictions:
+    """People and scores of each image of ``items``."""
     from hrnet_core.codecs.grouping import group
     from hrnet_core.data.io import read_image
     from hrnet_core.evaluation.bottomup import infer_image, to_image
 
-    params, cfg = grouping_params(recipe), inference_settings(recipe)
-    t = recipe.test
-    was_training = model.training
-    model.eval()
-    out = []
-    threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu":
-        # one image at a time: intra-op threads cost more than they gain on small maps (measured on the shared
-        # 2-core CI machine: 4 ms with one thread vs 295 ms with two per forward of the smoke network)
-        torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            for item in tqdm(items, desc="evaluate", unit="image", disable=not progress):
-                image = read_image(item["image_file"])
-                hm, tags, center, scale = infer_image(model, image, int(recipe.data.input_size[0]), t.scales, cfg,
-                                                      device)
-                hm, tags = hm.float().cpu(), tags.float().cpu()
-                people, scores = group(hm, tags, params, t.adjust, t.refine)
-                people = to_image(people, center, scale, (hm.shape[3], hm.shape[2]))
-                out.append((people[..., :3].astype(np.float32), scores.astype(np.float32)))
-    finally:
-        model.train(was_training)
-        torch.set_num_threads(threads)
+    t, out = recipe.test, []
+    for item in items:
+        image = read_image(item["image_file"])
+        hm, tags, center, scale = infer_image(model, image, int(recipe.data.input_size[0]), t.scales, cfg, device)
+        hm, tags = hm.float().cpu(), tags.float().cpu()
+        people, scores = group(hm, tags, params, t.adjust, t.refine)
+        people = to_image(people, center, scale, (hm.shape[3], hm.shape[2]))
+        out.append((people[..., :3].astype(np.float32), scores.astype(np.float32)))
     return Predictions(out)
 
 
@@ -505,8 +488,7 @@ def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progr
     return generate_dataset(out_dir, num_train, num_val, seed, cfg=cfg, progress=progress)
 
 
-SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("coco", "train2017"), SplitPrep("coco", "val2017")),
-                          defaults={"num_train": 400, "num_val": 40})
+SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("coco", "train2017"), SplitPrep("coco", "val2017")))
 
 TASK = Task(
     name="pose_bottomup",
@@ -518,16 +500,13 @@ TASK = Task(
                        names=("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL", "AP/easy",
                               "AP/medium", "AP/hard"),
                        units="percent (COCOeval; CrowdPose keypoints_crowd with easy/medium/hard)"),
-    smoke_profile="smoke_bottomup",
-    default_recipe="pose_higher_hrnet_w32_512x512_coco",
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
     decode_modules=("pycocotools.mask",),  # crowd / instance masks are rasterised per sample
-    batch_layout=BATCH_LAYOUT,
-    build_loss=build_loss,
+    train_step=train_step,
     eval_items=eval_items,
-    predict=predict,
+    predictor=predictor,
     concat=concat,
     score=score,
     draw=draw,

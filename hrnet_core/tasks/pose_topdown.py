@@ -27,17 +27,16 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
 
-from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
-                   SyntheticData, Task)
+from .base import (BatchPredictor, DatasetReader, LossStep, MetricSpec, PreparedRows, Predictions, RecipeSections,
+                   SourceFiles, SplitPrep, SyntheticData, Task)
 
 # ------------------------------------------------------------------------------------------------ recipe sections
 
@@ -338,18 +337,6 @@ def sample_transform(recipe, split, train: bool = True) -> TopDownSample:
         half_body_prob=a.half_body_prob, half_body_min_joints=a.half_body_min_joints, train=train)
 
 
-BATCH_LAYOUT = {
-    "image": "float32 [B, 3, H, W] normalised crops (H, W = data.input_size)",
-    "target": "float32 [B, K, h, w] Gaussian heatmaps (h, w = data.heatmap_size; std data.sigma cells)",
-    "target_weight": "float32 [B, K, 1] 1 for labelled joints inside the heatmap, else 0",
-    "index": "int64 [B] sample index (row of samples.parquet)",
-}
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------------ model + loss
 
 
@@ -368,8 +355,10 @@ class JointsLoss:
         return {"loss": self.mse(outputs.float(), batch["target"], batch["target_weight"])}
 
 
-def build_loss(recipe) -> JointsLoss:
-    return JointsLoss(recipe.train.loss)
+def train_step(recipe) -> LossStep:
+    """``step(model, batch) -> {"loss": joints MSE}`` of the recipe's ``train.loss`` (deep-high-resolution-net.pytorch
+    ``lib/core/function.py`` ``train``: ``criterion(model(input), target, target_weight)``)."""
+    return LossStep(JointsLoss(recipe.train.loss))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -436,34 +425,30 @@ def prepared_gt_items(recipe, split) -> list[dict[str, Any]]:
     return items
 
 
-def _batches(records: Sequence[dict[str, Any]], transform, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Preprocessed batches (a background thread decodes and warps the next batch while the model runs)."""
-    from hrnet_core.data.io import read_image
+class _CropLoader:
+    """``records -> {"image" [b, 3, H, W], "center" [b, 2], "scale" [b, 2]}``: decode (the last 16 images cached:
+    consecutive people share an image) and warp one batch of people; runs in the loop's background thread."""
 
-    cache: OrderedDict[str, np.ndarray] = OrderedDict()
+    def __init__(self, transform) -> None:
+        self.transform = transform
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def image(path: str) -> np.ndarray:
-        if path in cache:
-            cache.move_to_end(path)
-            return cache[path]
+    def image(self, path: str) -> np.ndarray:
+        from hrnet_core.data.io import read_image
+
+        if path in self.cache:
+            self.cache.move_to_end(path)
+            return self.cache[path]
         img = read_image(path)
-        cache[path] = img
-        if len(cache) > 16:
-            cache.popitem(last=False)
+        self.cache[path] = img
+        if len(self.cache) > 16:
+            self.cache.popitem(last=False)
         return img
 
-    def make(start: int) -> dict[str, np.ndarray]:
-        samples = [transform(r, image(r["image_file"])) for r in records[start:start + batch_size]]
+    def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+        samples = [self.transform(r, self.image(r["image_file"])) for r in records]
         return {"image": np.stack([s["image"] for s in samples]), "center": np.stack([s["center"] for s in samples]),
                 "scale": np.stack([s["scale"] for s in samples])}
-
-    starts = list(range(0, len(records), batch_size))
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(make, starts[0]) if starts else None
-        for i in range(len(starts)):
-            batch = pending.result()
-            pending = pool.submit(make, starts[i + 1]) if i + 1 < len(starts) else None
-            yield batch
 
 
 def inference_network(model, device="cpu"):
@@ -482,51 +467,53 @@ def inference_network(model, device="cpu"):
     return MicroBatched(net) if torch.device(device).type == "cpu" else net
 
 
-def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True, *,
-            folded=None) -> Predictions:
-    """Keypoints ``[N, K, 3]`` (x, y original-image px, heatmap maximum) of the items, in item order.
+def predictor(model, recipe, split, device="cpu", *, folded=None) -> BatchPredictor:
+    """The test procedure per batch of ``test.batch_size`` people (eval items or detector boxes): keypoints
+    ``[b, K, 3]`` (x, y original-image px, heatmap maximum) in item order.
 
     ``folded``: :func:`inference_network` (or ``fold_batchnorm(model)``) already on ``device``, for callers that
     predict many small batches with one network (the pose tracker, frame by frame); folding copies the network, so
     it is done once there.
 
-    The official test procedure (flip test with shifted flipped heatmaps, argmax + quarter offset, inverse crop
-    affine), run the fast way (issue 16): :func:`inference_network` (BatchNorm folded, channels-last; ``model``
-    itself is not touched), original and mirrored crops in one forward
-    (:func:`~hrnet_core.codecs.heatmap.flip_test_one_forward`), ``torch.inference_mode``, decoding on the model's
-    device (:func:`~hrnet_core.codecs.heatmap.decode_on_device`), the next batch read and warped by a
-    background thread meanwhile. fp32; predictions equal the plain two-forward loop's to float rounding (test).
+    The official test procedure (deep-high-resolution-net.pytorch ``lib/core/function.py`` ``validate``: flip test
+    with shifted flipped heatmaps, ``get_final_preds``: argmax + quarter offset, inverse crop affine), run the fast
+    way (issue 16): :func:`inference_network` (BatchNorm folded, channels-last; ``model`` itself is not touched),
+    original and mirrored crops in one forward (:func:`~hrnet_core.codecs.heatmap.flip_test_one_forward`),
+    ``torch.inference_mode``, decoding on the model's device (:func:`~hrnet_core.codecs.heatmap.decode_on_device`),
+    the next batch read and warped by the loop's background thread meanwhile. fp32; predictions equal the plain
+    two-forward loop's to float rounding (test).
     """
-    import torch
-    from tqdm import tqdm
-
-    from hrnet_core.codecs.heatmap import decode_on_device, flip_test_one_forward, heatmaps_to_image_coords
     from hrnet_core.data.transforms import TopDownTransform
 
     d = recipe.data
-    k = int(split.manifest["num_joints"])
-    flip_pairs = keypoint_spec(d.dataset, k).flip_pairs
+    flip_pairs = keypoint_spec(d.dataset, int(split.manifest["num_joints"])).flip_pairs
     transform = TopDownTransform(d.input_size, d.heatmap_size, d.sigma, flip_pairs, train=False)
     net = folded if folded is not None else inference_network(model, device)
-    out = []
+    run = functools.partial(_predict_crops, net, recipe, flip_pairs, device)
+    return BatchPredictor(run=run, batch_size=int(recipe.test.batch_size), load=_CropLoader(transform),
+                          unit="person")
+
+
+def _predict_crops(net, recipe, flip_pairs, device, batch: Mapping[str, np.ndarray]) -> Predictions:
+    """Keypoints ``[b, K, 3]`` of one loaded batch (:class:`_CropLoader`)."""
+    import torch
+
+    from hrnet_core.codecs.heatmap import decode_on_device, flip_test_one_forward, heatmaps_to_image_coords
+
     with torch.inference_mode():
-        bar = tqdm(total=len(items), desc="evaluate", unit="person", disable=not progress)
-        for batch in _batches(items, transform, recipe.test.batch_size):
-            x = torch.from_numpy(batch["image"]).to(device).contiguous(memory_format=torch.channels_last)
-            if recipe.test.flip:
-                hm = flip_test_one_forward(net, x, flip_pairs, shift=recipe.test.shift_heatmap)
-            else:
-                hm = net(x)
-            coords, maxvals = (t.cpu().numpy() for t in decode_on_device(hm))
-            coords = heatmaps_to_image_coords(coords, batch["center"], batch["scale"], d.heatmap_size)
-            out.append(np.concatenate([coords, maxvals], axis=2))
-            bar.update(len(x))
-        bar.close()
-    return Predictions(np.concatenate(out) if out else np.zeros((0, k, 3), np.float32))
+        x = torch.from_numpy(batch["image"]).to(device).contiguous(memory_format=torch.channels_last)
+        if recipe.test.flip:
+            hm = flip_test_one_forward(net, x, flip_pairs, shift=recipe.test.shift_heatmap)
+        else:
+            hm = net(x)
+        coords, maxvals = (t.cpu().numpy() for t in decode_on_device(hm))
+    coords = heatmaps_to_image_coords(coords, batch["center"], batch["scale"], recipe.data.heatmap_size)
+    return Predictions(np.concatenate([coords, maxvals], axis=2))
 
 
 def concat(parts: Sequence[Predictions]) -> Predictions:
-    arrays = [p.values for p in parts]
+    """Keypoints ``[N, K, 3]`` of batches / shards in order (empty ones skipped)."""
+    arrays = [p.values for p in parts if len(p.values)]
     return Predictions(np.concatenate(arrays) if arrays else np.zeros((0, 0, 3), np.float32))
 
 
@@ -626,7 +613,6 @@ SYNTHETIC = SyntheticData(
     generate=generate,
     splits=(SplitPrep("coco", "train2017"),
             SplitPrep("coco", "val2017", {"detections": "person_detection_results/synthetic_val2017_detections_person.json"})),
-    defaults={"num_train": 1500, "num_val": 100},
 )
 
 TASK = Task(
@@ -638,15 +624,12 @@ TASK = Task(
                        names=("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL", "PCKh",
                               "PCKh_0.1"),
                        units="percent (COCO AP/AR from COCOeval; MPII PCKh)", by_dataset={"mpii": "PCKh"}),
-    smoke_profile="smoke",
-    default_recipe="pose_hrnet_w32_256x192_coco",
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
-    batch_layout=BATCH_LAYOUT,
-    build_loss=build_loss,
+    train_step=train_step,
     eval_items=eval_items,
-    predict=predict,
+    predictor=predictor,
     concat=concat,
     score=score,
     draw=draw,

@@ -25,6 +25,7 @@ labelled keypoints enlarged by 15% (Sec. 4.3). What this task adds:
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import tempfile
 from dataclasses import dataclass, fields
@@ -36,7 +37,8 @@ import numpy as np
 from hrnet_core.recipes.config import ConfigError
 
 from . import pose_topdown
-from .base import DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep, SyntheticData, Task
+from .base import (BatchPredictor, DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles,
+                   SplitPrep, SyntheticData, Task)
 
 # ------------------------------------------------------------------------------------------------ recipe sections
 
@@ -219,14 +221,15 @@ def eval_items(recipe, split) -> list[dict[str, Any]]:
 
 
 class _PoseEstimator:
-    """``(frame, boxes [N, 5]) -> poses [N, K, 3]``: the top-down test procedure of ``pose_topdown`` on boxes."""
+    """``(frame, boxes [N, 5]) -> poses [N, K, 3]``: the top-down test procedure of ``pose_topdown`` on boxes,
+    batches of ``test.batch_size`` people (the network folded once, not per frame)."""
 
     def __init__(self, model, recipe, split, device) -> None:
         from hrnet_core.tasks.pose_topdown import inference_network
 
-        self.model, self.recipe, self.split, self.device = model, recipe, split, device
         self.aspect = recipe.data.input_size[0] / recipe.data.input_size[1]
-        self.folded = inference_network(model, device)  # once, not per frame
+        self.num_joints = int(split.manifest["num_joints"])
+        self.predict = pose_topdown.predictor(model, recipe, split, device, folded=inference_network(model, device))
 
     def __call__(self, frame: Mapping[str, Any], boxes: np.ndarray) -> np.ndarray:
         from hrnet_core.data.transforms import box_to_center_scale
@@ -236,35 +239,29 @@ class _PoseEstimator:
             c, s = box_to_center_scale(b[:4], self.aspect)
             records.append({"image_file": frame["image_file"], "image_id": frame["image_id"], "center": c,
                             "scale": s, "score": float(b[4]), "joints": np.zeros((17, 3))})
-        return pose_topdown.predict(self.model, records, self.recipe, self.split, self.device, progress=False,
-                                    folded=self.folded).values
+        if not records:
+            return np.zeros((0, self.num_joints, 3), np.float32)
+        size, p = self.predict.batch_size, self.predict
+        return pose_topdown.concat([p.run(p.load(records[i:i + size])) for i in range(0, len(records), size)]).values
 
 
-def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
-    """Track every sequence (:func:`hrnet_core.tracking.track_sequence`); one entry per item: the list of its frames'
-    ``{"image_id", "poses" [N, K, 3], "track_ids" [N], "scores" [N], "boxes" [N, 5]}``."""
-    from tqdm import tqdm
+def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
+    """Track one sequence per batch (:func:`hrnet_core.tracking.track_sequence`; ``test.cpu_threads`` on a CPU):
+    one entry per item, the list of its frames' ``{"image_id", "poses" [N, K, 3], "track_ids" [N], "scores" [N],
+    "boxes" [N, 5]}`` (FlowTrack, Xiao et al. 2018: the top-down test procedure on the boxes, flow-propagated boxes,
+    OKS association)."""
+    limit = recipe.test.cpu_threads if str(device).startswith("cpu") else 0
+    run = functools.partial(_track, _PoseEstimator(model, recipe, split, device), tracker_config(recipe))
+    return BatchPredictor(run=run, batch_size=1, cpu_threads=int(limit), unit="sequence", desc="track")
 
+
+def _track(estimate: _PoseEstimator, cfg, items: Sequence[dict[str, Any]]) -> Predictions:
     from hrnet_core.data.io import read_image
     from hrnet_core.data.keypoints import POSETRACK_KEYPOINTS
     from hrnet_core.tracking import track_sequence
 
-    import torch
-
-    cfg = tracker_config(recipe)
-    estimate = _PoseEstimator(model, recipe, split, device)
-    threads = torch.get_num_threads()
-    limit = recipe.test.cpu_threads if str(device).startswith("cpu") else 0
-    out = []
-    try:
-        if limit:
-            torch.set_num_threads(limit)
-        for item in tqdm(items, desc="track", unit="sequence", disable=not progress):
-            out.append(track_sequence(item["frames"], item["boxes"], estimate, read_image, POSETRACK_KEYPOINTS.sigmas,
-                                      cfg))
-    finally:
-        torch.set_num_threads(threads)
-    return Predictions(out)
+    return Predictions([track_sequence(item["frames"], item["boxes"], estimate, read_image,
+                                       POSETRACK_KEYPOINTS.sigmas, cfg) for item in items])
 
 
 def concat(parts: Sequence[Predictions]) -> Predictions:
@@ -388,7 +385,6 @@ SYNTHETIC = SyntheticData(
     generate=generate,
     splits=(SplitPrep("posetrack17", "train"),
             SplitPrep("posetrack17", "val", {"detections": "person_detection_results/posetrack_val_detections.json"})),
-    defaults={"num_train": 120, "num_val": 6},
 )
 
 TASK = Task(
@@ -402,16 +398,13 @@ TASK = Task(
                        names=("MOTA", "mAP", "MOTP", "precision", "recall", "AP/Head", "AP/Shoulder", "AP/Elbow",
                               "AP/Wrist", "AP/Hip", "AP/Knee", "AP/Ankle"),
                        units="percent (PoseTrack: AP at PCKh 0.5, CLEAR MOT per joint averaged over joints)"),
-    smoke_profile="smoke_tracking",
-    default_recipe="pose_hrnet_w48_384x288_posetrack17",
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=pose_topdown.sample_transform,
-    batch_layout=pose_topdown.BATCH_LAYOUT,
-    build_loss=pose_topdown.build_loss,
+    train_step=pose_topdown.train_step,
     build_model=build_model,
     eval_items=eval_items,
-    predict=predict,
+    predictor=predictor,
     concat=concat,
     score=score,
     draw=draw,

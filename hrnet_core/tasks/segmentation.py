@@ -50,8 +50,8 @@ import numpy as np
 from hrnet_core.losses.segmentation import SegLossConfig
 from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
 
-from .base import (DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections, SourceFiles, SplitPrep,
-                   SyntheticData, Task)
+from .base import (BatchPredictor, DatasetReader, LossStep, MetricSpec, PreparedRows, Predictions, RecipeSections,
+                   SourceFiles, SplitPrep, SyntheticData, Task)
 
 IGNORE = 255
 
@@ -466,13 +466,6 @@ def sample_transform(recipe, split, train: bool = True) -> SegSample:
                      resize_to_crop=bool(a.resize_to_crop))
 
 
-BATCH_LAYOUT = {
-    "image": "float32 [B, 3, H, W] normalised crops (W, H = data.input_size)",
-    "label": "int64 [B, H, W] training ids, 255 = ignore",
-    "index": "int64 [B] sample index (row of samples.parquet)",
-}
-
-
 # ------------------------------------------------------------------------------------------------ model + loss
 
 
@@ -508,8 +501,23 @@ def class_weights(recipe, manifest: Mapping[str, Any] | None = None) -> list[flo
     return [float(v) for v in cw]
 
 
+def train_step(recipe) -> LossStep:
+    """``step(model, batch) -> {"loss": total, ...}``: the recipe's
+    :class:`~hrnet_core.losses.segmentation.SegmentationLoss` on the network's outputs (HRNet-Semantic-Segmentation
+    ``lib/core/function.py`` ``train``, the loss inside ``FullModel``).
+
+    Raises:
+        ConfigError: ``train.loss.class_weights`` of another length than ``model.num_classes``.
+    """
+    return LossStep(build_loss(recipe))
+
+
 def build_loss(recipe):
-    """:class:`~hrnet_core.losses.segmentation.SegmentationLoss` of the recipe."""
+    """:class:`~hrnet_core.losses.segmentation.SegmentationLoss` of the recipe (``(outputs, batch) -> loss dict``).
+
+    Raises:
+        ConfigError: ``train.loss.class_weights`` of another length than ``model.num_classes``.
+    """
     from hrnet_core.losses.segmentation import SegmentationLoss
 
     cfg = recipe.train.loss
@@ -547,45 +555,40 @@ def _dense(sparse: tuple[np.ndarray, np.ndarray], num_classes: int) -> np.ndarra
     return cm.reshape(num_classes, num_classes)
 
 
-def predict(model, items: Sequence[dict[str, Any]], recipe, split, device="cpu", progress: bool = True) -> Predictions:
-    """Per image (in item order): ``{"confusion": (flat indices, counts) of its [C, C] confusion matrix, "png":
-    the predicted training-id map as PNG bytes}``.
+def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
+    """The test procedure one image at a time (``test.cpu_threads`` on a CPU): per image ``{"confusion": (flat
+    indices, counts) of its [C, C] confusion matrix, "png": the predicted training-id map as PNG bytes}``.
 
-    The test procedure is ``recipe.test`` (module docstring; :func:`image_scores`); the confusion matrix is built on
-    ``device``. The model runs in eval mode without gradients (restored afterwards), fp32.
+    The test procedure is ``recipe.test`` (module docstring; :func:`image_scores`, HRNet-Semantic-Segmentation
+    ``lib/core/function.py`` ``testval``); the confusion matrix is built on ``device``. fp32.
     """
-    import cv2
-    import torch
-    from tqdm import tqdm
-
-    from hrnet_core.data.io import read_image
-    from hrnet_core.data.segmentation import apply_lut, layout_from_meta, read_label
-    from hrnet_core.evaluation.miou import confusion_matrix
+    from hrnet_core.data.segmentation import layout_from_meta
 
     layout = layout_from_meta(split.manifest)
-    n = layout.num_classes
-    lut = layout.lut_array()
-    d, t = recipe.data, recipe.test
-    align = model_align_corners(recipe.model.name)
     perm = layout.flip_permutation() if layout.flip_pairs else None
-    was_training = model.training
-    threads = torch.get_num_threads()
-    if t.cpu_threads > 0 and str(device).startswith("cpu"):
-        torch.set_num_threads(t.cpu_threads)
-    model.eval()
+    run = functools.partial(_predict_images, model, recipe, layout.num_classes, layout.lut_array(), perm,
+                            model_align_corners(recipe.model.name), device)
+    return BatchPredictor(run=run, batch_size=1, cpu_threads=int(recipe.test.cpu_threads), unit="img")
+
+
+def _predict_images(model, recipe, n: int, lut: np.ndarray, perm, align: bool, device,
+                    items: Sequence[dict[str, Any]]) -> Predictions:
+    """Confusion matrix and PNG of each image of ``items``."""
+    import cv2
+    import torch
+
+    from hrnet_core.data.io import read_image
+    from hrnet_core.data.segmentation import apply_lut, read_label
+    from hrnet_core.evaluation.miou import confusion_matrix
+
     out = []
-    try:
-        with torch.no_grad():
-            for r in tqdm(items, desc="evaluate", unit="img", disable=not progress):
-                scores = image_scores(model, read_image(r["image_file"]), recipe, n, perm, align, device)
-                pred = scores.argmax(0)
-                label = torch.from_numpy(apply_lut(read_label(r["label_path"]), lut)).to(device)
-                cm = confusion_matrix(pred, label, n, IGNORE).cpu().numpy()
-                png = cv2.imencode(".png", pred.to(torch.uint8).cpu().numpy())[1]
-                out.append({"confusion": _sparse(cm), "png": png.tobytes()})
-    finally:
-        model.train(was_training)
-        torch.set_num_threads(threads)
+    for r in items:
+        scores = image_scores(model, read_image(r["image_file"]), recipe, n, perm, align, device)
+        pred = scores.argmax(0)
+        label = torch.from_numpy(apply_lut(read_label(r["label_path"]), lut)).to(device)
+        cm = confusion_matrix(pred, label, n, IGNORE).cpu().numpy()
+        png = cv2.imencode(".png", pred.to(torch.uint8).cpu().numpy())[1]
+        out.append({"confusion": _sparse(cm), "png": png.tobytes()})
     return Predictions(out)
 
 
@@ -703,8 +706,7 @@ def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progr
     return generate_scenes(out_dir, num_train, num_val, seed, progress=progress)
 
 
-SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("seg_list", "train"), SplitPrep("seg_list", "val")),
-                          defaults={"num_train": 300, "num_val": 40})
+SYNTHETIC = SyntheticData(generate=generate, splits=(SplitPrep("seg_list", "train"), SplitPrep("seg_list", "val")))
 
 TASK = Task(
     name="segmentation",
@@ -714,17 +716,13 @@ TASK = Task(
     metrics=MetricSpec(primary="mIoU", higher_is_better=True,
                        names=("mIoU", "pixel_acc", "mean_acc", "mIoU_present", "mean_acc_present"),
                        units="percent (IoU/<class>: per-class IoU, percent)"),
-    smoke_profile="smoke_segmentation",
-    default_recipe="seg_hrnetv2_w48_512x1024_cityscapes",
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
-    batch_layout=BATCH_LAYOUT,
-    build_loss=build_loss,
+    train_step=train_step,
     eval_items=eval_items,
-    predict=predict,
+    predictor=predictor,
     concat=concat,
     score=score,
     draw=draw,
-    iteration_schedule=True,
 )
