@@ -544,9 +544,9 @@ def _read_profile(path: Path, types: Mapping[str, type], task_name: str) -> _Pro
     datasets = shared.pop("datasets", None)
     families = shared.pop("families", None)
     if datasets is not None:
-        from hrnet_core.tasks import get_task, landed_tasks
+        from hrnet_core.task_registry import landed_tasks, load_task
 
-        valid = sorted({d for t in landed_tasks() for d in get_task(t).datasets})
+        valid = sorted({d for t in landed_tasks() for d in load_task(t).datasets})
         if not isinstance(datasets, list) or not datasets or any(d not in valid for d in datasets):
             raise ConfigError(f"datasets: expected a non-empty list of datasets ({', '.join(valid)}), got "
                               f"{datasets!r} ({path})")
@@ -641,14 +641,17 @@ _SECTION_PARENTS: dict[type, str] = {Recipe: "", TrainConfig: "train."}
 
 
 def _task(name: Any, key: str):
-    """The :class:`~hrnet_core.tasks.Task` called ``name``; :class:`ConfigError` naming ``key`` and the valid tasks."""
-    from hrnet_core.tasks import UnknownTaskError, get_task
+    """The :class:`~hrnet_core.tasks.Task` called ``name``; :class:`ConfigError` naming ``key`` and the valid tasks.
+
+    Read through the low-floor :mod:`hrnet_core.task_registry`: this package never imports :mod:`hrnet_core.tasks`
+    (whose modules import the recipe schema from here; tests/test_recipe_floor.py)."""
+    from hrnet_core.task_registry import load_task
 
     if not isinstance(name, str):
         raise ConfigError(f"{key}: expected a task name, got {name!r}")
     try:
-        return get_task(name)
-    except UnknownTaskError as exc:
+        return load_task(name)
+    except LookupError as exc:
         raise ConfigError(f"{key}: {exc}") from None
 
 
