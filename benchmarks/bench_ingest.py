@@ -177,7 +177,7 @@ def part_ingest(root: Path, rounds: int, epochs: int = 2, task_name: str = "pose
 
     from hrnet_core.data.prepared import open_split
     from pipelines.ingest import samples_table, warm_decode_workers
-    from pipelines.train import init_ray
+    from pipelines.cluster import init_ray
 
     recipe = smoke_recipe(root, 1, task_name)
     split = open_split(root, recipe.data.train_split)
@@ -229,7 +229,8 @@ def part_epoch(root: Path, epochs: int, work: Path, task_name: str = "pose_topdo
     from hrnet_core.data.prepared import open_split
     from hrnet_core.tasks import get_task
     from pipelines.ingest import samples_table
-    from pipelines.train import build_optimizer, train
+    from hrnet_core.engine import build_optimizer
+    from pipelines.train import train
 
     recipe = smoke_recipe(root, epochs, task_name)
     split = open_split(root, recipe.data.train_split)
@@ -257,7 +258,7 @@ def part_epoch(root: Path, epochs: int, work: Path, task_name: str = "pose_topdo
     # interleaved: plain, Ray Train, plain (the machine's load drifts); Ray itself started outside the timing
     import ray
 
-    from pipelines.train import init_ray
+    from pipelines.cluster import init_ray
 
     if not ray.is_initialized():
         init_ray()

@@ -59,7 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from hrnet_core.models.onnx_export import export_network, max_abs_difference
     from hrnet_core.recipes import parse_overrides
-    from hrnet_cli.main import strict_json
+    from .output import strict_json
     from pipelines.predict import load_predictor
 
     pred = load_predictor(args.source, overrides=parse_overrides(args.set) if args.set else None,

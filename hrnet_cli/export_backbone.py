@@ -20,21 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.runs import ResolvedWeights, resolve_weights
+
 __all__ = ["add_export_parser", "cmd_export_backbone", "resolve_weights", "export_backbone", "ResolvedWeights"]
-
-
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """Where SOURCE led: the file read and how it was found (``file``, ``checkpoint``, ``run folder``,
-    ``MLflow run <id>``)."""
-
-    path: Path
-    how: str
 
 
 def add_export_parser(sub) -> argparse.ArgumentParser:
@@ -61,92 +52,6 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
                    help="MLflow tracking URI of run ids (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="hrnet", help="MLflow experiment of run names (default %(default)s)")
     return p
-
-
-def _checkpoint_in(folder: Path) -> Path | None:
-    from pipelines.train import latest_checkpoint
-
-    if (folder / "model.pt").is_file():
-        return folder / "model.pt"
-    ckpt = latest_checkpoint(folder)
-    return ckpt / "model.pt" if ckpt is not None else None
-
-
-def _mlflow_store_exists(uri: str) -> bool:
-    """False for a local sqlite store that does not exist (opening it would create an empty database)."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).is_file()
-    if uri.startswith("file:"):
-        return Path(uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):]).exists()
-    return True
-
-
-def _from_mlflow(source: str, uri: str, experiment: str) -> ResolvedWeights | None:
-    from pipelines import tracking
-
-    if not _mlflow_store_exists(uri):
-        return None
-    c = tracking.client(uri)
-    run = None
-    if re.fullmatch(r"[0-9a-f]{32}", source):
-        try:
-            run = c.get_run(source)
-        except Exception:  # noqa: BLE001 - mlflow raises MlflowException for an unknown id
-            run = None
-    if run is None:
-        run_id = tracking.find_run(uri, experiment, source)
-        run = c.get_run(run_id) if run_id else None
-    if run is None:
-        return None
-    tags = run.data.tags
-    storage, name = tags.get("ray.storage_path"), tags.get("ray.run_name")
-    if storage and name:
-        found = _checkpoint_in(Path(storage) / name)
-        if found is not None:
-            return ResolvedWeights(found, f"MLflow run {run.info.run_id} (run folder {Path(storage) / name})")
-    try:
-        local = Path(c.download_artifacts(run.info.run_id, "weights"))
-    except Exception:  # noqa: BLE001 - no such artifact
-        local = None
-    files = sorted(local.glob("*")) if local is not None and local.is_dir() else []
-    if files:
-        return ResolvedWeights(files[0], f"MLflow run {run.info.run_id} (artifact weights/{files[0].name})")
-    from hrnet_core.weights import CheckpointError
-
-    raise CheckpointError(f"MLflow run {run.info.run_id} ({name or '?'}) has no checkpoint left: neither the run "
-                          f"folder {storage}/{name} nor a weights/ artifact")
-
-
-def resolve_weights(source: str, storage_path: str | Path = "ray_results", mlflow_uri: str | None = None,
-                    experiment: str = "hrnet") -> ResolvedWeights:
-    """The weights file SOURCE names (module docstring, in that order).
-
-    Raises:
-        hrnet_core.weights.CheckpointError: nothing found (the message says where it looked), or an MLflow run
-            without checkpoints.
-    """
-    from hrnet_core.weights import CheckpointError
-    from pipelines import tracking
-
-    p = Path(source)
-    if p.is_file():
-        return ResolvedWeights(p, "file")
-    if p.is_dir():
-        found = _checkpoint_in(p)
-        if found is None:
-            raise CheckpointError(f"folder {source!r} holds neither model.pt nor Ray Train checkpoints")
-        return ResolvedWeights(found, "checkpoint folder")
-    run_dir = Path(storage_path) / source
-    if "/" not in source and run_dir.is_dir():
-        found = _checkpoint_in(run_dir)
-        if found is not None:
-            return ResolvedWeights(found, f"run folder {run_dir}")
-    uri = tracking.resolve_tracking_uri(mlflow_uri)
-    found = _from_mlflow(source, uri, experiment)
-    if found is None:
-        raise CheckpointError(f"{source!r} is no weights file, checkpoint folder, run folder under "
-                              f"{str(storage_path)!r} or MLflow run of {uri}")
-    return found
 
 
 def export_backbone(source: str | Path, out: str | Path, head: bool = True) -> dict[str, Any]:

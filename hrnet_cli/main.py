@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
+
+from .output import strict_json
+from .output import write_json as _write_json
 
 EXAMPLES = """\
 examples:
@@ -365,10 +367,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "generate":
         from tqdm import tqdm
 
-        task = _task_or_error(args.task)
-        syn = task.synthetic
         from hrnet_core.recipes.params import run_defaults
 
+        task = _task_or_error(args.task)
+        syn = task.synthetic
         if args.num_train is None or args.num_val is None:  # the run defaults live in params.yaml alone
             run = run_defaults(task.name)
         n_train = run.num_train if args.num_train is None else args.num_train
@@ -463,7 +465,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipelines.train import root_cause, train
+    from pipelines.train import failure_kind, failure_line, train
 
     recipe = _load(args)
     try:
@@ -482,9 +484,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     except TrainingFailedError as exc:  # Ray has printed the workers' tracebacks; the cause, once, last
         cause = root_cause(exc)
-        text = str(cause).strip().splitlines()
-        kind = getattr(cause, "kind", type(cause).__name__)
-        print(f"hrnet: error: training failed: {kind}: {text[-1] if text else ''}", file=sys.stderr)
+        print(f"hrnet: error: training failed: {failure_kind(cause)}: {failure_line(cause)}", file=sys.stderr)
         return 1
     summary = {"run_id": result.run_id, "run_name": result.run_name, "checkpoint": result.checkpoint_path,
                "weights": result.weights_path, **result.metrics}
@@ -606,32 +606,10 @@ def evaluation_recipe(args: argparse.Namespace):
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The exception to show for a failed training (:func:`pipelines.train.root_cause`)."""
-    from pipelines.train import root_cause as cause
+    """The exception to show for a failed training (:func:`hrnet_core.errors.root_cause`)."""
+    from hrnet_core.errors import root_cause as cause
 
     return cause(exc)
-
-
-def strict_json(data: Any) -> str:
-    """Standard JSON of ``data`` (indented, sorted keys): a non-finite float (``nan``, ``inf``) becomes ``null``
-    instead of Python's bare ``NaN`` / ``Infinity``, which strict parsers (jq, JavaScript, Go) refuse."""
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return json.dumps(clean(data), indent=2, sort_keys=True, allow_nan=False)
-
-
-def _write_json(path: str, data: dict) -> None:
-    """``data`` as strict JSON (:func:`strict_json`) in ``path`` (DVC metrics files, ``--metrics-out``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(strict_json(data) + "\n")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -673,40 +651,31 @@ COMMANDS = {"tasks": cmd_tasks, "data": cmd_data, "recipes": cmd_recipes, "model
             "export-backbone": cmd_export_backbone, "predict": cmd_predict, "export": cmd_export}
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "bad input": reported in one line, exit status 2."""
-    from hrnet_core.data.io import AnnotationError, ImageReadError
-    from hrnet_core.data.prepared import DataError
-    from hrnet_core.models import CheckpointMismatchError
-    from hrnet_core.recipes import ConfigError
-    from hrnet_core.tasks import UnknownTaskError
-    from hrnet_core.weights import CheckpointError
-    from pipelines.cluster import ClusterError
-    from sweeps.spec import SweepConfigError
-
-    return (ConfigError, DataError, SweepConfigError, CheckpointError, CheckpointMismatchError, AnnotationError,
-            ImageReadError, UnknownTaskError, FileNotFoundError, ClusterError)
+def _error_line(exc: BaseException, command: str) -> str:
+    """``hrnet: error: <message>`` for bad input: the first line of the message (``hrnet sweep`` keeps every line:
+    a sweep file lists each problem on its own), a missing file by name."""
+    msg = str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else f"file not found: {exc.filename}"
+    if command != "sweep" or getattr(exc, "exit_status", 2) != 2:
+        msg = msg.splitlines()[0] if msg else type(exc).__name__
+    return f"hrnet: error: {msg}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hrnet`` console script; returns the exit status."""
+    """Entry point of the ``hrnet`` console script; returns the exit status.
+
+    Bad input (:class:`hrnet_core.errors.BadInputError`, every layer's: config, data, checkpoint, cluster, sweep
+    file; and ``FileNotFoundError``) is one line on stderr and exit status 2 (1 for a
+    :class:`~hrnet_core.data.prepared.CorruptDataError`: the data is at fault, not the command).
+    """
+    from hrnet_core.errors import BadInputError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    errors = _user_errors()
-    from hrnet_core.data.prepared import CorruptDataError
-
     try:
         return COMMANDS[args.command](args)
-    except CorruptDataError as exc:  # the data is at fault, not the command: status 1
-        print(f"hrnet: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
-    except errors as exc:
-        msg = str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else \
-            f"file not found: {exc.filename}"
-        if args.command != "sweep":  # sweep files list every problem, one per line
-            msg = msg.splitlines()[0] if msg else type(exc).__name__
-        print(f"hrnet: error: {msg}", file=sys.stderr)
-        return 2
+    except (BadInputError, FileNotFoundError) as exc:
+        print(_error_line(exc, args.command), file=sys.stderr)
+        return int(getattr(exc, "exit_status", 2))
     except (KeyError, ValueError) as exc:  # unknown model name / override from the zoo
         if args.command == "models":
             print(f"hrnet: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)

@@ -70,7 +70,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from hrnet_core.recipes import ConfigError, parse_overrides
-    from hrnet_cli.main import strict_json
+    from .output import strict_json
     from pipelines.predict import PredictOptions, load_predictor, run_predict
 
     if len(args.args) > 2:

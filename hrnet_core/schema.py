@@ -53,6 +53,8 @@ import types
 import typing
 from typing import Any, Callable, Iterable, Literal, Mapping, TypeVar, Union
 
+from hrnet_core.errors import BadInputError
+
 __all__ = ["KEY", "ResolveType", "SchemaError", "build_dataclass", "check_keys", "coerce", "invalid", "mapping_key",
            "strip_optional"]
 
@@ -68,7 +70,7 @@ ResolveType = Callable[[type, str, Mapping[str, Any]], Any]
 _INVALID: Any = object()  # a value that failed validation while problems are being collected
 
 
-class SchemaError(ValueError):
+class SchemaError(BadInputError, ValueError):
     """A mapping does not fit its dataclass schema (the default ``error`` class of this module).
 
     Attributes (set on every exception this module raises, whatever its class): ``key`` (the dotted key, e.g.

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from hrnet_core.data.io import sha256_file
+from hrnet_core.errors import BadInputError
 
 __all__ = ["WEIGHTS_FORMAT", "CheckpointError", "LoadedCheckpoint", "safe_load", "save_weights", "load_weights",
            "build_network", "open_checkpoint", "SOURCE_TRAINING", "SOURCE_OFFICIAL"]
@@ -32,7 +33,7 @@ SOURCE_TRAINING = "training"
 SOURCE_OFFICIAL = "official-checkpoint"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInputError, ValueError):
     """A weights / checkpoint file is missing, unreadable, unsafe or not of this pipeline (the message names the file)."""
 
 

@@ -21,6 +21,8 @@ import os
 import socket
 from typing import Any, Mapping, Sequence
 
+from hrnet_core.errors import BadInputError
+
 #: CPUs of one Ray Data decode / augment task (Ray Data's default for ``map_batches``).
 DEFAULT_DATA_TASK_CPUS = 1.0
 #: ``--placement`` values -> Ray placement-group strategies (``ScalingConfig(placement_strategy=...)``).
@@ -28,7 +30,7 @@ PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}
 _EPS = 1e-9
 
 
-class ClusterError(RuntimeError):
+class ClusterError(BadInputError, RuntimeError):
     """The Ray cluster cannot run the request (unreachable address, missing token, too few resources on one node);
     ``str()`` is one line meant for the user."""
 
@@ -150,30 +152,11 @@ def decode_slots(free_cpus_per_node: Sequence[float], data_task_cpus: float, cap
 
 
 def free_cpus_per_node() -> list[float]:
-    """CPUs available now on each alive node of the connected Ray cluster (Ray's per-node state; the cluster's total
-    as one entry where this Ray version lacks it)."""
-    import ray
+    """CPUs available now on each alive node of the connected Ray cluster
+    (:func:`pipelines.ray_adapter.available_cpus_per_node`: Ray has no public per-node API for it)."""
+    from .ray_adapter import available_cpus_per_node
 
-    try:
-        from ray._private.state import available_resources_per_node
-
-        per = available_resources_per_node()
-        return [float(r.get("CPU", 0.0)) for r in per.values()]
-    except Exception:  # noqa: BLE001 - private API: fall back to the total
-        return [float(ray.available_resources().get("CPU", 0.0))]
-
-
-def _auth_metadata() -> tuple:
-    """gRPC metadata Ray's own client would send (``RAY_AUTH_MODE=token``: the token of ``RAY_AUTH_TOKEN``,
-    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); empty without token authentication."""
-    try:
-        from ray._private.authentication.grpc_authentication_client_interceptor import (
-            _get_authentication_metadata_tuple,
-        )
-
-        return tuple(_get_authentication_metadata_tuple())
-    except Exception:  # noqa: BLE001 - private API of Ray >= 2.52; no probe of the token otherwise
-        return ()
+    return available_cpus_per_node()
 
 
 def probe_address(address: str | None, timeout_s: float = 5.0) -> None:
@@ -194,21 +177,13 @@ def probe_address(address: str | None, timeout_s: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
         raise ClusterError(f"no Ray cluster answers at {address} ({e.strerror or e}); check --address / RAY_ADDRESS")
-    try:
-        import grpc
-        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-    except ImportError:  # pragma: no cover
-        return
-    with grpc.insecure_channel(address) as channel:
-        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
-        metadata = _auth_metadata()
-        try:
-            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s, metadata=metadata or None)
-        except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise ClusterError(auth_message(address, bool(metadata))) from None
-            raise ClusterError(f"the Ray cluster at {address} did not answer ({e.code().name}: "
-                               f"{(e.details() or '').splitlines()[0] if e.details() else ''})") from None
+    from .ray_adapter import gcs_probe
+
+    code, details, had_token = gcs_probe(address, timeout_s)
+    if code == "UNAUTHENTICATED":
+        raise ClusterError(auth_message(address, had_token))
+    if code is not None:
+        raise ClusterError(f"the Ray cluster at {address} did not answer ({code}: {details})")
 
 
 def auth_message(address: str, had_token: bool) -> str:
@@ -260,3 +235,22 @@ def node_tags(nodes_by_rank: Sequence[Mapping[str, str]]) -> dict[str, str]:
 def nodes_line(nodes_by_rank: Sequence[Mapping[str, str]]) -> str:
     """The epoch line's node part: ``nodes 0:<id8> 1:<id8>`` (rank: node id prefix)."""
     return "nodes " + " ".join(f"{r}:{str(n.get('node_id', ''))[:8]}" for r, n in enumerate(nodes_by_rank))
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local instance without the dashboard.
+
+    Ray 2.60 cannot be confined to the loopback interface: it replaces a node address of 127.0.0.1 by the machine's
+    own (``services.resolve_ip_for_localhost``) and binds the GCS, raylet and worker servers to every interface;
+    its token authentication (on by default) protects them (README, "Network exposure").
+
+    Raises:
+        ClusterError: a wrong address or a missing token (one line within seconds, :func:`connect`).
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        connect(address)
+    else:
+        ray.init(include_dashboard=False)

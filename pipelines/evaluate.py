@@ -144,34 +144,34 @@ def log_evaluation(loaded: LoadedCheckpoint, split: PreparedSplit, metrics: dict
     Returns:
         The run id logged into.
     """
-    from . import tracking
+    from . import mlflow_runs
 
     recipe = loaded.recipe
-    uri = tracking.resolve_tracking_uri(mlflow_uri)
+    uri = mlflow_runs.resolve_tracking_uri(mlflow_uri)
     created = run_id is None
     if created:
         # an ad-hoc evaluation of our weights is its own run, linked to the training run; the paper report counts
         # only training and official-checkpoint runs
         source = "evaluation" if loaded.source == SOURCE_TRAINING else loaded.source
-        tags = {**tracking.recipe_tags(recipe), "source": source, "git_commit": tracking.git_commit(),
+        tags = {**mlflow_runs.recipe_tags(recipe), "source": source, "git_commit": mlflow_runs.git_commit(),
                 "dataset_fingerprint": split.fingerprint, "checkpoint.sha256": loaded.meta.get("sha256"),
                 "eval.training_run_id": loaded.meta.get("mlflow_run_id")}
-        run_id = tracking.create_run(uri, experiment, f"{source}-{recipe.name}-{loaded.path.stem}", tags)
-        tracking.log_params(uri, run_id, recipe.flat(), on_change="tag")
+        run_id = mlflow_runs.create_run(uri, experiment, f"{source}-{recipe.name}-{loaded.path.stem}", tags)
+        mlflow_runs.log_params(uri, run_id, recipe.flat(), on_change="tag")
     step = int(loaded.meta.get("epoch", 0))
-    tracking.log_metrics(uri, run_id, metrics, step=step)
+    mlflow_runs.log_metrics(uri, run_id, metrics, step=step)
     test_settings = {f"eval.test.{k}": v for k, v in dataclasses.asdict(recipe.test).items()}
-    tracking.set_tags(uri, run_id, {"eval.checkpoint": str(loaded.path.resolve()), **test_settings,
+    mlflow_runs.set_tags(uri, run_id, {"eval.checkpoint": str(loaded.path.resolve()), **test_settings,
                                     # what decides the numbers; in a training run beside the training's env.*
                                     **{(k if created else f"eval.{k}"): v
-                                       for k, v in tracking.environment_tags().items()},
+                                       for k, v in mlflow_runs.environment_tags().items()},
                                     "eval.dataset_fingerprint": split.fingerprint[:16],
                                     # a profile (e.g. smoke) changes the recipe: paper/ and delta/ are context only
                                     "paper.comparable": str(recipe.profile is None).lower()})
-    tracking.log_artifacts(uri, run_id, [out / "predictions.json", out / "metrics.json"], artifact_path="evaluation")
+    mlflow_runs.log_artifacts(uri, run_id, [out / "predictions.json", out / "metrics.json"], artifact_path="evaluation")
     if (out / "vis").is_dir():
-        tracking.log_artifacts(uri, run_id, [out / "vis"], artifact_path="evaluation/vis")
-    tracking.log_paper_comparison(run_id, recipe.name, metrics, tracking_uri=uri)
+        mlflow_runs.log_artifacts(uri, run_id, [out / "vis"], artifact_path="evaluation/vis")
+    mlflow_runs.log_paper_comparison(run_id, recipe.name, metrics, tracking_uri=uri)
     if created:
-        tracking.end_run(uri, run_id)
+        mlflow_runs.end_run(uri, run_id)
     return run_id

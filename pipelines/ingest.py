@@ -25,7 +25,7 @@ from hrnet_core.data.prepared import DataError, PreparedSplit
 
 __all__ = ["samples_table", "encode_batch", "shard_rows", "default_rows_per_block", "block_bounds", "sample_nbytes",
            "build_train_dataset", "arrow_blocks_dataset", "decode_warm_modules", "warm_decode_workers", "started", "stack_samples",
-           "task_collate", "preserve_order", "move_to"]
+           "task_collate", "preserve_order"]
 
 
 def samples_table(split: PreparedSplit):
@@ -125,9 +125,8 @@ def default_rows_per_block(rows_per_epoch: int, decode_cpus: float, sample_bytes
     ``sample_bytes`` each (0: unknown, no byte limit).
 
     Ray Data pays a fixed cost per block (task launch, tensor columns to Arrow, object store round trip, the
-    executor's scheduling step in the consuming process): on the shared 2-core machine 2 decode tasks streamed
-    110-117 crops/s with 16-row blocks, 179-293 with 32, 198-316 with 64, 323-466 with 128 and 213-551 with 256
-    (first batch after 1.1-2.7 s) (``bench_ingest``'s Ray rows, 518 crops x 2 epochs, load average 27-32).
+    executor's scheduling step in the consuming process), so blocks are as large as the first-batch latency allows
+    (``benchmarks/bench_ingest.py``; the figures are in the README, "Throughput").
     """
     per = max(1, int(rows_per_epoch) // max(1, int(2 * max(1.0, float(decode_cpus)))))
     if sample_bytes > 0:
@@ -320,16 +319,3 @@ def preserve_order() -> None:
     import ray.data
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-
-
-def move_to(batch: Any, device) -> Any:
-    """Tensors of a (nested dict / list) batch moved to ``device``; other values unchanged."""
-    import torch
-
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(v, device) for v in batch)
-    return batch

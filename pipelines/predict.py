@@ -125,7 +125,7 @@ def load_predictor(source: str | None, *, overrides: Mapping[str, Any] | None = 
     Args:
         source: a recipe name / YAML (an untrained network of it, or ``checkpoint`` loaded into it), our weights
             file, a Ray checkpoint / run folder, a run name or an MLflow run id
-            (:func:`hrnet_cli.export_backbone.resolve_weights`); ``None`` with ``onnx``: the recipe stored in the
+            (:func:`pipelines.runs.resolve_weights`); ``None`` with ``onnx``: the recipe stored in the
             ONNX file.
         overrides, profile: applied to a recipe SOURCE (or to an ONNX file's recipe).
         checkpoint: an official checkpoint (plain state dict) loaded strictly into the recipe's network.
@@ -141,16 +141,34 @@ def load_predictor(source: str | None, *, overrides: Mapping[str, Any] | None = 
         hrnet_core.models.CheckpointMismatchError: weights of another network; ConfigError: bad recipe keys;
         OnnxExportError: a bad ONNX file.
     """
-    from hrnet_core.recipes import ConfigError, load_recipe, recipe_from_dict
-    from hrnet_core.weights import CheckpointError, build_network, open_checkpoint
+    from hrnet_core.weights import CheckpointError
 
-    over = dict(overrides or {})
-    recipe, model, how = None, None, ""
     meta = None
     if onnx:
         from hrnet_core.models.onnx_export import read_metadata
 
         meta = read_metadata(onnx)
+    recipe, model, how = _recipe_and_model(source, dict(overrides or {}), profile, checkpoint, onnx, meta,
+                                           storage_path, mlflow_uri)
+    if expect_task and recipe.task != expect_task:
+        raise CheckpointError(f"{source or onnx!r} is a {recipe.task} network, not {expect_task} (--task)")
+    if meta is not None:
+        model = _onnx_model(onnx, meta, recipe, model)
+        how = f"{how}; network on onnxruntime ({onnx})"
+    model.eval()
+    return Predictor(model, recipe, vocabulary(recipe, labels=labels, data=data), how)
+
+
+def _recipe_and_model(source: str | None, over: dict[str, Any], profile: str | None, checkpoint: str | None,
+                      onnx: str | None, meta: Mapping[str, str] | None, storage_path: str,
+                      mlflow_uri: str | None) -> tuple[Any, Any, str]:
+    """``(recipe, torch network or None, how it was found)`` of :func:`load_predictor`'s SOURCE: the recipe an ONNX
+    file stores (``meta``), a recipe (untrained, or ``checkpoint`` loaded), or weights found by
+    :func:`pipelines.runs.resolve_weights`. Raises as :func:`load_predictor`."""
+    from hrnet_core.recipes import ConfigError, load_recipe, recipe_from_dict
+    from hrnet_core.weights import CheckpointError, build_network, open_checkpoint
+
+    recipe, model, how = None, None, ""
     if source is None:
         if meta is None:
             raise ConfigError("hrnet predict needs a recipe, weights file or run (or --onnx FILE)")
@@ -169,7 +187,7 @@ def load_predictor(source: str | None, *, overrides: Mapping[str, Any] | None = 
             torch.manual_seed(recipe.train.seed)
             model, how = build_network(recipe), f"recipe {recipe.name} (untrained: no weights given)"
     else:
-        from hrnet_cli.export_backbone import resolve_weights
+        from .runs import resolve_weights
 
         if over or profile:
             raise ConfigError("--set/--profile change a recipe: name the RECIPE and give the weights with "
@@ -177,13 +195,7 @@ def load_predictor(source: str | None, *, overrides: Mapping[str, Any] | None = 
         found = resolve_weights(source, storage_path=storage_path, mlflow_uri=mlflow_uri)
         loaded = open_checkpoint(found.path)
         recipe, model, how = loaded.recipe, loaded.model, f"{found.how} {found.path}"
-    if expect_task and recipe.task != expect_task:
-        raise CheckpointError(f"{source or onnx!r} is a {recipe.task} network, not {expect_task} (--task)")
-    if meta is not None:
-        model = _onnx_model(onnx, meta, recipe, model)
-        how = f"{how}; network on onnxruntime ({onnx})"
-    model.eval()
-    return Predictor(model, recipe, vocabulary(recipe, labels=labels, data=data), how)
+    return recipe, model, how
 
 
 def _onnx_model(onnx: str, meta: Mapping[str, str], recipe, model):
@@ -589,135 +601,220 @@ def _draw_people(img: np.ndarray, people: Sequence[tuple[np.ndarray, float, int 
 
 def write_outputs(predictor: Predictor, files: Sequence[Path], items, values, out: Path,
                   opts: PredictOptions) -> dict[str, Any]:
-    """The task's files (module docstring) for ``items`` / ``values`` of :func:`run_task` in ``out``.
+    """The task's files (module docstring) for ``items`` / ``values`` of :func:`run_task` in ``out``: one writer
+    per task (:data:`_WRITERS`).
 
     Returns:
         A summary: ``task``, ``images``, per-task counts (``people``, ``faces``, ``objects``, ...).
     """
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = _Outputs(predictor, list(files), items, values, out, opts,
+                   len(files) if opts.num_vis is None else opts.num_vis,
+                   dict(zip(map(str, files), image_ids(files, _load_boxes(opts.boxes)))))
+    summary: dict[str, Any] = {"task": predictor.task, "images": len(files)}
+    writer = _WRITERS.get("pose" if predictor.task in ("pose_topdown", "pose_bottomup") else predictor.task)
+    if writer is not None:
+        summary.update(writer(ctx))
+    return summary
+
+
+@dataclass
+class _Outputs:
+    """What a task's writer of :func:`write_outputs` reads: ``num_vis`` drawings, ``id_of`` image id per file."""
+
+    predictor: Predictor
+    files: list[Path]
+    items: Any
+    values: Any
+    out: Path
+    opts: PredictOptions
+    num_vis: int
+    id_of: dict[str, int]
+
+
+def _write_pose(ctx: _Outputs) -> dict[str, Any]:
+    """COCO keypoint results (top-down or bottom-up) and drawn people. Returns the summary's counts."""
+    from hrnet_core.data.io import read_image
+
+    r, kind = ctx.predictor.recipe, ctx.predictor.task
+    predictor, files, items, values, out = ctx.predictor, ctx.files, ctx.items, ctx.values, ctx.out
+    n_vis, vis, id_of = ctx.num_vis, ctx.out / "vis", ctx.id_of
+    summary: dict[str, Any] = {}
+    from hrnet_core.evaluation.coco_keypoints import write_coco_results
+
+    if kind == "pose_topdown":
+        from hrnet_core.tasks.pose_topdown import _coco_results, keypoint_spec
+
+        k = int(predictor.vocab["num_joints"])
+        results = _coco_results(items, np.asarray(values), r, k, None if k == 17 else
+                                keypoint_spec("coco", k).sigmas) if items else []
+    else:
+        from hrnet_core.tasks.pose_bottomup import coco_results
+
+        results = coco_results(items, Predictions(values))
+    write_coco_results(results, out / "predictions.json")
+    summary["people"] = len(results)
+    by_image: dict[int, list] = {}
+    for res in results:
+        by_image.setdefault(int(res["image_id"]), []).append(res)
+    for f in files[:n_vis]:
+        img = read_image(f).copy()
+        people = [(res["keypoints"], res["score"], None) for res in by_image.get(id_of[str(f)], [])]
+        _draw_people(img, people, r.test.joint_score_thr if kind == "pose_topdown" else 0.1)
+        _save(img, vis / f"{_stem(f, files)}.jpg")
+    return summary
+
+
+def _write_segmentation(ctx: _Outputs) -> dict[str, Any]:
+    """``labels/*.png`` in the dataset's ids, ``predictions.json`` naming them, blended drawings. Returns the
+    summary's counts."""
     import cv2
 
     from hrnet_core.data.io import read_image
 
-    r, kind = predictor.recipe, predictor.task
-    out.mkdir(parents=True, exist_ok=True)
-    n_vis = len(files) if opts.num_vis is None else opts.num_vis
-    vis = out / "vis"
-    summary: dict[str, Any] = {"task": kind, "images": len(files)}
-    id_of = dict(zip(map(str, files), image_ids(files, _load_boxes(opts.boxes))))
-    if kind in ("pose_topdown", "pose_bottomup"):
-        from hrnet_core.evaluation.coco_keypoints import write_coco_results
+    predictor, files, values, out = ctx.predictor, ctx.files, ctx.values, ctx.out
+    n_vis, vis = ctx.num_vis, ctx.out / "vis"
+    summary: dict[str, Any] = {}
+    from hrnet_core.data.segmentation import layout_from_meta
+    from hrnet_core.tasks.segmentation import colourise
 
-        if kind == "pose_topdown":
-            from hrnet_core.tasks.pose_topdown import _coco_results, keypoint_spec
-
-            k = int(predictor.vocab["num_joints"])
-            results = _coco_results(items, np.asarray(values), r, k, None if k == 17 else
-                                    keypoint_spec("coco", k).sigmas) if items else []
-        else:
-            from hrnet_core.tasks.pose_bottomup import coco_results
-
-            results = coco_results(items, Predictions(values))
-        write_coco_results(results, out / "predictions.json")
-        summary["people"] = len(results)
-        by_image: dict[int, list] = {}
-        for res in results:
-            by_image.setdefault(int(res["image_id"]), []).append(res)
-        for f in files[:n_vis]:
-            img = read_image(f).copy()
-            people = [(res["keypoints"], res["score"], None) for res in by_image.get(id_of[str(f)], [])]
-            _draw_people(img, people, r.test.joint_score_thr if kind == "pose_topdown" else 0.1)
-            _save(img, vis / f"{_stem(f, files)}.jpg")
-    elif kind == "segmentation":
-        from hrnet_core.data.segmentation import layout_from_meta
-        from hrnet_core.tasks.segmentation import colourise
-
-        layout = layout_from_meta(predictor.vocab)
-        lut = layout.output_lut()
-        (out / "labels").mkdir(exist_ok=True)
-        records = []
-        for n, (f, ids) in enumerate(zip(files, values)):
-            name = f"{_stem(f, files)}.png"
-            cv2.imwrite(str(out / "labels" / name), lut[ids])
-            records.append({"file_name": str(f), "prediction": f"labels/{name}"})
-            if n < n_vis:
-                img = read_image(f)
-                blend = (0.5 * img + 0.5 * colourise(ids, layout.palette)).astype(np.uint8)
-                _save(blend, vis / f"{_stem(f, files)}.jpg")
-        (out / "predictions.json").write_text(json.dumps(
-            {"dataset": predictor.vocab.get("dataset"), "ids": "dataset label ids (output_ids)",
-             "classes": list(layout.classes), "images": records}))
-    elif kind == "face_alignment":
-        preds = np.asarray(values)
-        (out / "predictions.json").write_text(json.dumps(
-            [{"file_name": it["file_name"], "image_id": int(it["image_id"]), "center": list(map(float, it["center"])),
-              "scale": float(it["scale"]), "landmarks": np.round(p[:, :2], 3).tolist(),
-              "score": np.round(p[:, 2], 4).tolist()} for it, p in zip(items, preds)]))
-        summary["faces"] = len(items)
-        for f in files[:n_vis]:
-            img = read_image(f).copy()
-            for it, p in zip(items, preds):
-                if it["file_name"] == str(f):
-                    for x, y in p[:, :2]:
-                        cv2.circle(img, (int(round(x)), int(round(y))), 2, (0, 255, 0), -1, cv2.LINE_AA)
-            _save(img, vis / f"{_stem(f, files)}.jpg")
-    elif kind == "classification":
-        classes = predictor.vocab.get("classes", [])
-        names = predictor.vocab.get("class_names", [])
-        rows = []
-        for f, idx, sc in zip(files, values["index"], values["score"]):
-            rows.append({"file_name": str(f), "top": [
-                {"index": int(i), "id": classes[i] if i < len(classes) else str(i),
-                 "name": names[i] if i < len(names) else str(i), "probability": round(float(s), 6)}
-                for i, s in zip(idx[:5], sc[:5])]})
-        (out / "predictions.json").write_text(json.dumps(rows))
-        for f, row in list(zip(files, rows))[:n_vis]:
-            img = read_image(f).copy()
-            scale = max(img.shape[1] / 400.0, 0.35)
-            for j, t in enumerate(row["top"]):
-                y = int((18 + 20 * j) * scale)
-                text = f"{t['probability']:.2f} {t['name'][:40]}"
-                cv2.putText(img, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 3, cv2.LINE_AA)
-                cv2.putText(img, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (255, 255, 0), 1, cv2.LINE_AA)
-            _save(img, vis / f"{_stem(f, files)}.jpg")
-    elif kind == "detection":
-        from pycocotools import mask as mask_utils
-
-        from hrnet_core.tasks.detection import results_json
-
-        res = results_json(Predictions(values), r.data.box_convention)
-        (out / "predictions.json").write_text(json.dumps(res))
-        summary["objects"] = len(res)
-        names = {int(c["id"]): c["name"] for c in predictor.vocab["categories"]}
-        for f, p in list(zip(files, values))[:n_vis]:
-            img = read_image(f).copy()
-            keep = np.nonzero(p["scores"] >= r.test.vis_score_thresh)[0]
-            for k in keep:
-                c = _colour(int(p["category_ids"][k]))
-                if "masks" in p:
-                    m = mask_utils.decode(p["masks"][k]).astype(bool)
-                    img[m] = (0.5 * img[m] + 0.5 * np.asarray(c)).astype(np.uint8)
-                x0, y0, x1, y1 = (int(v) for v in p["boxes"][k])
-                cv2.rectangle(img, (x0, y0), (x1, y1), c, 2)
-                cv2.putText(img, f"{names.get(int(p['category_ids'][k]), '?')} {p['scores'][k]:.2f}",
-                            (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1, cv2.LINE_AA)
-            _save(img, vis / f"{_stem(f, files)}.jpg")
-    elif kind == "pose_tracking":
-        from hrnet_core.tasks.pose_tracking import results
-
-        per_seq = results(items, Predictions(values), r.test.keypoint_thr)
-        seq = items[0]["vid_id"]
-        (out / "predictions.json").write_text(json.dumps(per_seq[seq]))
-        frames = values[0]
-        summary["tracks"] = len({int(t) for fr in frames for t in fr["track_ids"]})
-        summary["people"] = int(sum(len(fr["track_ids"]) for fr in frames))
-        drawn = []
-        for f, fr in zip(files, frames):
-            img = read_image(f).copy()
-            _draw_people(img, [(p, s, int(t)) for p, s, t in zip(fr["poses"], fr["scores"], fr["track_ids"])],
-                         r.test.keypoint_thr)
-            drawn.append(img)
-        write_video(drawn, vis / f"{seq}.mp4", opts.fps or 10.0)
+    layout = layout_from_meta(predictor.vocab)
+    lut = layout.output_lut()
+    (out / "labels").mkdir(exist_ok=True)
+    records = []
+    for n, (f, ids) in enumerate(zip(files, values)):
+        name = f"{_stem(f, files)}.png"
+        cv2.imwrite(str(out / "labels" / name), lut[ids])
+        records.append({"file_name": str(f), "prediction": f"labels/{name}"})
+        if n < n_vis:
+            img = read_image(f)
+            blend = (0.5 * img + 0.5 * colourise(ids, layout.palette)).astype(np.uint8)
+            _save(blend, vis / f"{_stem(f, files)}.jpg")
+    (out / "predictions.json").write_text(json.dumps(
+        {"dataset": predictor.vocab.get("dataset"), "ids": "dataset label ids (output_ids)",
+         "classes": list(layout.classes), "images": records}))
     return summary
+
+
+def _write_face_alignment(ctx: _Outputs) -> dict[str, Any]:
+    """Landmarks per face and drawn landmarks. Returns the summary's counts."""
+    import cv2
+
+    from hrnet_core.data.io import read_image
+
+    files, items, values, out = ctx.files, ctx.items, ctx.values, ctx.out
+    n_vis, vis = ctx.num_vis, ctx.out / "vis"
+    summary: dict[str, Any] = {}
+    preds = np.asarray(values)
+    (out / "predictions.json").write_text(json.dumps(
+        [{"file_name": it["file_name"], "image_id": int(it["image_id"]), "center": list(map(float, it["center"])),
+          "scale": float(it["scale"]), "landmarks": np.round(p[:, :2], 3).tolist(),
+          "score": np.round(p[:, 2], 4).tolist()} for it, p in zip(items, preds)]))
+    summary["faces"] = len(items)
+    for f in files[:n_vis]:
+        img = read_image(f).copy()
+        for it, p in zip(items, preds):
+            if it["file_name"] == str(f):
+                for x, y in p[:, :2]:
+                    cv2.circle(img, (int(round(x)), int(round(y))), 2, (0, 255, 0), -1, cv2.LINE_AA)
+        _save(img, vis / f"{_stem(f, files)}.jpg")
+    return summary
+
+
+def _write_classification(ctx: _Outputs) -> dict[str, Any]:
+    """Top-5 classes per image and their names drawn. Returns the summary's counts."""
+    import cv2
+
+    from hrnet_core.data.io import read_image
+
+    predictor, files, values, out = ctx.predictor, ctx.files, ctx.values, ctx.out
+    n_vis, vis = ctx.num_vis, ctx.out / "vis"
+    summary: dict[str, Any] = {}
+    classes = predictor.vocab.get("classes", [])
+    names = predictor.vocab.get("class_names", [])
+    rows = []
+    for f, idx, sc in zip(files, values["index"], values["score"]):
+        rows.append({"file_name": str(f), "top": [
+            {"index": int(i), "id": classes[i] if i < len(classes) else str(i),
+             "name": names[i] if i < len(names) else str(i), "probability": round(float(s), 6)}
+            for i, s in zip(idx[:5], sc[:5])]})
+    (out / "predictions.json").write_text(json.dumps(rows))
+    for f, row in list(zip(files, rows))[:n_vis]:
+        img = read_image(f).copy()
+        scale = max(img.shape[1] / 400.0, 0.35)
+        for j, t in enumerate(row["top"]):
+            y = int((18 + 20 * j) * scale)
+            text = f"{t['probability']:.2f} {t['name'][:40]}"
+            cv2.putText(img, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(img, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (255, 255, 0), 1, cv2.LINE_AA)
+        _save(img, vis / f"{_stem(f, files)}.jpg")
+    return summary
+
+
+def _write_detection(ctx: _Outputs) -> dict[str, Any]:
+    """COCO detection results and drawn boxes (and masks). Returns the summary's counts."""
+    import cv2
+
+    from hrnet_core.data.io import read_image
+
+    r = ctx.predictor.recipe
+    predictor, files, values, out = ctx.predictor, ctx.files, ctx.values, ctx.out
+    n_vis, vis = ctx.num_vis, ctx.out / "vis"
+    summary: dict[str, Any] = {}
+    from pycocotools import mask as mask_utils
+
+    from hrnet_core.tasks.detection import results_json
+
+    res = results_json(Predictions(values), r.data.box_convention)
+    (out / "predictions.json").write_text(json.dumps(res))
+    summary["objects"] = len(res)
+    names = {int(c["id"]): c["name"] for c in predictor.vocab["categories"]}
+    for f, p in list(zip(files, values))[:n_vis]:
+        img = read_image(f).copy()
+        keep = np.nonzero(p["scores"] >= r.test.vis_score_thresh)[0]
+        for k in keep:
+            c = _colour(int(p["category_ids"][k]))
+            if "masks" in p:
+                m = mask_utils.decode(p["masks"][k]).astype(bool)
+                img[m] = (0.5 * img[m] + 0.5 * np.asarray(c)).astype(np.uint8)
+            x0, y0, x1, y1 = (int(v) for v in p["boxes"][k])
+            cv2.rectangle(img, (x0, y0), (x1, y1), c, 2)
+            cv2.putText(img, f"{names.get(int(p['category_ids'][k]), '?')} {p['scores'][k]:.2f}",
+                        (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1, cv2.LINE_AA)
+        _save(img, vis / f"{_stem(f, files)}.jpg")
+    return summary
+
+
+def _write_pose_tracking(ctx: _Outputs) -> dict[str, Any]:
+    """The PoseTrack json of the sequence and an annotated video with track ids. Returns the summary's counts."""
+    from hrnet_core.data.io import read_image
+
+    r = ctx.predictor.recipe
+    files, items, values, out, opts = ctx.files, ctx.items, ctx.values, ctx.out, ctx.opts
+    vis = ctx.out / "vis"
+    summary: dict[str, Any] = {}
+    from hrnet_core.tasks.pose_tracking import results
+
+    per_seq = results(items, Predictions(values), r.test.keypoint_thr)
+    seq = items[0]["vid_id"]
+    (out / "predictions.json").write_text(json.dumps(per_seq[seq]))
+    frames = values[0]
+    summary["tracks"] = len({int(t) for fr in frames for t in fr["track_ids"]})
+    summary["people"] = int(sum(len(fr["track_ids"]) for fr in frames))
+    drawn = []
+    for f, fr in zip(files, frames):
+        img = read_image(f).copy()
+        _draw_people(img, [(p, s, int(t)) for p, s, t in zip(fr["poses"], fr["scores"], fr["track_ids"])],
+                     r.test.keypoint_thr)
+        drawn.append(img)
+    write_video(drawn, vis / f"{seq}.mp4", opts.fps or 10.0)
+    return summary
+
+
+#: the writer of each task's outputs (both pose tasks: ``pose``)
+_WRITERS = {"pose": _write_pose, "segmentation": _write_segmentation, "face_alignment": _write_face_alignment,
+            "classification": _write_classification, "detection": _write_detection,
+            "pose_tracking": _write_pose_tracking}
 
 
 def write_video(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:

@@ -191,14 +191,22 @@ def prepare_split(
         DataError: unknown dataset/input, missing source / annotation / image files, malformed annotations,
             undecodable images (all named). Nothing is written then.
     """
-    from hrnet_core.data.io import AnnotationError, ImageReadError
-
     t, reader = reader_for(dataset, task)
-    given = dict(inputs or {})
-    aliases = {"ann_file": "annotations", "image_dir": "images"}
-    for key, value in named_inputs.items():
-        if value is not None:
-            given[aliases.get(key, key)] = value
+    root, files = _source_files(reader, dataset, split, source, cache_dir, {**(inputs or {}), **{
+        _INPUT_ALIASES.get(k, k): v for k, v in named_inputs.items() if v is not None}})
+    rows = _read_rows(reader, root, split, files)
+    images = _checked_images(rows, workers, progress, split)
+    return _write_split(Path(out_dir), split, source, t, reader, rows, images)
+
+
+#: keyword names of :func:`prepare_split` accepted for reader inputs
+_INPUT_ALIASES = {"ann_file": "annotations", "image_dir": "images"}
+
+
+def _source_files(reader, dataset: str, split: str, source: str, cache_dir: str | Path,
+                  given: dict[str, str]) -> tuple[Path, dict[str, Path]]:
+    """The source root (downloaded when needed) and every input file of the split's layout (official, with
+    ``given`` on top). Raises DataError: an unknown input, a missing file (named, with the option to pass)."""
     unknown = sorted(set(given) - set(reader.inputs))
     if unknown:
         raise DataError(f"dataset {dataset!r} takes no input {unknown[0]!r}; its inputs: {', '.join(reader.inputs)}")
@@ -209,13 +217,23 @@ def prepare_split(
         if not path.exists():
             hint = f"pass --{key} if the layout differs" if key in reader.required else "check the path"
             raise DataError(f"{reader.inputs[key]} {str(path)!r} not found (source {str(root)!r}; {hint})")
+    return root, files
+
+
+def _read_rows(reader, root: Path, split: str, files: dict[str, Path]):
+    """The reader's ``PreparedRows``; its annotation / image errors become DataError (same message)."""
+    from hrnet_core.data.io import AnnotationError, ImageReadError
     from hrnet_core.tasks import SourceFiles
 
     try:
-        rows = reader.read(SourceFiles(root=root, split=split, files=files))
+        return reader.read(SourceFiles(root=root, split=split, files=files))
     except (AnnotationError, ImageReadError) as exc:
         raise DataError(str(exc)) from None
 
+
+def _checked_images(rows, workers: int, progress: bool, split: str):
+    """The ``images`` table with ``bytes`` and ``sha256`` of every decoded image, and its ``width`` / ``height``
+    where the reader left 0 (:func:`_check_images`: every image decoded; DataError names an undecodable one)."""
     images = rows.images.copy()
     paths = [str(rows.image_root / f) for f in images["file_name"]]
     checked = _check_images(paths, workers, progress, f"decode {split}")
@@ -224,8 +242,12 @@ def prepare_split(
     if "width" in images:
         images["width"] = [w if int(w0) == 0 else int(w0) for w0, (_, _, w, _) in zip(images["width"], checked)]
         images["height"] = [h if int(h0) == 0 else int(h0) for h0, (_, _, _, h) in zip(images["height"], checked)]
+    return images
 
-    out = Path(out_dir)
+
+def _write_split(out: Path, split: str, source: str, t, reader, rows, images) -> dict[str, Any]:
+    """Write ``<out>/<split>`` through a temporary folder renamed into place (nothing is left on failure);
+    returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     split_dir = out / split
     tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=out))

@@ -3,7 +3,7 @@
 * :mod:`sweeps.spec` - the sweep YAML schema (``sweeps/*.yaml``), validation and the deterministic trial plan;
 * :mod:`sweeps.runner` - ``run_sweep``: Ray Tune ``Tuner`` whose trials each run a Ray Train V2 ``TorchTrainer``,
   ASHA, ``max_concurrent_trials`` from the cluster, resume with ``Tuner.restore``;
-* :mod:`sweeps.tracking` - the MLflow parent run per sweep and one nested run per trial;
+* :mod:`sweeps.mlflow_sweeps` - the MLflow parent run per sweep and one nested run per trial;
 * :mod:`sweeps.submit` - submission to a Ray cluster through the Jobs API;
 * :mod:`sweeps.report` - results table and plot with the paper's values beside ours;
 * :mod:`sweeps.cli` - ``add_sweep_parser`` for the ``hrnet`` CLI, and ``python -m sweeps.cli``.

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import tracking
+from . import mlflow_sweeps
 from .spec import SweepConfigError, SweepPlan, SweepSpec
 
 COLUMNS = ["variant", "trial", "status", "early_stopped", "iterations", "ours", "paper", "delta", "params_m",
@@ -71,7 +71,7 @@ def build_rows(plan: SweepPlan, *, mlflow_uri: str, parent_run_id: str,
     metric = plan.spec.metric
     complexity = complexity if complexity is not None else trial_complexity(plan)
     children: dict[str, Any] = {}
-    for run in tracking.child_runs(mlflow_uri, parent_run_id):  # newest last: keep the newest per trial
+    for run in mlflow_sweeps.child_runs(mlflow_uri, parent_run_id):  # newest last: keep the newest per trial
         children[run.data.tags.get("sweep.trial", "")] = run
     ran = run_trial_overrides(mlflow_uri, parent_run_id)
     trial_overrides = {t.key: (ran.get(t.key, {}) if ran is not None else t.overrides) for t in plan.trials}
@@ -109,7 +109,7 @@ def build_rows(plan: SweepPlan, *, mlflow_uri: str, parent_run_id: str,
 
 def run_trial_overrides(mlflow_uri: str, parent_run_id: str) -> dict[str, dict[str, Any]] | None:
     """``{trial_key: overrides}`` of a sweep run as it ran: the ``sweep/plan.json`` artifact of its parent run
-    (written by ``sweeps.tracking.ensure_parent_run``); ``None`` when the run has none."""
+    (written by ``sweeps.mlflow_sweeps.ensure_parent_run``); ``None`` when the run has none."""
     import tempfile
 
     from mlflow.tracking import MlflowClient
@@ -244,7 +244,7 @@ def report_sweep(plan: SweepPlan, *, mlflow_uri: str, experiment: str, out_dir: 
     if storage_path and "://" not in storage_path:
         storage_path = str(Path(storage_path).resolve())
     sweep_path = os.path.join(storage_path, plan.experiment_name) if storage_path else None
-    parent = tracking.find_parent_run(mlflow_uri, experiment, plan.experiment_name, sweep_path)
+    parent = mlflow_sweeps.find_parent_run(mlflow_uri, experiment, plan.experiment_name, sweep_path)
     if parent is None:
         raise SweepConfigError(
             f"no MLflow run of sweep {plan.experiment_name!r} in experiment {experiment!r} at {mlflow_uri}"

@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import tracking
+from pipelines.runs import has_checkpoints, pinned_path_overrides
+
+from . import mlflow_sweeps
 from .spec import SweepConfigError, SweepPlan, SweepSpec, build_plan, check_cluster_fit, load_sweep
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "hrnet_sweep.json"
-#: Recipe keys holding paths that trials (running in other processes / directories) must see as absolute paths.
-PATH_KEYS = ("data.root", "model.pretrained")
 
 
 def default_storage_path() -> str:
@@ -47,8 +47,8 @@ def default_storage_path() -> str:
 
 def default_mlflow_uri(uri: str | None = None) -> str:
     """``uri``, else ``$MLFLOW_TRACKING_URI``, else the SQLite store ``./mlflow.db``; local paths made absolute
-    (trial actors and workers run in other directories). Same rules as ``pipelines.tracking.resolve_tracking_uri``."""
-    from pipelines.tracking import resolve_tracking_uri
+    (trial actors and workers run in other directories). Same rules as ``pipelines.mlflow_runs.resolve_tracking_uri``."""
+    from pipelines.mlflow_runs import resolve_tracking_uri
 
     return resolve_tracking_uri(uri)
 
@@ -114,9 +114,9 @@ def run_trial(config: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
         config: Tune's trial config, ``{"trial": <trial key>}``.
         payload: the plan as plain data (see :func:`_payload`).
     """
-    from ray.train.v2._internal.constants import is_v2_enabled
+    from pipelines.ray_adapter import train_v2_enabled
 
-    if not is_v2_enabled():
+    if not train_v2_enabled():
         raise RuntimeError("sweeps need Ray Train V2 (set RAY_TRAIN_V2_ENABLED=1 on the cluster)")
     from hrnet_core.recipes import load_recipe
     from pipelines.train import train
@@ -162,7 +162,7 @@ def _tune_status_callback(mlflow_uri: str, parent_run_id: str, trial_info: Mappi
         def _record(self, trial, **kwargs) -> None:
             key = trial.config.get("trial")
             if key in self.trial_info:
-                tracking.record_trial(self.mlflow_uri, self.parent_run_id, key, self.trial_info[key], **kwargs)
+                mlflow_sweeps.record_trial(self.mlflow_uri, self.parent_run_id, key, self.trial_info[key], **kwargs)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
@@ -218,17 +218,12 @@ def _payload(plan: SweepPlan, *, parent_run_id: str, experiment_path: str, mlflo
         "parent_run_id": parent_run_id,
         "trials": {t.key: {"overrides": t.overrides, "variant": t.variant,
                            "train_run_name": _train_run_name(plan, parent_run_id, t.key),
-                           "paper_tags": tracking.trial_paper_tags(plan, t)} for t in plan.trials},
+                           "paper_tags": mlflow_sweeps.trial_paper_tags(plan, t)} for t in plan.trials},
     }
 
 
 def _train_storage(experiment_path: str) -> str:
     return os.path.join(experiment_path, "train")
-
-
-def _has_checkpoint(run_dir: str) -> bool:
-    p = Path(run_dir)
-    return p.is_dir() and any(c.is_dir() and c.name.startswith("checkpoint") for c in p.iterdir())
 
 
 def _absolute_path_overrides(spec: SweepSpec, smoke: bool, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -244,12 +239,7 @@ def _absolute_path_overrides(spec: SweepSpec, smoke: bool, overrides: Mapping[st
         flat = load_recipe(spec.recipe, overrides=shared, profile=profile).flat()
     except Exception as e:  # noqa: BLE001 - reported with the file name by build_plan below
         raise SweepConfigError(f"{spec.source or spec.name}: recipe {spec.recipe!r}: {type(e).__name__}: {e}") from None
-    out = {}
-    for key in PATH_KEYS:
-        value = flat.get(key)
-        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
-            out[key] = str(Path(value).resolve())
-    return out
+    return pinned_path_overrides(flat)
 
 
 def resolve_plan(sweep: str | SweepSpec, *, smoke: bool = False, overrides: Mapping[str, Any] | None = None,
@@ -501,14 +491,14 @@ def run_sweep(
         state, restorable = None, False
     restored = bool(restorable and not fresh)
 
-    parent_run_id = tracking.ensure_parent_run(
+    parent_run_id = mlflow_sweeps.ensure_parent_run(
         plan, mlflow_uri=mlflow_uri, experiment=experiment, sweep_path=experiment_path,
         existing_run_id=state.get("parent_run_id") if restored and state else None)
-    from pipelines.tracking import set_tags
+    from pipelines.mlflow_runs import set_tags
 
     set_tags(mlflow_uri, parent_run_id, {"sweep.source": sweep_source(plan)})  # the submitting checkout's file
     complexity = report_mod.trial_complexity(plan)
-    trial_info = {t.key: {"variant": t.variant, "paper": t.paper, "paper_tags": tracking.trial_paper_tags(plan, t),
+    trial_info = {t.key: {"variant": t.variant, "paper": t.paper, "paper_tags": mlflow_sweeps.trial_paper_tags(plan, t),
                           "complexity": complexity[t.key]} for t in plan.trials}
     _write_state(experiment_path, {
         "sweep": plan.spec.name, "experiment_name": plan.experiment_name, "smoke": plan.smoke,
@@ -521,8 +511,8 @@ def run_sweep(
         # An unfinished trial without a checkpoint restarts from scratch in a new MLflow run: retire the old one.
         for key, status in _statuses(experiment_path, plan).items():
             run_dir = os.path.join(_train_storage(experiment_path), payload["trials"][key]["train_run_name"])
-            if status != "TERMINATED" and not _has_checkpoint(run_dir):
-                tracking.supersede_children(mlflow_uri, parent_run_id, key)
+            if status != "TERMINATED" and not has_checkpoints(run_dir):
+                mlflow_sweeps.supersede_children(mlflow_uri, parent_run_id, key)
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), trial_placement(plan))
     if restored:
         logger.info("resuming sweep %s from %s", plan.experiment_name, experiment_path)
@@ -558,7 +548,7 @@ def run_sweep(
     done = all(s in {"TERMINATED", "ERROR"} for s in statuses.values())
     counts = {s.lower(): sum(1 for v in statuses.values() if v == s) for s in sorted(set(statuses.values()))}
     if done:
-        tracking.finish_parent(mlflow_uri, parent_run_id,
+        mlflow_sweeps.finish_parent(mlflow_uri, parent_run_id,
                                status="FAILED" if "ERROR" in statuses.values() else "FINISHED",
                                summary={"statuses": statuses, "counts": counts})
         from mlflow.tracking import MlflowClient
@@ -566,7 +556,7 @@ def run_sweep(
         for p in written:
             MlflowClient(mlflow_uri).log_artifact(parent_run_id, p, "sweep")
     else:
-        tracking.finish_parent(mlflow_uri, parent_run_id, status="KILLED",
+        mlflow_sweeps.finish_parent(mlflow_uri, parent_run_id, status="KILLED",
                                summary={"statuses": statuses, "counts": counts, "interrupted": True})
         logger.warning("sweep %s interrupted (%s); run the same command again to resume the unfinished trials",
                        plan.experiment_name, counts)
@@ -629,9 +619,9 @@ def _close_interrupted(mlflow_uri: str, parent_run_id: str, trial_info: Mapping[
     for key, status in statuses.items():
         if status in {"TERMINATED", "ERROR"}:
             continue
-        child = tracking.find_child(mlflow_uri, parent_run_id, key)
+        child = mlflow_sweeps.find_child(mlflow_uri, parent_run_id, key)
         if child is not None and child.info.status == "RUNNING":
-            tracking.record_trial(mlflow_uri, parent_run_id, key, trial_info[key], status="KILLED", tune_status=status)
+            mlflow_sweeps.record_trial(mlflow_uri, parent_run_id, key, trial_info[key], status="KILLED", tune_status=status)
 
 
 def trial_keys(outcome: SweepOutcome, status: str) -> list[str]:

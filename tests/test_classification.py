@@ -287,7 +287,7 @@ def test_official_checkpoint_evaluation_fills_the_imagenet_rows(cls_data, tmp_pa
     puts it beside Table 14's HRNet-W18-C row (top-1 error = 100 - top-1) and HRFormer Table 6's HRNet-W18 row."""
     from hrnet_cli.main import main
     from hrnet_core.tasks.classification import TASK
-    from pipelines import report, tracking
+    from pipelines import mlflow_runs as tracking, report
 
     torch.manual_seed(3)
     r = load_recipe(RECIPE, {"data.root": str(cls_data / "prepared")}, profile=PROFILE)
@@ -445,7 +445,7 @@ def test_hrformer_smoke_steps_with_the_deit_pipeline(cls_data):
     from hrnet_core.data.prepared import open_split
     from hrnet_core.data.seeding import sample_rng
     from hrnet_core.tasks.classification import TASK
-    from pipelines.train import build_optimizer
+    from hrnet_core.engine import build_optimizer
 
     r = load_recipe("cls_hrformer_t_224x224_imagenet", {"data.root": str(cls_data / "prepared")}, profile=PROFILE)
     split = open_split(r.data.root, "train", task="classification")

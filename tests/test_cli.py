@@ -196,7 +196,7 @@ def test_evaluate_official_checkpoint_is_its_own_mlflow_run(prepared, capsys):
     """`hrnet evaluate RECIPE --checkpoint <official .pth>`: strict load, a new run tagged source=official-checkpoint
     with paper/ and delta/ metrics, shown in the report's "Official ckpt" column."""
     from hrnet_core.recipes import load_recipe
-    from pipelines import tracking
+    from pipelines import mlflow_runs as tracking
     from pipelines.report import build_report
 
     recipe = load_recipe(RECIPE, profile="smoke")
@@ -257,7 +257,7 @@ def test_evaluate_mpii_logs_pckh_to_mlflow(tmp_path, capsys):
     from scipy.io import savemat
 
     from hrnet_core.recipes import load_recipe
-    from pipelines import tracking
+    from pipelines import mlflow_runs as tracking
     from tests.test_topdown_mpii import ANN, SAMPLES, make_headboxes
 
     entries = json.loads(ANN.read_text())

@@ -159,10 +159,10 @@ def test_train_sigint_handler_is_chained_after_ray_trains():
     """Point 3. Ray Train V2 registers its SIGINT handler inside ``fit`` (abort, then ``sys.exit(0)``), replacing any
     handler installed before, so ``except KeyboardInterrupt`` never ran and the MLflow run stayed RUNNING. Our Trainer
     chains a handler after Ray's: it records the interrupt, then calls Ray's."""
-    from pipelines.train import _trainer_class
+    from pipelines.ray_adapter import trainer_class
 
     flag = []
-    cls = _trainer_class(on_sigint=lambda: flag.append(1))
+    cls = trainer_class(on_sigint=lambda: flag.append(1))
     before = signal.getsignal(signal.SIGINT)
     try:
         cls._register_sigint_handler(object.__new__(cls), controller=None)
@@ -224,7 +224,7 @@ def test_submit_uploads_the_checkout_it_runs_from(tmp_path, monkeypatch):
 def test_sweep_report_takes_override_columns_from_the_run_reported(tmp_path):
     """Point 7. A sweep run with ``-o train.optimizer.lr=0.01`` reported with ``-o train.optimizer.lr=0.5``: old
     column ``override.train.optimizer.lr`` = 0.5 (the reporting command's), new 0.01 (the run's plan.json)."""
-    from sweeps import tracking
+    from sweeps import mlflow_sweeps as tracking
     from sweeps.report import build_rows
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -360,7 +360,7 @@ def test_interrupted_trial_left_pending_by_tune_ends_killed(tmp_path):
     """Point 2. After `hrnet sweep stop` mid-trial, Tune's saved state calls the interrupted trial PENDING (measured on
     the two-node cluster). Old ``_close_interrupted`` (RUNNING / PAUSED only): its child run stayed RUNNING; new:
     KILLED. A trial that never started (no child) is left alone; a finished one too."""
-    from sweeps import runner, tracking
+    from sweeps import mlflow_sweeps as tracking, runner
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     plan = build_plan(load_sweep("pose_width_coco"), smoke=True)

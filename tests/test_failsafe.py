@@ -74,8 +74,8 @@ def test_sweep_trial_record_logs_delta_next_to_paper(tmp_path):
 
     Before: ``record_trial`` logged ``paper/AP`` = 74.4 only (no ``delta/AP``); now ``delta/AP`` = 10.0 - 74.4.
     """
-    from pipelines import tracking
-    from sweeps import tracking as sweep_tracking
+    from pipelines import mlflow_runs as tracking
+    from sweeps import mlflow_sweeps as sweep_tracking
 
     uri = _uri(tmp_path)
     paper_tags = {"paper.id": "hrnet_pose_cvpr2019", "paper.table": "1", "paper.row": "HRNet-W32 256x192 pretrain"}
@@ -94,10 +94,10 @@ def test_sweep_trial_record_logs_delta_next_to_paper(tmp_path):
 
 
 def test_training_closes_its_run_with_the_paper_comparison(tmp_path):
-    """The end of ``train`` (:func:`pipelines.train.close_training_run`) logs ``paper/`` and ``delta/`` as ``hrnet
+    """The end of ``train`` (:func:`pipelines.mlflow_runs.close_training_run`) logs ``paper/`` and ``delta/`` as ``hrnet
     evaluate`` does, from the final metrics. Before: training never called ``log_paper_comparison`` (no delta/AP)."""
-    from pipelines import tracking
-    from pipelines.train import close_training_run
+    from pipelines import mlflow_runs as tracking
+    from pipelines.mlflow_runs import close_training_run
 
     uri = _uri(tmp_path)
     run = tracking.create_run(uri, "hrnet", "r", tracking.recipe_tags(load_recipe(RECIPE, profile="smoke")))
@@ -155,7 +155,7 @@ def _cpuinfo() -> tuple[str | None, set[str]]:
 def test_environment_tags_name_the_hardware_and_software_that_decide_the_numbers():
     """``env.*`` tags: the CPU model and its vector ISA levels, torch / oneDNN / CUDA / cuDNN versions, the GPU.
     Independent reading: ``/proc/cpuinfo`` and torch's own build information. Before: no such tags."""
-    from pipelines.tracking import environment_tags
+    from pipelines.mlflow_runs import environment_tags
 
     tags = environment_tags()
     model, flags = _cpuinfo()
@@ -176,7 +176,7 @@ def test_environment_tags_name_the_hardware_and_software_that_decide_the_numbers
 
 def test_environment_tags_of_several_workers_name_each_differing_rank():
     """Ranks on different machines: a value they share is kept, a differing one lists every rank's."""
-    from pipelines.tracking import merge_environment_tags
+    from pipelines.mlflow_runs import merge_environment_tags
 
     merged = merge_environment_tags([{"env.torch": "2.1", "env.cpu_isa": "avx2"},
                                      {"env.torch": "2.1", "env.cpu_isa": "avx512f avx2"}])
@@ -185,7 +185,7 @@ def test_environment_tags_of_several_workers_name_each_differing_rank():
 
 def test_evaluation_run_records_the_environment(pose_root, tmp_path):
     """``hrnet evaluate`` of an official checkpoint creates a run carrying the ``env.*`` tags. Before: none."""
-    from pipelines import tracking
+    from pipelines import mlflow_runs as tracking
     from pipelines.evaluate import evaluate
     from hrnet_core.weights import build_network
 
@@ -364,7 +364,8 @@ def test_metrics_json_is_strict(tmp_path):
 def test_non_finite_loss_names_epoch_step_and_terms():
     """The loop's check (torchvision ``references/detection`` ``train_one_epoch``: stop at the first non-finite
     loss, printing the loss terms): one line with the epoch, the optimiser step and every term."""
-    from pipelines.train import DATA_ERRORS, NonFiniteLossError, check_finite_loss
+    from hrnet_core.engine import NonFiniteLossError, check_finite_loss
+    from hrnet_core.errors import FinalError
 
     check_finite_loss({"loss": 0.5, "heatmap": 0.5}, epoch=0, epochs=3, step=4, batch=2, batches=8)
     with pytest.raises(NonFiniteLossError) as exc:
@@ -372,7 +373,7 @@ def test_non_finite_loss_names_epoch_step_and_terms():
                           batches=8)
     assert str(exc.value).startswith("non-finite loss at epoch 2/3, step 12 (batch 4/8): loss nan, heatmap inf")
     assert "\n" not in str(exc.value)
-    assert "NonFiniteLossError" in DATA_ERRORS, "not retried by Ray Train's failure policy"
+    assert issubclass(NonFiniteLossError, FinalError), "not retried by Ray Train's failure policy"
 
 
 # ------------------------------------------------------------------------------------------------ 13. unsafe inputs
@@ -408,15 +409,15 @@ def test_cli_train_refuses_a_malicious_pretrained_file_in_one_line(pose_root, tm
 
 def _finished_run(pose_root: Path, tmp_path: Path):
     """A run folder whose checkpoint has trained every epoch (as ``tests/test_run_identity.py`` builds it)."""
-    import pipelines.train as T
     from hrnet_core.weights import build_network, save_weights
+    from pipelines import runs
 
-    recipe = T.absolutize(load_recipe(RECIPE, {**SMALL, "data.root": str(pose_root)}, profile="smoke"))
-    identity = T.run_identity(recipe)
+    recipe = runs.absolutize(load_recipe(RECIPE, {**SMALL, "data.root": str(pose_root)}, profile="smoke"))
+    identity = runs.run_identity(recipe)
     run_dir = tmp_path / "ray" / identity["run_name"]
     ckpt = run_dir / "checkpoint_2026-01-01_00-00-00.000000"
     ckpt.mkdir(parents=True)
-    (run_dir / T.RUN_IDENTITY).write_text(json.dumps(identity))
+    (run_dir / runs.RUN_IDENTITY).write_text(json.dumps(identity))
     (ckpt / "history.json").write_text(json.dumps([{"epoch": 1.0, "loss": 0.01, "AP": 12.5}]))
     save_weights(ckpt / "model.pt", build_network(recipe).state_dict(), recipe, {"epoch": 1})
     return recipe, identity["run_name"], ckpt
@@ -428,7 +429,7 @@ def _no_ray(monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a finished run must not start Ray Train")
 
-    monkeypatch.setattr(T, "_trainer_class", no_training)
+    monkeypatch.setattr(T, "trainer_class", no_training)
     monkeypatch.setattr(T, "init_ray", no_training)
 
 
@@ -454,7 +455,7 @@ def test_already_complete_never_names_a_failed_run_as_complete(pose_root, tmp_pa
     FINISHED (the checkpoints prove it trained every epoch), tagged ``completed_from_checkpoint``, and the line says
     that it had ended FAILED."""
     import pipelines.train as T
-    from pipelines import tracking
+    from pipelines import mlflow_runs as tracking
 
     recipe, run_name, _ = _finished_run(pose_root, tmp_path)
     uri = _uri(tmp_path)
@@ -476,9 +477,9 @@ def test_already_complete_never_names_a_failed_run_as_complete(pose_root, tmp_pa
 def test_an_epoch_logged_twice_is_recorded_once(tmp_path):
     """A worker killed between the epoch's MLflow log and its checkpoint report retrains that epoch after the restart
     and logs it again. Before (``tracking.log_metrics`` twice at step 1): 2 values of ``loss`` at step 1. Now
-    (:func:`pipelines.train.log_epoch`): 1."""
-    from pipelines import tracking
-    from pipelines.train import log_epoch
+    (:func:`pipelines.mlflow_runs.log_epoch`): 1."""
+    from pipelines import mlflow_runs as tracking
+    from pipelines.mlflow_runs import log_epoch
 
     uri = _uri(tmp_path)
     rid = tracking.create_run(uri, "hrnet", "r")

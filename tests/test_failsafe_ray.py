@@ -1,10 +1,11 @@
 """Issue 24 points 4, 9 and 12 end to end (one Ray test on the session instance, ``ray_session`` in conftest.py).
 
 * 12: ``--set train.optimizer.lr=1e30`` stops at the first non-finite loss with one line naming epoch, step and the
-  loss terms, without retries; the MLflow run ends FAILED with tag ``failure``; nothing non-strict is written to
-  ``--metrics-out``. Before the fix (measured 2026-12-07 on this width-8 smoke HRNet, 1 worker): the NaN loss trained
-  on to the validation, whose COCO writer failed ("ValueError: result 0: keypoints must be finite"), Ray Train
-  retried it twice (3 attempts), and the one error line named the keypoints, not the loss. (With lr=1e6 this tiny
+  loss terms, without retries (exit 1); the MLflow run ends FAILED with tag ``failure``; nothing non-strict is written
+  to ``--metrics-out`` and no ``--weights-out`` file (``models/``) is written. Before the fix (measured 2026-12-07 on
+  this width-8 smoke HRNet, 1 worker): the NaN loss trained on to the validation, whose COCO writer failed
+  ("ValueError: result 0: keypoints must be finite"), Ray Train retried it twice (3 attempts), and the one error line
+  named the keypoints, not the loss. (With lr=1e6 this tiny
   network stays finite: loss 3.5e25 -> 4.9e22, exit 0, run FINISHED; the issue's ``loss nan`` came from a larger
   smoke network.)
 * 9: the training run carries the environment that decides its numbers (``env.*`` tags: CPU model and ISA, torch,
@@ -63,8 +64,9 @@ def test_training_stops_at_a_non_finite_loss_and_records_its_environment(ray_ses
 
     # -- point 12: a learning rate that blows the loss up
     bad_out = workdir / "metrics" / "bad.json"
+    bad_weights = workdir / "models" / "nan.pt"
     code = main(_argv(workdir, "--set", "train.optimizer.lr=1e30", "--set", "train.epochs=3", "--num-workers", "1",
-                      "--run-name", "nan-run", "--metrics-out", str(bad_out)))
+                      "--run-name", "nan-run", "--metrics-out", str(bad_out), "--weights-out", str(bad_weights)))
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("hrnet: error:")]
     assert code == 1 and len(lines) == 1, err[-3000:]
@@ -75,6 +77,7 @@ def test_training_stops_at_a_non_finite_loss_and_records_its_environment(ray_ses
     assert run.info.status == "FAILED"
     assert "non-finite loss" in run.data.tags.get("failure", "")
     assert not bad_out.exists() or _strict(bad_out.read_text()) is not None
+    assert not bad_weights.exists() and not bad_weights.parent.exists(), "no models/ file of a failed run"
 
     # -- points 9 and 4: a normal run (2 workers) records its environment and the paper comparison
     out = workdir / "metrics" / "train.json"

@@ -1,4 +1,4 @@
-"""``pipelines.train.lr_at`` against independent computations of each official schedule, every epoch / step.
+"""``hrnet_core.engine.lr_at`` against independent computations of each official schedule, every epoch / step.
 
 Figures measured with the code before this change (``lr_at`` of commit 01e441a):
 
@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from hrnet_core.recipes import ConfigError, load_recipe
-from pipelines.train import lr_at, steps_per_epoch
+from hrnet_core.engine import lr_at, steps_per_epoch
 
 
 class TorchUpTo10MultiStep:

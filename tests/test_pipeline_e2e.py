@@ -141,7 +141,7 @@ def test_train_resume_evaluate(ray_session, workdir, monkeypatch):
 
 
 def test_learning_rate_schedule():
-    from pipelines.train import lr_at
+    from hrnet_core.engine import lr_at
 
     r = load_recipe("pose_hrnet_w32_256x192_coco")
     assert lr_at(r, 0, 0) == 1e-3 and lr_at(r, 169, 10**6) == 1e-3
@@ -153,7 +153,7 @@ def test_learning_rate_schedule():
 
 
 def test_optimizer_exempts_named_parameters_from_weight_decay():
-    from pipelines.train import build_optimizer
+    from hrnet_core.engine import build_optimizer
 
     r = load_recipe("pose_hrformer_t_256x192_coco")
     model = build_model(r.model.name, **r.model.build_kwargs())
@@ -293,7 +293,7 @@ def test_streamed_ingest_trains_with_the_losses_of_the_per_epoch_and_plain_paths
     from hrnet_core.data.seeding import epoch_shard, sample_rng
     from hrnet_core.tasks import get_task
     from pipelines.ingest import build_train_dataset, preserve_order, samples_table, stack_samples, task_collate
-    from pipelines.train import build_optimizer
+    from hrnet_core.engine import build_optimizer
 
     r = _recipe(workdir, 2)
     task = get_task(r.task)
@@ -352,7 +352,7 @@ def test_ddp_options_let_hrformer_pose_train(tmp_path):
 
     from hrnet_core.recipes import load_recipe
     from hrnet_core.weights import build_network as build_pose_model
-    from pipelines.train import ddp_kwargs
+    from pipelines.train_worker import ddp_kwargs
 
     assert ddp_kwargs(build_pose_model(load_recipe("pose_hrnet_w32_256x192_coco", profile="smoke"))) == {}
     model = build_pose_model(load_recipe("pose_hrformer_t_256x192_coco", profile="smoke"))

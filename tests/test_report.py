@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hrnet_core.paper_tables import all_rows, find_row, load_tables
-from pipelines import report, tracking
+from pipelines import mlflow_runs as tracking, report
 
 CHROMIUM = "/usr/bin/chromium"
 W32_ROW = ("hrnet_pose_cvpr2019", "1", "HRNet-W32 256x192 pretrain")

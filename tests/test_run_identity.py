@@ -39,7 +39,7 @@ def _recipe(root, **over):
 
 
 def test_default_run_name_depends_on_the_data_not_on_its_location(two_datasets, tmp_path):
-    from pipelines.train import run_identity
+    from pipelines.runs import run_identity
 
     a, b = two_datasets
     ida, idb = run_identity(_recipe(a)), run_identity(_recipe(b))
@@ -53,7 +53,7 @@ def test_default_run_name_depends_on_the_data_not_on_its_location(two_datasets, 
 
 def _fake_finished_run(storage: Path, run_name: str, identity: dict, epochs: int, recipe) -> None:
     from hrnet_core.weights import build_network, save_weights
-    from pipelines.train import RUN_IDENTITY
+    from pipelines.runs import RUN_IDENTITY
 
     ckpt = storage / run_name / "checkpoint_2026-01-01_00-00-00.000000"
     ckpt.mkdir(parents=True)
@@ -74,7 +74,7 @@ def test_finished_run_is_reported_without_training(two_datasets, tmp_path, monke
     def no_training():
         raise AssertionError("a finished run must not start Ray Train")
 
-    monkeypatch.setattr(T, "_trainer_class", no_training)
+    monkeypatch.setattr(T, "trainer_class", no_training)
     monkeypatch.setattr(T, "init_ray", lambda address=None: no_training())
     result = T.train(_recipe(a), num_workers=2, use_gpu=False, run_name=None, storage_path=str(tmp_path / "ray"),
                      mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", export_weights=tmp_path / "w.pt")
@@ -101,7 +101,7 @@ def test_adhoc_evaluation_is_its_own_run_and_folder(two_datasets, tmp_path, monk
 
     from hrnet_cli import main
     from hrnet_core.weights import build_network, save_weights
-    from pipelines import tracking
+    from pipelines import mlflow_runs as tracking
 
     a, _ = two_datasets
     monkeypatch.chdir(tmp_path)
@@ -129,9 +129,10 @@ def test_data_errors_are_not_retried():
     from ray.train.v2.api.exceptions import WorkerGroupError
 
     from hrnet_core.data.io import ImageReadError
-    from pipelines.train import DataErrorsAreFinal, root_cause
+    from hrnet_core.errors import root_cause
+    from pipelines.ray_adapter import final_failure_policy
 
-    policy = DataErrorsAreFinal(FailureConfig(max_failures=2))
+    policy = final_failure_policy(FailureConfig(max_failures=2))
     try:
         try:
             raise ImageReadError("/x/bad.jpg", "cannot be decoded (corrupt or not an image)")

@@ -309,7 +309,7 @@ def test_trial_complexity_follows_each_trials_recipe():
 
 
 def test_tracking_parent_run_is_reused_on_resume(tmp_path):
-    from sweeps import tracking
+    from sweeps import mlflow_sweeps as tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     plan = build_plan(load_sweep("pose_width_coco"), smoke=True)
@@ -376,10 +376,10 @@ W48_KEY = ("hrnet_pose_cvpr2019", "1", "HRNet-W48 256x192 pretrain")
 def _sweep_trial_runs(uri: str, plan) -> dict[str, str]:
     """The MLflow runs of a sweep as the runner makes them, without Ray: the parent run, each trial's training run
     with the tags ``pipelines.train.train`` writes (the trial recipe's tags, then the trial's), and the Tune
-    callback's :func:`sweeps.tracking.record_trial`. Returns ``{variant: child run id}``."""
+    callback's :func:`sweeps.mlflow_sweeps.record_trial`. Returns ``{variant: child run id}``."""
     from hrnet_core.recipes import load_recipe
-    from pipelines import tracking as pipeline_tracking
-    from sweeps import tracking
+    from pipelines import mlflow_runs as pipeline_tracking
+    from sweeps import mlflow_sweeps as tracking
 
     pid = tracking.ensure_parent_run(plan, mlflow_uri=uri, experiment="hrnet", sweep_path=f"/x/{plan.experiment_name}")
     out = {}
@@ -405,7 +405,7 @@ def test_sweep_trials_get_their_own_paper_row_not_the_recipes(tmp_path):
     """W48 trial of the W32 recipe: the W48 row's numbers; W18 / W40 (no paper row, no values): no paper numbers --
     both from the Tune callback and from the evaluation hook (``hrnet evaluate`` on the trial's checkpoint)."""
     from hrnet_core.paper_tables import find_row, row_for_recipe
-    from pipelines import tracking as pipeline_tracking
+    from pipelines import mlflow_runs as pipeline_tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     plan = build_plan(load_sweep("pose_width_coco"))
@@ -470,7 +470,7 @@ def test_sweep_trials_in_the_paper_report_belong_to_their_own_rows(tmp_path):
 
 def test_a_variant_quoting_values_without_a_row_gets_those_values(tmp_path):
     """A figure the tables do not encode: the values the sweep file quotes, carried by tag ``paper.values``."""
-    from pipelines import tracking as pipeline_tracking
+    from pipelines import mlflow_runs as pipeline_tracking
 
     text = MINIMAL.format(name="fig").replace('table: "1"', "table: Figure 6").replace(
         "{name: b, overrides: {model.width: 32}}", "{name: b, overrides: {model.width: 32}, paper: {AP: 70.3}}")
@@ -490,7 +490,7 @@ def test_a_variant_quoting_values_without_a_row_gets_those_values(tmp_path):
 
 def test_explicit_paper_key_and_values_override_the_recipes_row(tmp_path):
     from pipelines import report
-    from pipelines import tracking as pipeline_tracking
+    from pipelines import mlflow_runs as pipeline_tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     recipe = "pose_hrnet_w32_256x192_coco"

@@ -114,7 +114,7 @@ def test_toy_task_recipe_sections_and_errors(toy_data):
 
 
 def test_poly_schedule_is_per_iteration(toy_data):
-    from pipelines.train import lr_at, steps_per_epoch
+    from hrnet_core.engine import lr_at, steps_per_epoch
 
     r = _toy_recipe(toy_data)
     total = r.train.epochs * steps_per_epoch(48, 2, 4, 1)
@@ -213,7 +213,7 @@ def test_pose_gt_box_evaluation_reads_the_prepared_rows(tmp_path):
 def test_controller_poll_interval_is_scoped_and_yields_to_the_user(monkeypatch):
     import os
 
-    from pipelines.train import controller_poll_interval
+    from pipelines.ray_adapter import controller_poll_interval
 
     key = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
     monkeypatch.delenv(key, raising=False)

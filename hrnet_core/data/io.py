@@ -10,6 +10,8 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from hrnet_core.errors import BadInputError
+
 __all__ = ["ImageReadError", "AnnotationError", "read_image", "load_json", "check_files_exist", "sha256_file"]
 
 # JPEG "end of image" marker; a file cut short (interrupted download / copy) lacks it, and OpenCV would otherwise
@@ -19,7 +21,7 @@ _JPEG_EOI = b"\xff\xd9"
 _JPEG_TAIL = 1024
 
 
-class ImageReadError(OSError):
+class ImageReadError(BadInputError, OSError):
     """An image file is missing, unreadable, truncated or not decodable. ``.path`` names the file."""
 
     def __init__(self, path: str | os.PathLike, reason: str = "cannot be decoded") -> None:
@@ -28,7 +30,7 @@ class ImageReadError(OSError):
         super().__init__(f"image file {self.path!r}: {reason}")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(BadInputError, ValueError):
     """An annotation / detection file is missing, not valid json or malformed. The message names the file (and entry)."""
 
 

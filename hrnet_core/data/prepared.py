@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hrnet_core.errors import BadInputError
+
 __all__ = ["FORMAT", "DataError", "CorruptDataError", "PreparedSplit", "open_split", "dataset_fingerprint"]
 
 FORMAT = "hrnet-prepared/2"
 
 
-class DataError(ValueError):
+class DataError(BadInputError, ValueError):
     """A dataset source or prepared split is missing or malformed (the message names the path)."""
 
 
@@ -38,6 +40,8 @@ class CorruptDataError(DataError):
 
     The command line exits with status 1 for it (the data is at fault), 2 for a wrong command or missing input.
     """
+
+    exit_status = 1
 
 
 @dataclass(frozen=True)

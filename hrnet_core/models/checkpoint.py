@@ -26,6 +26,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from hrnet_core.errors import BadInputError
+
 logger = logging.getLogger(__name__)
 
 WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "keypoint_head.")
@@ -33,7 +35,7 @@ CONTAINER_KEYS = ("state_dict", "model", "module")
 _LIST_LIMIT = 40
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(BadInputError, ValueError):
     """The checkpoint's entries do not match the model.
 
     Attributes:

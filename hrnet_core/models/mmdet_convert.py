@@ -34,10 +34,12 @@ from typing import Mapping
 
 import torch
 
+from hrnet_core.errors import BadInputError
+
 __all__ = ["convert_mmdet_state_dict", "UnmappedKeyError", "main"]
 
 
-class UnmappedKeyError(KeyError):
+class UnmappedKeyError(BadInputError, KeyError):
     """Checkpoint keys that no rule maps (the message lists them)."""
 
     def __str__(self) -> str:

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import yaml
 
+from hrnet_core.errors import BadInputError
 from hrnet_core.schema import KEY, build_dataclass, check_keys, invalid
 from hrnet_core.vocabulary import ERROR_EQUIVALENTS, METRICS, TASK_NAMES, MetricInfo, metric_info
 
@@ -96,7 +97,7 @@ GFLOPS_CONVENTIONS: Mapping[str, str] = MappingProxyType({
 })
 
 
-class PaperTableError(ValueError):
+class PaperTableError(BadInputError, ValueError):
     """A paper-table file breaks the schema; the message names the key path and the file (formats of
     :mod:`hrnet_core.schema`)."""
 

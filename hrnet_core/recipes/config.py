@@ -41,6 +41,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from hrnet_core import schema
+from hrnet_core.errors import BadInputError
 
 RECIPE_DIR = Path(__file__).resolve().parent
 EXTRA_RECIPE_DIR = RECIPE_DIR / "extra"
@@ -53,7 +54,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STANDARD_NUM_BRANCHES = 4
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInputError, ValueError):
     """A recipe, profile or override is malformed: unknown key, missing key, wrong type or invalid value.
 
     The message names the offending dotted key (e.g. ``train.epochs``) and, where known, the file.

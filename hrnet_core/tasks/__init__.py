@@ -12,6 +12,7 @@ recipe's ``task:``; :func:`get_task` imports it.
 
 from __future__ import annotations
 
+from hrnet_core.errors import BadInputError
 from hrnet_core.task_registry import landed_tasks, load_task
 from hrnet_core.vocabulary import TASK_NAMES
 
@@ -24,7 +25,7 @@ __all__ = ["TASK_NAMES", "get_task", "landed_tasks", "tasks_for_dataset", "Task"
 # hrnet_core.vocabulary.TASK_NAMES, hrnet_core.task_registry.TASK_MODULES
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(BadInputError, KeyError):
     """A task or dataset name that no landed task knows; the message lists the valid choices."""
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise

@@ -20,13 +20,14 @@ Runs are read with ``MlflowClient`` from every experiment except ``paper-compari
 ``sqlite:///mlflow.db`` in the working directory, or ``$MLFLOW_TRACKING_URI`` / ``--mlflow-uri``). The report itself is
 logged as a run of the ``paper-comparison`` experiment (artifacts: md, html, json, plots; metrics: row counts).
 
-``pipelines.tracking.log_paper_comparison`` (re-exported here) is the hook the evaluation pipeline calls after an
+``pipelines.mlflow_runs.log_paper_comparison`` (re-exported here) is the hook the evaluation pipeline calls after an
 evaluation: it logs ``paper/<m>`` for every metric of the run's paper row, ``delta/<m>`` = ours - paper for every
 metric the run measured, and the ``paper.*`` tags, as computed by :func:`paper_comparison`. The run's own ``paper.*``
 tags (a sweep trial's row, or its ``paper.values``) take precedence over the recipe's row, so a W48 variant of a W32
 recipe is compared with the W48 row, and a variant that is no paper row with nothing.
 
-Modules (imports point one way: ``compare`` <- ``pipelines.tracking`` <- ``runs``, ``cli``):
+Modules (imports point one way: ``pipelines.paper_values`` <- ``compare``; ``pipelines.mlflow_runs`` <- ``runs``,
+``cli``; neither low module imports the report):
 
 * :mod:`pipelines.report.compare` - the comparison logic (pure; imports nothing from ``pipelines``);
 * :mod:`pipelines.report.runs` - reading the runs from MLflow (:func:`collect_runs`);
@@ -38,7 +39,7 @@ Every public name of these modules is importable from ``pipelines.report``. The 
 ``from pipelines.report.compare import ...`` (``import pipelines.report.compare as m`` gives the function).
 """
 
-from ..tracking import log_paper_comparison
+from ..mlflow_runs import log_paper_comparison
 from .cli import DEFAULT_OUT_DIR, DEFAULT_UI, ReportOutput, add_report_parser, build_report, cmd_report, main
 from .compare import (
     DEFAULT_TOLERANCES, PAPER_VALUES_TAG, SOURCES, PaperKey, RowResult, RunResult, best_run, compare,

@@ -14,7 +14,7 @@ from pathlib import Path
 from hrnet_core.paper_tables import METRICS, load_papers
 from hrnet_core.paper_tables import complexity as cx
 
-from .. import tracking
+from .. import mlflow_runs
 from .compare import compare, summary_counts
 from .plots import make_plots
 from .render import render_html, render_markdown, row_cells
@@ -71,7 +71,7 @@ def build_report(out_dir: str | Path = DEFAULT_OUT_DIR, *, tracking_uri: str | N
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    uri = tracking.resolve_tracking_uri(tracking_uri)
+    uri = mlflow_runs.resolve_tracking_uri(tracking_uri)
     ui = link_base(uri, ui)
     tolerances = dict(tolerances or {})
     papers = load_papers()
@@ -93,13 +93,13 @@ def build_report(out_dir: str | Path = DEFAULT_OUT_DIR, *, tracking_uri: str | N
     pngs = [Path(p) for ps in png_by_table.values() for p in ps]
     run_id = None
     if log_to_mlflow:
-        run_id = tracking.create_run(uri, REPORT_EXPERIMENT, f"paper-comparison-{_dt.datetime.now():%Y%m%d-%H%M%S}",
-                                     tags={"source": "report", "git_commit": tracking.git_commit()})
-        tracking.log_metrics(uri, run_id, counts)
-        tracking.log_artifacts(uri, run_id, [md, page, js])
+        run_id = mlflow_runs.create_run(uri, REPORT_EXPERIMENT, f"paper-comparison-{_dt.datetime.now():%Y%m%d-%H%M%S}",
+                                     tags={"source": "report", "git_commit": mlflow_runs.git_commit()})
+        mlflow_runs.log_metrics(uri, run_id, counts)
+        mlflow_runs.log_artifacts(uri, run_id, [md, page, js])
         if pngs:
-            tracking.log_artifacts(uri, run_id, [plot_dir], artifact_path="plots")
-        tracking.end_run(uri, run_id)
+            mlflow_runs.log_artifacts(uri, run_id, [plot_dir], artifact_path="plots")
+        mlflow_runs.end_run(uri, run_id)
     return ReportOutput(md, page, js, pngs, counts, run_id)
 
 
@@ -146,7 +146,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.recompute_complexity:
         recs = cx.write_cache(progress=lambda m: print(m, file=sys.stderr))
         print(f"wrote {cx.CACHE_FILE} ({len(recs)} entries)")
-    ui = link_base(tracking.resolve_tracking_uri(args.mlflow_uri), args.mlflow_ui)
+    ui = link_base(mlflow_runs.resolve_tracking_uri(args.mlflow_uri), args.mlflow_ui)
     res = build_report(args.out_dir, tracking_uri=args.mlflow_uri, experiments=args.experiments, ui=ui,
                        tolerances=_parse_tolerances(args.tolerance), log_to_mlflow=not args.no_mlflow_log,
                        compute_missing=not args.no_compute_missing)

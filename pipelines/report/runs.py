@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tracking
+from .. import mlflow_runs
 
 #: The experiment the report logs itself to (its runs are never read back as paper runs).
 REPORT_EXPERIMENT = "paper-comparison"
@@ -37,7 +37,7 @@ def collect_runs(tracking_uri: str, experiments: Sequence[str] | None = None) ->
     ``paper-comparison``). An absent sqlite database means no runs (nothing is created)."""
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
         return []
-    client = tracking.client(tracking_uri)
+    client = mlflow_runs.client(tracking_uri)
     exps = [e for e in client.search_experiments() if e.name != REPORT_EXPERIMENT
             and (experiments is None or e.name in experiments)]
     if not exps:

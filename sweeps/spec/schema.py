@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hrnet_core.errors import BadInputError
+
 SWEEPS_DIR = Path(__file__).resolve().parents[1]
 
 REPORT_X = {"variant", "gflops", "gmacs", "params"}
 AXIS_KINDS = {"grid", "choice", "uniform", "loguniform", "randint"}
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(BadInputError, ValueError):
     """A sweep file is invalid; the message names the file and every offending key."""
 
 

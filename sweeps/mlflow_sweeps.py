@@ -29,7 +29,7 @@ import json
 import logging
 from typing import Any, Iterable, Mapping
 
-from pipelines.report import PAPER_VALUES_TAG, paper_values_from_tags
+from pipelines.paper_values import PAPER_VALUES_TAG, paper_values_from_tags
 
 from .spec import SweepPlan, TrialSpec
 
@@ -40,14 +40,14 @@ CHILD_KIND = "trial"
 
 
 def _client(mlflow_uri: str):
-    from pipelines.tracking import client
+    from pipelines.mlflow_runs import client
 
     return client(mlflow_uri)
 
 
 def experiment_id(mlflow_uri: str, experiment: str) -> str:
     """Id of MLflow experiment ``experiment`` (created when missing, with the pipeline's artifact location)."""
-    from pipelines.tracking import experiment_id as pipeline_experiment_id
+    from pipelines.mlflow_runs import experiment_id as pipeline_experiment_id
 
     return pipeline_experiment_id(mlflow_uri, experiment)
 
@@ -229,7 +229,7 @@ def record_trial(mlflow_uri: str, parent_run_id: str, trial_key: str, info: Mapp
 def trial_deltas(paper: Mapping[str, float], measured: Mapping[str, float]) -> dict[str, float]:
     """``{metric: ours - paper}`` for every paper value the trial measured (its run's latest metrics; ``100 - top1``
     for ``top1_err``, :func:`pipelines.report.compare.run_value`), as ``delta/<m>`` of ``log_paper_comparison``."""
-    from pipelines.report.compare import run_value
+    from pipelines.paper_values import run_value
 
     out = {}
     for metric, value in paper.items():

@@ -322,7 +322,7 @@ def log_paper_comparison(run_id: str, recipe_name: str, metrics: Mapping[str, fl
     ``delta/<m>`` (ours - paper) for every one of them measured in ``metrics``, and the tags ``paper.id``,
     ``paper.table``, ``paper.row``, ``paper.metric``, ``paper.status`` (``reproduced`` / ``below``).
 
-    The numbers are :func:`pipelines.report.compare.paper_comparison` of the run's tags: the explicit ``paper_key``
+    The numbers are :func:`pipelines.paper_values.paper_comparison` of the run's tags: the explicit ``paper_key``
     (or its older spelling ``paper_ref``) / ``paper_values``, else the row or values the run's own ``paper.*`` tags
     name (a sweep trial), else the recipe's row (its ``paper`` block, else its primary row in
     ``hrnet_core.paper_tables``). ``tolerances``: per-metric overrides for ``paper.status``.
@@ -333,9 +333,9 @@ def log_paper_comparison(run_id: str, recipe_name: str, metrics: Mapping[str, fl
     Raises:
         KeyError: an explicit ``paper_key`` names an unknown row and no ``paper_values`` are given.
     """
-    # The comparison logic is pure and imports nothing from pipelines; imported here so that training workers that
-    # never compare do not load the report package.
-    from .report.compare import paper_comparison
+    # the comparison logic (pure, one floor down: pipelines.paper_values); imported here so that training workers
+    # that never compare do not load the paper tables
+    from .paper_values import paper_comparison
 
     uri = resolve_tracking_uri(tracking_uri)
     out, tags = paper_comparison(recipe_name, metrics, run_tags=client(uri).get_run(run_id).data.tags,
@@ -346,3 +346,41 @@ def log_paper_comparison(run_id: str, recipe_name: str, metrics: Mapping[str, fl
     if tags:
         set_tags(uri, run_id, tags)
     return out
+
+
+def log_epoch(uri: str, run_id: str, metrics: dict[str, float], epoch: int) -> dict[str, float]:
+    """Log one training epoch's metrics at step ``epoch`` (1-based) once: a worker restarted between this log and
+    its checkpoint report retrains the epoch and logs it again, which adds nothing (:func:`log_metrics_once`).
+    Returns what was logged."""
+    return log_metrics_once(uri, run_id, metrics, step=epoch)
+
+
+def close_training_run(uri: str, run_id: str, recipe_name: str, metrics: dict[str, float], step: int,
+                       profile: str | None = None) -> dict[str, float]:
+    """End a finished training run: log ``train_time_s`` / ``driver_setup_s`` and the paper comparison of the final
+    metrics (``paper/<m>``, ``delta/<m>`` and ``paper.*`` tags, :func:`log_paper_comparison`, as ``hrnet evaluate``
+    does; a sweep trial is compared with its own row), tag ``paper.comparable`` (no profile), and mark it FINISHED.
+
+    Args:
+        metrics: the final metrics (the last epoch's, with its validation metrics in the papers' names).
+        step: the step of the final metrics (epochs trained).
+
+    Returns:
+        The ``paper/`` and ``delta/`` metrics logged (``{}`` without paper values).
+    """
+    log_metrics(uri, run_id, {k: metrics[k] for k in ("train_time_s", "driver_setup_s") if k in metrics}, step=step)
+    set_tags(uri, run_id, {"paper.comparable": str(profile is None).lower()})
+    logged = log_paper_comparison(run_id, recipe_name, metrics, tracking_uri=uri)
+    end_run(uri, run_id, "FINISHED")
+    return logged
+
+
+def tag_failure(uri: str, run_id: str, kind: str, message: str) -> None:
+    """Tag a still-running run with ``failure`` = ``"<kind>: <message>"`` (at most 4000 characters); errors of the
+    bookkeeping itself are swallowed (they must not hide the training's own error)."""
+    try:
+        if client(uri).get_run(run_id).info.status != "RUNNING":
+            return
+        set_tags(uri, run_id, {"failure": f"{kind}: {message}"[:4000]})
+    except Exception:  # noqa: BLE001 - bookkeeping must not hide the training's own error
+        pass
