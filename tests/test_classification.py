@@ -192,7 +192,8 @@ def test_train_crop_follows_torchvision_and_is_seeded(tmp_path):
     import torchvision.transforms as T
     import torchvision.transforms.functional as TF
 
-    from hrnet_core.tasks.classification import IMAGENET_MEAN, IMAGENET_STD, ClsSample, random_resized_crop_params
+    from hrnet_core.data.cls_transforms import random_resized_crop_params
+    from hrnet_core.tasks.classification import IMAGENET_MEAN, IMAGENET_STD, ClsSample
 
     rng = np.random.default_rng(0)
     W, H = 500, 375
@@ -267,7 +268,7 @@ def test_loss_label_smoothing_equals_hand_computation():
 
 def test_generated_data_is_deterministic_and_prepared(cls_data, tmp_path):
     from hrnet_core.data.prepared import open_split
-    from hrnet_core.tasks.classification import SYNTHETIC_CLASSES, generate
+    from hrnet_core.data.synthetic_textures import SYNTHETIC_CLASSES, generate
 
     generate(tmp_path / "a", 12, 6, seed=0)
     generate(tmp_path / "b", 12, 6, seed=0)

@@ -11,7 +11,7 @@ sample's numpy generator so that a sample is a function of ``(row, recipe, seed,
 
 The DeiT-style recipes of HRFormer (HRFormer paper Sec. 4.3) add timm's RandAugment and RandomErasing per sample and
 timm's Mixup / CutMix per batch with a soft-target cross entropy (:class:`ClsAugment`); timm's global random draws
-are seeded from the sample's / batch's own generator (:func:`seeded_global_rngs`).
+are seeded from the sample's / batch's own generator (:func:`hrnet_core.data.cls_transforms.seeded_global_rngs`).
 
 Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 
@@ -32,17 +32,17 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hrnet_core.data.cls_transforms import ClsSample, _auto_augment
+from hrnet_core.data.synthetic_textures import generate
+from hrnet_core.losses.classification import DEFAULT_NUM_CLASSES, CrossEntropy
 from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
 
 from .base import (BatchPredictor, DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections,
@@ -50,8 +50,6 @@ from .base import (BatchPredictor, DatasetReader, MetricSpec, PreparedRows, Pred
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: classes of the zoo's classification heads unless ``model.num_classes`` says otherwise
-DEFAULT_NUM_CLASSES = 1000
 
 # ------------------------------------------------------------------------------------------------ recipe sections
 
@@ -220,185 +218,6 @@ DATASETS: dict[str, DatasetReader] = {
 }
 
 
-# ------------------------------------------------------------------------------------------------ transforms
-
-
-def random_resized_crop_params(width: int, height: int, scale: Sequence[float], ratio: Sequence[float],
-                               rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """``(top, left, h, w)`` of a random crop: torchvision ``RandomResizedCrop.get_params`` (10 tries of an area
-    fraction ~ U(scale) and a log-uniform aspect ratio, else the central crop clipped to ``ratio``), drawn from
-    ``rng`` instead of torch's global generator."""
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * float(rng.uniform(scale[0], scale[1]))
-        aspect = math.exp(float(rng.uniform(log_ratio[0], log_ratio[1])))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            i = int(rng.integers(0, height - h + 1))
-            j = int(rng.integers(0, width - w + 1))
-            return i, j, h, w
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-@contextlib.contextmanager
-def seeded_global_rngs(seed: int) -> Iterator[None]:
-    """Seed Python's ``random``, NumPy's global and torch's CPU generator with ``seed`` for the block, then restore
-    them. timm's augmentations (RandAugment, RandomErasing, Mixup) draw from these global generators; seeding them
-    from the sample's (or batch's) own generator keeps a sample a function of ``(row, recipe, seed, epoch, index)``
-    without touching anyone else's random state."""
-    import torch
-
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-
-
-def _auto_augment(policy: str, input_size: Sequence[int], mean: Sequence[float], interpolation: str):
-    """timm's AutoAugment / RandAugment / AugMix transform (PIL -> PIL) for ``policy``, with the hyper-parameters
-    timm's ``create_transform`` gives it (translation 45 % of the crop side, fill = the mean colour, the recipe's
-    interpolation).
-
-    Raises:
-        AssertionError / KeyError / ValueError (timm): not a policy string.
-    """
-    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
-    from timm.data.transforms import str_to_pil_interp
-
-    params = {"translate_const": int(min(input_size) * 0.45),
-              "img_mean": tuple(min(255, round(255 * m)) for m in mean),
-              "interpolation": str_to_pil_interp(interpolation)}
-    if policy.startswith("rand"):
-        transform = rand_augment_transform(policy, params)
-    elif policy.startswith("augmix"):
-        transform = augment_and_mix_transform(policy, {**params, "translate_pct": 0.3})
-    else:
-        transform = auto_augment_transform(policy, params)
-    ops = list(getattr(transform, "ops", [])) + [op for sub in getattr(transform, "policy", []) for op in sub]
-    for op in ops:
-        if getattr(op, "name", "").startswith("Posterize"):
-            op.aug_fn = posterize_keeping_zero_bits
-    return transform
-
-
-def posterize_keeping_zero_bits(img, bits_to_keep: int, **kwargs):
-    """timm's ``posterize`` op, where keeping 0 bits gives the black image the policy means ("keep 4 down to 0
-    most significant bits": ``PosterizeIncreasing`` at magnitude 10, which ``rand-m9-mstd0.5`` draws in ~2 % of its
-    ops) as Pillow < 10 did; current Pillow refuses ``bits < 1`` with a ValueError that would end a training run."""
-    from PIL import Image
-    from timm.data.auto_augment import posterize
-
-    if bits_to_keep < 1:
-        return Image.new(img.mode, img.size)
-    return posterize(img, bits_to_keep, **kwargs)
-
-
-def _interpolation(name: str):
-    from torchvision.transforms import InterpolationMode
-
-    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[name]
-
-
-@dataclass(frozen=True)
-class ClsSample:
-    """The per-sample function of a recipe and split (picklable).
-
-    ``__call__(row, rng)``: a ``samples.parquet`` row (``file_name``, ``label``) -> ``image`` float32 ``[3, H, W]``
-    (normalised), ``label`` int64 scalar. Training (``rng`` given and ``train``): random resized crop + flip (+ the
-    DeiT-style timm ``auto_augment`` policy and ``random_erasing`` when set, drawn under
-    :func:`seeded_global_rngs` from ``rng``); else the centre crop of :meth:`eval_tensor`.
-
-    Raises (on call):
-        hrnet_core.data.io.ImageReadError: the image is missing or corrupt (names the file).
-    """
-
-    image_root: str
-    input_size: tuple[int, int]  # (W, H)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize: int
-    flip: bool = True
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
-    train: bool = True
-    interpolation: str = "bilinear"
-    auto_augment: str | None = None
-    random_erasing: float = 0.0
-    random_erasing_mode: str = "pixel"
-
-    @functools.cached_property
-    def _policy(self):
-        return _auto_augment(self.auto_augment, self.input_size, self.mean, self.interpolation)
-
-    @functools.cached_property
-    def _eraser(self):
-        from timm.data.random_erasing import RandomErasing
-
-        return RandomErasing(self.random_erasing, mode=self.random_erasing_mode, max_count=1, device="cpu")
-
-    def load(self, file_name: str):
-        """The RGB ``PIL.Image`` of ``file_name`` (relative to the split's image folder)."""
-        from hrnet_core.data.imagenet import read_rgb_pil
-
-        return read_rgb_pil(Path(self.image_root) / file_name)
-
-    def _finish(self, img) -> np.ndarray:
-        import torchvision.transforms.functional as TF
-
-        return TF.normalize(TF.to_tensor(img), list(self.mean), list(self.std)).numpy()
-
-    def eval_tensor(self, img) -> np.ndarray:
-        """``Resize(resize)`` (shorter side, ``interpolation``) + ``CenterCrop(H, W)`` + ``ToTensor`` +
-        ``Normalize``: float32 ``[3, H, W]``."""
-        import torchvision.transforms.functional as TF
-
-        w, h = self.input_size
-        img = TF.resize(img, self.resize, interpolation=_interpolation(self.interpolation), antialias=True)
-        return self._finish(TF.center_crop(img, [h, w]))
-
-    def train_tensor(self, img, rng: np.random.Generator) -> np.ndarray:
-        """``RandomResizedCrop((H, W), crop_scale, crop_ratio)`` + ``RandomHorizontalFlip`` (+ ``auto_augment``) +
-        ``ToTensor`` + ``Normalize`` (+ ``RandomErasing``), the randomness drawn from ``rng``: float32
-        ``[3, H, W]``."""
-        import torch
-        import torchvision.transforms.functional as TF
-
-        w, h = self.input_size
-        top, left, ch, cw = random_resized_crop_params(img.width, img.height, self.crop_scale, self.crop_ratio, rng)
-        img = TF.resized_crop(img, top, left, ch, cw, [h, w], interpolation=_interpolation(self.interpolation),
-                              antialias=True)
-        if self.flip and rng.random() < 0.5:
-            img = TF.hflip(img)
-        if self.auto_augment:
-            with seeded_global_rngs(int(rng.integers(2**62))):
-                img = self._policy(img)
-        x = self._finish(img)
-        if self.random_erasing > 0:
-            with seeded_global_rngs(int(rng.integers(2**62))):
-                x = self._eraser(torch.from_numpy(x)).numpy()
-        return x
-
-    def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        img = self.load(str(row["file_name"]))
-        x = self.train_tensor(img, rng) if (self.train and rng is not None) else self.eval_tensor(img)
-        return {"image": x.astype(np.float32, copy=False), "label": np.asarray(int(row["label"]), dtype=np.int64)}
-
-
 def _check_classes(recipe, split) -> None:
     from hrnet_core.data.prepared import DataError
 
@@ -426,50 +245,6 @@ def sample_transform(recipe, split, train: bool = True) -> ClsSample:
 
 
 # ------------------------------------------------------------------------------------------------ model + loss
-
-
-class CrossEntropy:
-    """Cross entropy in the loss-dict contract: ``(logits float [B, C], batch with label int64 [B]) ->
-    {"loss": mean CE}`` (``label_smoothing`` as torch's ``cross_entropy``).
-
-    With ``mixup`` (a :class:`timm.data.Mixup`; DeiT-style recipes), :meth:`mix` mixes a training batch's images and
-    adds ``soft_target`` float ``[B, C]`` (the mixed, label-smoothed one-hot targets), and the loss of such a batch
-    is timm's ``SoftTargetCrossEntropy`` ``mean(sum(-soft_target * log_softmax(logits)))``. The mixing draws are
-    seeded by ``seed`` and the batch's sample indices (:func:`seeded_global_rngs`).
-    """
-
-    def __init__(self, cfg: ClsLoss, mixup=None, num_classes: int = DEFAULT_NUM_CLASSES, seed: int = 0) -> None:
-        self.label_smoothing = float(cfg.label_smoothing)
-        self.mixup, self.num_classes, self.seed = mixup, int(num_classes), int(seed)
-
-    def mix(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``batch`` with Mixup / CutMix applied to ``image`` and ``soft_target`` added (unchanged without mixup).
-        An odd last sample is left unmixed with its smoothed one-hot target (timm mixes pairs)."""
-        if self.mixup is None:
-            return batch
-        import torch
-        from timm.data.mixup import mixup_target
-
-        x, y = batch["image"].clone(), batch["label"]
-        idx = [int(v) for v in np.asarray(batch["index"].cpu() if hasattr(batch["index"], "cpu") else batch["index"])]
-        even = len(x) - len(x) % 2
-        seed = int(np.random.SeedSequence([self.seed, *idx]).generate_state(1)[0])
-        target = mixup_target(y, self.num_classes, 1.0, self.label_smoothing)
-        if even:
-            with seeded_global_rngs(seed):
-                mixed, soft = self.mixup(x[:even], y[:even])
-            x = torch.cat([mixed, x[even:]])
-            target = torch.cat([soft, target[even:]])
-        return {**batch, "image": x, "soft_target": target}
-
-    def __call__(self, logits, batch: Mapping[str, Any]) -> dict[str, Any]:
-        import torch.nn.functional as F
-
-        if "soft_target" in batch:
-            from timm.loss import SoftTargetCrossEntropy
-
-            return {"loss": SoftTargetCrossEntropy()(logits.float(), batch["soft_target"].float())}
-        return {"loss": F.cross_entropy(logits.float(), batch["label"], label_smoothing=self.label_smoothing)}
 
 
 def build_loss(recipe) -> CrossEntropy:
@@ -633,77 +408,6 @@ def draw(items: Sequence[Mapping[str, Any]], predictions: Predictions, recipe, s
         cv2.imwrite(str(f), bgr)
         files.append(f)
     return files
-
-
-# ------------------------------------------------------------------------------------------------ synthetic data
-
-#: the generated classes (folder names; the class index is their sorted order)
-SYNTHETIC_CLASSES = ("checker", "diagonal", "dots", "hstripes", "plain", "vstripes")
-
-
-def _synthetic_image(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One RGB uint8 ``[size, size, 3]`` image of class ``cls``: a texture of two random colours over the whole
-    image (so that every random crop and flip keeps the class) plus Gaussian noise (std 12):
-
-    - ``checker``: checkerboard, random period and orientation; ``dots``: a grid of discs;
-    - ``hstripes`` / ``vstripes`` / ``diagonal``: stripes within 15 degrees of horizontal / vertical / 45 degrees
-      (either diagonal; a horizontal flip turns one into the other);
-    - ``plain``: the background colour only.
-
-    Periods are 10-20 % of ``size``; phases random.
-    """
-    bg = rng.integers(0, 256, 3)
-    fg = (bg + rng.integers(80, 176, 3)) % 256
-    img = np.empty((size, size, 3), np.float32)
-    img[:] = bg
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    period = float(rng.uniform(0.1, 0.2) * size)
-    jitter = float(np.deg2rad(rng.uniform(-15, 15)))
-    theta = {"hstripes": np.pi / 2, "vstripes": 0.0, "diagonal": float(rng.choice([np.pi / 4, 3 * np.pi / 4]))}.get(
-        cls, float(rng.uniform(0, np.pi / 2))) + jitter
-    u = xx * np.cos(theta) + yy * np.sin(theta) + rng.uniform(0, period)
-    v = -xx * np.sin(theta) + yy * np.cos(theta) + rng.uniform(0, period)
-    if cls in ("hstripes", "vstripes", "diagonal"):
-        mask = np.floor(u / period) % 2 == 0
-    elif cls == "checker":
-        mask = (np.floor(u / period) % 2 == 0) ^ (np.floor(v / period) % 2 == 0)
-    elif cls == "dots":
-        du, dv = (u % period) - period / 2, (v % period) - period / 2
-        mask = du ** 2 + dv ** 2 <= (0.3 * period) ** 2
-    elif cls == "plain":
-        mask = np.zeros((size, size), bool)
-    else:  # pragma: no cover
-        raise ValueError(f"unknown synthetic class {cls!r}")
-    img[mask] = fg
-    img += rng.normal(0, 12, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def generate(out_dir: str | Path, num_train: int, num_val: int, seed: int, progress=None,
-             size: int = 40) -> dict[str, Any]:
-    """Generated ImageFolder data: ``<out>/train/<class>/<class>_<n>.JPEG`` and ``<out>/val/...`` of the
-    :data:`SYNTHETIC_CLASSES` (``num_train`` / ``num_val`` images in all, classes in turn), ``size`` px squares,
-    JPEG quality 95, plus ``synsets.txt``. Same seed, same bytes.
-
-    Returns:
-        ``{"out_dir", "train", "val", "classes"}``.
-    """
-    import cv2
-
-    out = Path(out_dir)
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", num_train), ("val", num_val)):
-        for c in SYNTHETIC_CLASSES:
-            (out / split / c).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            c = SYNTHETIC_CLASSES[i % len(SYNTHETIC_CLASSES)]
-            img = _synthetic_image(c, size, rng)
-            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
-            (out / split / c / f"{c}_{i:05d}.JPEG").write_bytes(buf.tobytes())
-            if progress:
-                progress(1)
-    (out / "synsets.txt").write_text("".join(f"{c} {c}\n" for c in SYNTHETIC_CLASSES))
-    return {"out_dir": str(out), "train": num_train, "val": num_val, "classes": len(SYNTHETIC_CLASSES)}
 
 
 SYNTHETIC = SyntheticData(
