@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
+from hrnet_core.data.seg_transforms import SegDraw, SegSample
 from hrnet_core.data.segmentation import IGNORE, LAYOUTS
 from hrnet_core.losses.segmentation import SegLossConfig, SegmentationLoss
 from hrnet_core.recipes import ConfigError, load_recipe
-from hrnet_core.tasks.segmentation import SegDraw, SegSample
 
 from tests.official import DATA_DIR, requires_shared
 
