@@ -88,3 +88,21 @@ def test_the_registry_and_the_tasks_agree():
         with pytest.raises(UnknownTaskError) as high:
             get_task(name)
         assert str(low.value) == str(high.value) and str(low.value).startswith(("unknown task", "task "))
+
+
+def test_one_dict_line_lands_the_toy_task(monkeypatch):
+    """docs/TASKS.md's 8th task: the toy task (one file, tests/toy_task.py) lands with one line in
+    ``TASK_MODULES``: ``get_task``, ``landed_tasks``, ``tasks_for_dataset`` and the recipe loader (through the
+    registry) all see it; before the line the name is only reserved (``"planned, not landed yet"``)."""
+    from hrnet_core import task_registry
+    from hrnet_core.recipes import load_recipe
+    from hrnet_core.tasks import UnknownTaskError, get_task, landed_tasks, tasks_for_dataset
+    from tests.toy_task import TASK as TOY
+
+    name = "instance_segmentation"  # a reserved name of the vocabulary that has not landed
+    with pytest.raises(UnknownTaskError, match="planned, not landed yet"):
+        get_task(name)
+    monkeypatch.setitem(task_registry.TASK_MODULES, name, "tests.toy_task:TASK")  # the one line
+    assert get_task(name) is TOY and name in landed_tasks() and tasks_for_dataset("toy_seg") == [TOY]
+    recipe = load_recipe(str(ROOT / "tests" / "toy_seg.yaml"), {"task": name})
+    assert recipe.task == name and type(recipe.test).__name__ == "ToyTest"
