@@ -74,8 +74,10 @@ def cause_chain(exc: BaseException) -> list[BaseException]:
 
 
 def final_error(exc: BaseException) -> BaseException | None:
-    """The first :class:`FinalError` object in ``exc``'s :func:`cause_chain` (outermost first), else None."""
-    return next((e for e in cause_chain(exc) if isinstance(e, FinalError)), None)
+    """The innermost :class:`FinalError` object in ``exc``'s :func:`cause_chain`, else None (innermost: Ray's
+    ``RayTaskError(ImageReadError)`` is an instance of the cause's class too, with Ray's text in its message; its
+    ``cause`` is the original)."""
+    return next((e for e in reversed(cause_chain(exc)) if isinstance(e, FinalError)), None)
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -149,7 +149,11 @@ def _start_stream(w: _Worker, data_cpus: float) -> None:
     w.total_steps = recipe.train.epochs * steps_per_epoch(table.num_rows, w.world, bs,
                                                           int(config["accumulation_steps"]))
     preserve_order()
-    ray.data.DataContext.get_current().enable_progress_bars = bool(config.get("progress_bars", False))
+    data_ctx = ray.data.DataContext.get_current()
+    data_ctx.enable_progress_bars = bool(config.get("progress_bars", False))
+    # a failing decode task raises the task's own exception (an ImageReadError arrives as one, a final error that
+    # is never retried), not a UserCodeException that keeps its cause only as traceback text
+    data_ctx.raise_original_map_exception = True
     quiet_train_reports()
     w.epoch_batches = batches_per_epoch(table.num_rows, w.world, bs)
     w.stream = iter(())
