@@ -633,7 +633,7 @@ class _Outputs:
 
 
 def _write_pose(ctx: _Outputs) -> dict[str, Any]:
-    """COCO keypoint results (top-down or bottom-up) and drawn people. Returns the summary's counts."""
+    """The pose tasks' COCO results (top-down or bottom-up) and drawn people. Returns the summary's counts."""
     from hrnet_core.data.io import read_image
 
     r, kind = ctx.predictor.recipe, ctx.predictor.task
