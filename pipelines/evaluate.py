@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -65,8 +64,8 @@ def run_evaluation(model: torch.nn.Module, recipe: Recipe, split: PreparedSplit,
 
     Returns:
         The task's metrics (:attr:`hrnet_core.tasks.Task.metrics`) plus ``eval_time_s``.
-    from hrnet_core.engine.evaluation import evaluate_split
     """
+    from hrnet_core.engine.evaluation import evaluate_split
     from hrnet_core.tasks import get_task
 
     n = getattr(recipe.test, "num_vis_images", 0) if num_vis is None else num_vis
