@@ -292,9 +292,9 @@ def split_fingerprint(files: Mapping[str, str | Path], images, samples, meta: Ma
         files: the reader's extra files (annotations, detections, label lists) ``{key: path}``: their contents.
         images: ``images`` table with ``file_name`` and ``sha256`` (image contents, by name).
         samples: ``samples`` table: every row, column by column in order (values as canonical JSON; arrays as
-            lists), so per-sample inputs that are no image -- a label PNG's ``label_sha256``, a class index, joint
+            lists), so per-sample inputs that are no image -- a label PNG's ``label_sha256``, a class index, annotated
             coordinates -- count; file locations do not (readers store paths relative to the image root).
-        meta: the reader's manifest entries (label vocabulary, keypoint layout, classes).
+        meta: the reader's manifest entries (label vocabulary, point layout, classes).
 
     Not an official convention (the official repositories prepare no splits): the rule is this project's run
     identity (:func:`pipelines.train.config_hash`).

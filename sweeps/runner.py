@@ -332,10 +332,14 @@ def _connect(address: str | None) -> None:
     """
     import ray
 
-    from pipelines.cluster import connect
+    from pipelines.cluster import connect, probe_address
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if ray.is_initialized():
+        if address is not None:
+            # an explicit --address is checked even when this process is already connected (e.g. to a local
+            # instance): a wrong one must fail in one line, not run on whatever Ray is connected
+            probe_address(address)
         return
     if address is not None or os.environ.get("RAY_ADDRESS"):
         # an existing cluster (a submitted job has RAY_ADDRESS and its runtime env, which must not be overridden)
