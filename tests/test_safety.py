@@ -200,10 +200,12 @@ def test_resume_reads_train_state_safely(tmp_path):
         safe_load(ckpt / "train_state.pt")
     assert str(ckpt / "train_state.pt") in str(exc.value) and "refused" in str(exc.value)
     assert not marker.exists()
-    # the resume code path in pipelines/train.py reads both files through safe_load (never a bare torch.load)
-    src = (Path(__file__).resolve().parents[1] / "pipelines" / "train.py").read_text()
-    assert 'safe_load(Path(d) / "train_state.pt")' in src and 'safe_load(Path(d) / "model.pt")' in src
-    assert "torch.load(" not in src
+    # the resume code path (the Ray Train worker, pipelines/train_worker.py) reads both files through safe_load, and
+    # neither the driver nor the worker calls a bare torch.load
+    root = Path(__file__).resolve().parents[1] / "pipelines"
+    worker = (root / "train_worker.py").read_text()
+    assert 'safe_load(Path(d) / "train_state.pt")' in worker and 'safe_load(Path(d) / "model.pt")' in worker
+    assert "torch.load(" not in worker and "torch.load(" not in (root / "train.py").read_text()
 
 
 # ------------------------------------------------------------------------------------------------ 2. bad images
