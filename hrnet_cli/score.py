@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hrnet_core.data.prepared import FORMAT, DataError, PreparedSplit
+from hrnet_core.data.prepared import DataError, PreparedSplit
 
 __all__ = ["Truth", "score_results", "add_score_parser", "cmd_score", "open_split_manifest", "SCORE_INPUTS"]
 
@@ -84,22 +84,15 @@ class Truth:
 
 
 def open_split_manifest(path: str | Path) -> PreparedSplit:
-    """A prepared split folder (``<root>/<split>``) opened from its manifest alone: the images need not exist.
+    """A prepared split folder (``<root>/<split>``) opened from its manifest alone: the images need not exist
+    (:func:`hrnet_core.data.prepared.open_split_dir` without its image-folder check).
 
     Raises:
         DataError: no ``manifest.json``, invalid json, or another format (names the file).
     """
-    d = Path(path).expanduser().resolve()
-    mpath = d / "manifest.json"
-    if not mpath.is_file():
-        raise DataError(f"--split {str(path)!r} is not a prepared split (no manifest.json)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{mpath}: invalid json ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataError(f"{mpath}: not a prepared split of format {FORMAT!r}")
-    return PreparedSplit(d, manifest)
+    from hrnet_core.data.prepared import open_split_dir
+
+    return open_split_dir(path, need_images=False)
 
 
 # -------------------------------------------------------------------------------------------- helpers

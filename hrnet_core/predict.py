@@ -260,13 +260,9 @@ def vocabulary(recipe, labels: str | None = None, data: str | None = None) -> di
     task = recipe.task
     meta: dict[str, Any] = {"task": task, "dataset": recipe.data.dataset}
     if data:
-        d = Path(data)
-        if not (d / "manifest.json").is_file():
-            raise DataError(f"--data {data!r} is not a prepared split (no manifest.json)")
-        m = json.loads((d / "manifest.json").read_text())
-        if m.get("task") != task:
-            raise DataError(f"--data {data!r} is a {m.get('task')} split, the network is {task}")
-        return {**m, "task": task}
+        from hrnet_core.data.prepared import open_split_dir
+
+        return {**open_split_dir(data, task=task, need_images=False).manifest, "task": task}
     ids, names, cats = _read_names(labels) if labels else ([], [], None)
     if task in ("pose_topdown", "pose_tracking", "pose_bottomup"):
         from hrnet_core.data.keypoints import get_keypoint_spec

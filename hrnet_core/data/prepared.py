@@ -26,7 +26,8 @@ from typing import Any
 
 from hrnet_core.errors import BadInputError
 
-__all__ = ["FORMAT", "DataError", "CorruptDataError", "PreparedSplit", "open_split", "dataset_fingerprint"]
+__all__ = ["FORMAT", "DataError", "CorruptDataError", "PreparedSplit", "open_split", "open_split_dir",
+           "dataset_fingerprint"]
 
 FORMAT = "hrnet-prepared/2"
 
@@ -126,7 +127,17 @@ def open_split(root: str | Path, split: str, task: str | None = None) -> Prepare
         DataError: the split is missing (the message says how to prepare it), its manifest is unreadable or of
             another format, its image folder is gone, or it belongs to another task.
     """
-    d = Path(root).expanduser().resolve() / split
+    return open_split_dir(Path(root).expanduser() / split, task=task)
+
+
+def open_split_dir(path: str | Path, *, task: str | None = None, need_images: bool = True) -> PreparedSplit:
+    """Open the prepared split folder ``path`` (``<root>/<split>``): its manifest, checked as :func:`open_split`
+    does; ``need_images=False`` opens it without its image folder (scoring a results file, reading a vocabulary).
+
+    Raises:
+        DataError: as :func:`open_split` (the image-folder check only with ``need_images``).
+    """
+    d = Path(path).expanduser().resolve()
     mpath = d / "manifest.json"
     if not mpath.is_file():
         raise DataError(f"prepared split {str(d)!r} not found (no manifest.json); run `hrnet data generate` and "
@@ -135,11 +146,11 @@ def open_split(root: str | Path, split: str, task: str | None = None) -> Prepare
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{mpath}: invalid json ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}; prepare the split again "
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{mpath}: format {manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {FORMAT!r}; prepare the split again "
                         f"(`hrnet data prepare`)")
     out = PreparedSplit(d, manifest)
-    if not out.image_root.is_dir():
+    if need_images and not out.image_root.is_dir():
         raise DataError(f"{mpath}: image folder {str(out.image_root)!r} no longer exists; prepare the split again")
     if task is not None and out.task != task:
         raise DataError(f"{mpath}: prepared for task {out.task!r}, not {task!r}")
