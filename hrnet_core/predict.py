@@ -761,7 +761,7 @@ def _write_detection(ctx: _Outputs) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     from pycocotools import mask as mask_utils
 
-    from hrnet_core.tasks.detection import results_json
+    from hrnet_core.evaluation.coco_detection import results_json
 
     res = results_json(Predictions(values), r.data.box_convention)
     (out / "predictions.json").write_text(json.dumps(res))

@@ -36,7 +36,7 @@ def test_test_resize_is_mmcv_imrescale_on_coco_mini_sizes():
     """The test image size. Old: the detector's own torchvision resize (``floor(side * factor)``); new:
     :func:`resize_for_test` (mmcv ``int(side * factor + 0.5)``), after which the detector's transform is the identity.
     On the 80 coco_mini image sizes: old differs from the official size on 46 images (one pixel short), new on 0."""
-    from hrnet_core.tasks.detection import resize_for_test
+    from hrnet_core.data.det_transforms import resize_for_test
 
     sizes = [(im["height"], im["width"]) for im in json.loads(INSTANCES.read_text())["images"]]
     assert len(sizes) == 80
@@ -81,7 +81,7 @@ def test_boxes_back_to_the_original_image_by_the_scale_factor():
     299.52; old 640.0, 300.0; new = official."""
     from torchvision.models.detection.transform import resize_boxes
 
-    from hrnet_core.tasks.detection import to_original
+    from hrnet_core.evaluation.coco_detection import to_original
 
     h, w = 300, 640
     nw, nh, f = _mmcv_size(h, w)
@@ -106,7 +106,7 @@ def test_results_json_width_is_x2_minus_x1_plus_1():
     old 20, 40; new (``mmdet_v1``, the recipes' default) 21, 41; ``continuous`` keeps 20, 40."""
     from hrnet_core.evaluation.coco_detection import detection_results
     from hrnet_core.tasks.base import Predictions
-    from hrnet_core.tasks.detection import results_json
+    from hrnet_core.evaluation.coco_detection import results_json
 
     b = np.array([[10.0, 20.0, 30.0, 60.0]])
     x1, y1, x2, y2 = b[0]
@@ -138,7 +138,7 @@ def test_mask_pasting_is_get_seg_masks():
     differ; new :func:`paste_masks_mmdet`: 0."""
     from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-    from hrnet_core.tasks.detection import paste_masks_mmdet
+    from hrnet_core.evaluation.coco_detection import paste_masks_mmdet
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:28, 0:28]
@@ -161,7 +161,7 @@ def test_training_boxes_are_inclusive_scaled_flipped_and_clipped():
     ``(x, y, x + w - 1, y + h - 1) * factor``, flipped ``W' - 1 - x``, clipped to ``[0, W' - 1]``. Old (continuous:
     ``x + w`` times per-axis ratios, flip ``W' - x``): max |difference| 1.87 px unflipped; new 0."""
     from hrnet_core.data.coco_instances import category_labels, read_instances
-    from hrnet_core.tasks.detection import DetSample
+    from hrnet_core.data.det_transforms import DetSample
 
     records, cats = read_instances(INSTANCES)
     r = max(records, key=lambda x: len(x.boxes))

@@ -206,7 +206,7 @@ def test_detection_predict_gives_evaluate_results(tmp_path):
     pred = predictor_for(recipe, 5)
     items = [r for r in task.eval_items(recipe, split) if int(r["image_id"]) in keep]
     from hrnet_core.engine.evaluation import predict_items
-    from hrnet_core.tasks.detection import results_json
+    from hrnet_core.evaluation.coco_detection import results_json
     from pipelines.predict import PredictOptions, run_predict
 
     ev = results_json(predict_items(pred.model, task, recipe, split, items), recipe.data.box_convention)

@@ -8,6 +8,9 @@ Training follows DET / mmdetection's ``CocoDataset``: crowd regions (``iscrowd=1
 1 px are not training targets (DET's ``ignore_iof_thr=-1`` gives crowd regions no role in training); pycocotools
 evaluation reads the crowd regions from the annotation file itself. Category ids map to contiguous labels ``1..K`` in
 ascending id order (0 is the background of torchvision's detectors).
+
+:func:`coco_det_layout` and :func:`instance_rows` are the ``coco_det`` reader of the detection task (official layout,
+prepared-split tables), moved from ``hrnet_core/tasks/detection.py`` unchanged (issue 25).
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from .io import AnnotationError, load_json
 
-__all__ = ["InstanceImage", "read_instances", "segmentation_to_mask", "category_labels"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["InstanceImage", "read_instances", "segmentation_to_mask", "category_labels", "coco_det_layout",
+           "instance_rows"]
 
 
 @dataclass
@@ -135,3 +142,35 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
             raise AnnotationError(f"RLE of size {seg.get('size')} on an image of {height}x{width}")
         rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
     return mask_utils.decode(rle).astype(np.uint8)
+
+
+def coco_det_layout(split: str) -> dict[str, str]:
+    """The official COCO layout of ``split``: ``annotations/instances_<split>.json`` + ``<split>/`` images;
+    test-dev (``test*``) images are listed in ``annotations/image_info_<split>.json`` (no annotations), under
+    ``test2017/``."""
+    if split.startswith("test"):  # test-dev2017 images are listed in an image-info file (no annotations)
+        return {"annotations": f"annotations/image_info_{split}.json", "images": "test2017"}
+    return {"annotations": f"annotations/instances_{split}.json", "images": split}
+
+
+def instance_rows(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """A COCO instances file -> ``(images, samples, meta)`` of a prepared detection split: ``images`` DataFrame
+    (``image_id``, ``file_name``, ``width``, ``height``; every listed image), ``samples`` DataFrame (one row per
+    image with at least one non-crowd object: those columns plus ``boxes`` [N*4] x, y, w, h px, ``category_ids``
+    [N], ``segmentations`` [N] json strings), ``meta`` (``categories``, ``num_objects``, ``num_crowd``).
+
+    Raises:
+        AnnotationError: as :func:`read_instances`.
+    """
+    import pandas as pd
+
+    records, cats = read_instances(path)
+    images = pd.DataFrame([{"image_id": r.image_id, "file_name": r.file_name, "width": r.width, "height": r.height}
+                           for r in records], columns=["image_id", "file_name", "width", "height"])
+    samples = pd.DataFrame([{
+        "image_id": r.image_id, "file_name": r.file_name, "width": r.width, "height": r.height,
+        "boxes": r.boxes.reshape(-1).tolist(), "category_ids": r.category_ids.tolist(),
+        "segmentations": list(r.segmentations)} for r in records if len(r.boxes)],
+        columns=["image_id", "file_name", "width", "height", "boxes", "category_ids", "segmentations"])
+    return images, samples, {"categories": cats, "num_objects": int(sum(len(r.boxes) for r in records)),
+                             "num_crowd": int(sum(len(r.crowd_boxes) for r in records))}

@@ -4,6 +4,11 @@ Results format (cocodataset.org/#format-results): one entry per detection, ``{"i
 [x, y, w, h] px, "score"}`` plus ``"segmentation"`` (compressed RLE, ``counts`` as str) for instance masks.
 Metrics are ``COCOeval.stats`` in percent: ``AP`` (IoU .50:.95), ``AP50``, ``AP75``, ``APS``, ``APM``, ``APL``,
 ``AR1``, ``AR10``, ``AR100``, ``ARS``, ``ARM``, ``ARL`` for boxes, the same names prefixed ``mask_`` for masks.
+
+The official HRNet-Object-Detection (mmdetection v1) test post-processing that produces these results:
+:func:`to_original` (boxes clipped and divided by the scale factor, masks pasted by :func:`paste_masks_mmdet`, as
+``get_seg_masks``) and :func:`results_json` (``w = x2 - x1 + 1``, ``xyxy2xywh``); moved from
+``hrnet_core/tasks/detection.py`` unchanged (issue 25).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["STAT_NAMES", "detection_results", "encode_masks", "coco_detection_metrics"]
+__all__ = ["STAT_NAMES", "detection_results", "encode_masks", "coco_detection_metrics", "paste_masks_mmdet",
+           "to_original", "results_json"]
 
 #: ``COCOeval.stats`` names in order
 STAT_NAMES = ("AP", "AP50", "AP75", "APS", "APM", "APL", "AR1", "AR10", "AR100", "ARS", "ARM", "ARL")
@@ -101,3 +107,65 @@ def coco_detection_metrics(ann_file: str | Path, results: Sequence[Mapping[str, 
         # pycocotools' -1 ("no ground truth in this area range") stays -1
         metrics.update({prefix + n: float(v) * 100.0 if v >= 0 else -1.0 for n, v in zip(STAT_NAMES, ev.stats)})
     return metrics
+
+
+def paste_masks_mmdet(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int,
+                      threshold: float = 0.5) -> np.ndarray:
+    """Per-box mask probabilities pasted into the image (mmdetection v1 ``FCNMaskHead.get_seg_masks``).
+
+    Args:
+        mask_probs: float32 ``[D, m, m]`` (28x28) sigmoid probabilities of each detection's class.
+        boxes: ``[D, 4]`` x1, y1, x2, y2 in original-image px (inclusive convention).
+        height, width: original image size px.
+        threshold: binarisation (``mask_thr_binary`` 0.5), applied after resizing.
+
+    Returns:
+        uint8 ``[D, height, width]``: box corners truncated to int32, the probabilities resized bilinearly (OpenCV) to
+        ``(x2 - x1 + 1, y2 - y1 + 1)`` (at least 1), thresholded ``> threshold`` and placed at ``(x1, y1)``; the part
+        outside the image is dropped.
+    """
+    import cv2
+
+    out = np.zeros((len(boxes), height, width), np.uint8)
+    for k, (m, b) in enumerate(zip(mask_probs, boxes)):
+        x1, y1, x2, y2 = (int(v) for v in np.asarray(b, dtype=np.float64).astype(np.int32))
+        w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+        bm = (cv2.resize(np.asarray(m, np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > threshold)
+        xa, ya = max(x1, 0), max(y1, 0)
+        xb, yb = min(x1 + w, width), min(y1 + h, height)
+        if xb > xa and yb > ya:
+            out[k, ya:yb, xa:xb] = bm[ya - y1:yb - y1, xa - x1:xb - x1]
+    return out
+
+
+def to_original(det: Mapping[str, Any], scale: float, size: tuple[int, int], resized: tuple[int, int],
+                convention: str, mask_thresh: float) -> dict[str, Any]:
+    """One image's raw detections (:func:`~hrnet_core.models.detectors.raw_detections`, px of the resized image
+    ``resized`` = ``(w, h)``) -> ``{"boxes" float32 [D, 4] xyxy original px, "scores" [D], "labels" [D], "masks"
+    uint8 [D, H, W]}`` for the original image ``size`` = ``(W, H)``. ``mmdet_v1`` (official
+    ``BBoxHead.get_det_bboxes`` with ``rescale``): boxes clipped to ``[0, w - 1] x [0, h - 1]`` then divided by the
+    scale factor, masks pasted by :func:`paste_masks_mmdet`; ``continuous``: boxes clipped to ``[0, w] x [0, h]``
+    and divided the same way, masks pasted the same way."""
+    boxes = det["boxes"].float().cpu().numpy().astype(np.float64)
+    cap = 1.0 if convention == "mmdet_v1" else 0.0
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, resized[0] - cap)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, resized[1] - cap)
+    boxes /= scale
+    out = {"boxes": boxes.astype(np.float32), "scores": det["scores"].float().cpu().numpy(),
+           "labels": det["labels"].cpu().numpy()}
+    if "masks" in det:
+        probs = det["masks"][:, 0].float().cpu().numpy()
+        out["masks"] = paste_masks_mmdet(probs, boxes, size[1], size[0], mask_thresh)
+    return out
+
+
+def results_json(predictions: Any, box_convention: str = "mmdet_v1") -> list[dict[str, Any]]:
+    """The predictions in the COCO results format (:func:`detection_results`; ``mmdet_v1``: ``w = x2 - x1 + 1`` as
+    the official ``xyxy2xywh``). ``predictions``: the detection task's
+    :class:`~hrnet_core.tasks.base.Predictions` (its ``values``: per image ``image_id``, ``boxes`` xyxy original px,
+    ``scores``, ``category_ids`` and optional ``masks`` RLEs), or those per-image dicts themselves."""
+    res: list[dict[str, Any]] = []
+    for p in predictions if isinstance(predictions, (list, tuple)) else predictions.values:
+        res += detection_results(p["image_id"], p["boxes"], p["scores"], p["category_ids"], p.get("masks"),
+                                 plus_one=box_convention == "mmdet_v1")
+    return res

@@ -36,7 +36,7 @@ ground-truth RoIs that the sampler appended (DET drops them before refining).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ from torch import nn
 from .hrfpn import HRNetV2p
 
 __all__ = ["DETECTORS", "DetectorConfig", "build_detector", "CascadeRoIHeads", "AgnosticBoxPredictor",
-           "IMAGE_MEAN", "IMAGE_STD", "set_norm_eval"]
+           "IMAGE_MEAN", "IMAGE_STD", "set_norm_eval", "raw_detections"]
 
 #: detector architectures of :func:`build_detector`
 DETECTORS = ("faster_rcnn", "mask_rcnn", "cascade_rcnn")
@@ -293,3 +293,27 @@ def set_norm_eval(model: nn.Module, enabled: bool = True) -> nn.Module:
     if enabled:
         model.backbone.register_forward_pre_hook(_freeze_bn_statistics)
     return model
+
+
+def raw_detections(model, images: Sequence[Any]) -> list[dict[str, Any]]:
+    """The detector's forward without torchvision's post-processing (eval mode, no gradients by the caller):
+    ``images`` list of float ``[3, h, w]`` in ``[0, 1]`` already at their test size -> per image ``boxes`` ``[D, 4]``
+    px of that image, ``scores``, ``labels`` and, for Mask R-CNN, ``masks`` float ``[D, 1, 28, 28]`` probabilities
+    (not pasted: :func:`~hrnet_core.evaluation.coco_detection.paste_masks_mmdet` pastes them the official way).
+    The test size comes from :func:`~hrnet_core.data.det_transforms.resize_for_test`.
+
+    Raises:
+        RuntimeError: the detector's own transform changed an image size (the test size must be final).
+    """
+    from collections import OrderedDict
+
+    image_list, _ = model.transform(list(images))
+    if [tuple(int(v) for v in x.shape[-2:]) for x in images] != [tuple(s) for s in image_list.image_sizes]:
+        raise RuntimeError(f"the detector resized its test images {[tuple(x.shape[-2:]) for x in images]} to "
+                           f"{image_list.image_sizes}; resize_for_test must give the final size")
+    features = model.backbone(image_list.tensors)
+    if isinstance(features, torch.Tensor):
+        features = OrderedDict([("0", features)])
+    proposals, _ = model.rpn(image_list, features)
+    detections, _ = model.roi_heads(features, proposals, image_list.image_sizes)
+    return detections

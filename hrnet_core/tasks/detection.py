@@ -17,11 +17,11 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 - batch: ``image`` list of B float32 ``[3, H_i, W_i]`` in ``[0, 1]``, ``targets`` list of B ``{"boxes" float32
   [N_i, 4] xyxy px, "labels" int64 [N_i], "masks" uint8 [N_i, H_i, W_i] (Mask R-CNN)}``, ``index`` int64 ``[B]``;
 - loss: the detector's own loss dict (torchvision), ``loss`` = its sum;
-- test procedure (official mmdetection-v1 single-scale test, :func:`predict`): each image resized by mmcv's
-  ``imrescale`` rule (:func:`resize_for_test`), the detector (normalisation, padding to 32, score > 0.05, NMS 0.5,
-  100 per image), boxes clipped and divided by the scale factor, masks pasted as ``get_seg_masks`` at
-  ``test.mask_thresh`` and RLE-encoded; ``data.box_convention`` (``mmdet_v1``: inclusive boxes, results
-  ``w = x2 - x1 + 1``);
+- test procedure (official mmdetection-v1 single-scale test, :func:`predictor`): each image resized by mmcv's
+  ``imrescale`` rule (:func:`~hrnet_core.data.det_transforms.resize_for_test`), the detector (normalisation, padding
+  to 32, score > 0.05, NMS 0.5, 100 per image), boxes clipped and divided by the scale factor, masks pasted as
+  ``get_seg_masks`` at ``test.mask_thresh`` and RLE-encoded (:mod:`hrnet_core.evaluation.coco_detection`);
+  ``data.box_convention`` (``mmdet_v1``: inclusive boxes, results ``w = x2 - x1 + 1``);
 - metrics: pycocotools box AP (``AP``, primary), ``AP50``, ``AP75``, ``APS``, ``APM``, ``APL``, ``AR*`` and, for
   Mask R-CNN, ``mask_AP``...; ``predictions.json`` in the COCO results format
   (:mod:`hrnet_core.evaluation.coco_detection`); drawings: predicted boxes / masks over the image, ground truth in
@@ -44,6 +44,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hrnet_core.data.coco_instances import coco_det_layout
+from hrnet_core.data.det_transforms import DetSample
 from hrnet_core.recipes.config import ConfigError, DataConfig
 
 from .base import (BatchPredictor, DatasetReader, MetricSpec, PreparedRows, Predictions, RecipeSections,
@@ -154,31 +156,15 @@ _DETECTOR_KEYS = ("detector", "num_classes")
 # ------------------------------------------------------------------------------------------------ readers
 
 
-def _layout(split: str) -> dict[str, str]:
-    if split.startswith("test"):  # test-dev2017 images are listed in an image-info file (no annotations)
-        return {"annotations": f"annotations/image_info_{split}.json", "images": "test2017"}
-    return {"annotations": f"annotations/instances_{split}.json", "images": split}
-
-
 def read_coco_det(src: SourceFiles) -> PreparedRows:
-    """A COCO instances split -> rows (one per image with at least one non-crowd object)."""
-    import pandas as pd
-
-    from hrnet_core.data.coco_instances import read_instances
+    """A COCO instances split -> rows (one per image with at least one non-crowd object;
+    :func:`~hrnet_core.data.coco_instances.instance_rows`)."""
+    from hrnet_core.data.coco_instances import instance_rows
 
     ann = Path(src.files["annotations"])
-    records, cats = read_instances(ann)
-    images = pd.DataFrame([{"image_id": r.image_id, "file_name": r.file_name, "width": r.width, "height": r.height}
-                           for r in records], columns=["image_id", "file_name", "width", "height"])
-    samples = pd.DataFrame([{
-        "image_id": r.image_id, "file_name": r.file_name, "width": r.width, "height": r.height,
-        "boxes": r.boxes.reshape(-1).tolist(), "category_ids": r.category_ids.tolist(),
-        "segmentations": list(r.segmentations)} for r in records if len(r.boxes)],
-        columns=["image_id", "file_name", "width", "height", "boxes", "category_ids", "segmentations"])
+    images, samples, meta = instance_rows(ann)
     return PreparedRows(images=images, samples=samples, image_root=Path(src.files["images"]),
-                        files={"annotations": ann},
-                        meta={"categories": cats, "num_objects": int(sum(len(r.boxes) for r in records)),
-                              "num_crowd": int(sum(len(r.crowd_boxes) for r in records))})
+                        files={"annotations": ann}, meta=meta)
 
 
 DATASETS: dict[str, DatasetReader] = {
@@ -186,7 +172,7 @@ DATASETS: dict[str, DatasetReader] = {
         name="coco_det", description="COCO instances (annotations/instances_<split>.json + <split>/ images): boxes, "
                                      "polygon / RLE masks, crowd regions",
         inputs={"annotations": "COCO instances json", "images": "image folder"}, required=("annotations", "images"),
-        default_layout=_layout, read=read_coco_det,
+        default_layout=coco_det_layout, read=read_coco_det,
         downloads={"train2017": ("http://images.cocodataset.org/zips/train2017.zip",
                                  "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"),
                    "val2017": ("http://images.cocodataset.org/zips/val2017.zip",
@@ -196,132 +182,6 @@ DATASETS: dict[str, DatasetReader] = {
 }
 
 # ------------------------------------------------------------------------------------------------ samples
-
-
-def resize_scale(height: int, width: int, short: int, long_cap: int) -> float:
-    """``min(short / min(h, w), long_cap / max(h, w))``: the keep-ratio resize factor of mmdetection's
-    ``img_scale=(long_cap, short)`` and torchvision's ``GeneralizedRCNNTransform``."""
-    return min(short / min(height, width), long_cap / max(height, width))
-
-
-def rescale_size(height: int, width: int, short: int, long_cap: int) -> tuple[int, int, float]:
-    """``(new_w, new_h, scale)`` of mmcv ``imrescale(img, (long_cap, short))`` (mmdetection v1's keep-ratio resize,
-    official ``ImageTransform``): ``scale`` of :func:`resize_scale`, sides ``int(side * scale + 0.5)`` px.
-    torchvision's own test resize floors instead (``interpolate(scale_factor=...)``), one pixel short where
-    ``side * scale`` falls just below an integer."""
-    s = resize_scale(height, width, short, long_cap)
-    return int(width * s + 0.5), int(height * s + 0.5), s
-
-
-def paste_masks_mmdet(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int,
-                      threshold: float = 0.5) -> np.ndarray:
-    """Per-box mask probabilities pasted into the image (mmdetection v1 ``FCNMaskHead.get_seg_masks``).
-
-    Args:
-        mask_probs: float32 ``[D, m, m]`` (28x28) sigmoid probabilities of each detection's class.
-        boxes: ``[D, 4]`` x1, y1, x2, y2 in original-image px (inclusive convention).
-        height, width: original image size px.
-        threshold: binarisation (``mask_thr_binary`` 0.5), applied after resizing.
-
-    Returns:
-        uint8 ``[D, height, width]``: box corners truncated to int32, the probabilities resized bilinearly (OpenCV) to
-        ``(x2 - x1 + 1, y2 - y1 + 1)`` (at least 1), thresholded ``> threshold`` and placed at ``(x1, y1)``; the part
-        outside the image is dropped.
-    """
-    import cv2
-
-    out = np.zeros((len(boxes), height, width), np.uint8)
-    for k, (m, b) in enumerate(zip(mask_probs, boxes)):
-        x1, y1, x2, y2 = (int(v) for v in np.asarray(b, dtype=np.float64).astype(np.int32))
-        w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
-        bm = (cv2.resize(np.asarray(m, np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > threshold)
-        xa, ya = max(x1, 0), max(y1, 0)
-        xb, yb = min(x1 + w, width), min(y1 + h, height)
-        if xb > xa and yb > ya:
-            out[k, ya:yb, xa:xb] = bm[ya - y1:yb - y1, xa - x1:xb - x1]
-    return out
-
-
-def gt_boxes(xywh: np.ndarray, scale: float, new_w: int, new_h: int, width: int, height: int,
-             convention: str) -> np.ndarray:
-    """COCO ``[N, 4]`` (x, y, w, h px) -> float64 xyxy boxes of the resized image.
-
-    ``mmdet_v1`` (official ``CocoDataset._parse_ann_info`` + ``BboxTransform``): ``(x, y, x + w - 1, y + h - 1) *
-    scale`` (the one keep-ratio factor); ``continuous``: ``(x, y, x + w, y + h)`` times the per-axis size ratios.
-    """
-    xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
-    if convention == "mmdet_v1":
-        return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:] - 1.0], axis=1) * scale
-    ratio = np.array([new_w / width, new_h / height, new_w / width, new_h / height])
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * ratio
-
-
-def flip_boxes(boxes: np.ndarray, width: int, convention: str) -> np.ndarray:
-    """Horizontal flip of xyxy boxes in an image ``width`` px wide: ``W - 1 - x`` (``mmdet_v1``, official
-    ``bbox_flip``) or ``W - x`` (``continuous``)."""
-    off = width - 1.0 if convention == "mmdet_v1" else float(width)
-    return np.stack([off - boxes[:, 2], boxes[:, 1], off - boxes[:, 0], boxes[:, 3]], axis=1)
-
-
-@dataclass(frozen=True)
-class DetSample:
-    """The per-sample function of a recipe and split (picklable).
-
-    ``__call__(row, rng)``: a ``samples.parquet`` row -> ``image`` uint8 ``[3, H, W]`` (resized RGB), ``boxes``
-    float32 ``[N, 4]`` xyxy px of the resized image, ``labels`` int64 ``[N]`` (1..K), and with ``with_masks``
-    ``masks`` uint8 ``[N, H, W]``. ``rng`` None: no flip, short side ``short``.
-
-    Raises (on call):
-        hrnet_core.data.io.ImageReadError: missing or corrupt image (names the file).
-    """
-
-    image_root: str
-    labels: tuple[tuple[int, int], ...]  # (category id, label) pairs
-    short: int
-    long_cap: int
-    scales: tuple[int, ...]
-    flip: bool
-    flip_prob: float
-    with_masks: bool
-    box_convention: str = "mmdet_v1"
-
-    @functools.cached_property
-    def label_of(self) -> dict[int, int]:
-        return dict(self.labels)
-
-    def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        import cv2
-
-        from hrnet_core.data.coco_instances import segmentation_to_mask
-        from hrnet_core.data.io import read_image
-
-        img = read_image(Path(self.image_root) / str(row["file_name"]))
-        h, w = img.shape[:2]
-        u_scale, u_flip = rng.random(2) if rng is not None else (0.0, 1.0)  # fixed number of draws per sample
-        short = self.scales[min(int(u_scale * len(self.scales)), len(self.scales) - 1)] if (
-            self.scales and rng is not None) else self.short
-        nw, nh, s = rescale_size(h, w, short, self.long_cap)
-        nw, nh = max(1, nw), max(1, nh)
-        out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        boxes = gt_boxes(row["boxes"], s, nw, nh, w, h, self.box_convention)
-        flip = self.flip and rng is not None and u_flip < self.flip_prob
-        if flip:
-            out = out[:, ::-1]
-            boxes = flip_boxes(boxes, nw, self.box_convention)
-        if self.box_convention == "mmdet_v1":
-            boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, nw - 1)
-            boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, nh - 1)
-        sample = {"image": np.ascontiguousarray(out.transpose(2, 0, 1)),
-                  "boxes": boxes.astype(np.float32),
-                  "labels": np.asarray([self.label_of[int(c)] for c in row["category_ids"]], dtype=np.int64)}
-        if self.with_masks:
-            masks = np.zeros((len(boxes), nh, nw), np.uint8)
-            for k, seg in enumerate(row["segmentations"]):
-                m = segmentation_to_mask(seg, h, w)
-                m = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_NEAREST)
-                masks[k] = m[:, ::-1] if flip else m
-            sample["masks"] = masks
-        return sample
 
 
 def _categories(split) -> list[dict[str, Any]]:
@@ -448,70 +308,15 @@ def eval_items(recipe, split) -> list[dict[str, Any]]:
     return rows
 
 
-def resize_for_test(image: np.ndarray, short: int, long_cap: int) -> tuple[np.ndarray, float]:
-    """The official test resize of an RGB uint8 ``[H, W, 3]`` image (mmcv ``imrescale``: :func:`rescale_size`,
-    OpenCV bilinear on the uint8 image) -> ``(resized [h, w, 3] uint8, scale_factor)``. Normalisation (mean / std
-    of the DET config, RGB) and padding to a multiple of 32 happen inside the detector."""
-    import cv2
-
-    nw, nh, s = rescale_size(image.shape[0], image.shape[1], short, long_cap)
-    return cv2.resize(image, (max(nw, 1), max(nh, 1)), interpolation=cv2.INTER_LINEAR), s
-
-
-def raw_detections(model, images: Sequence[Any]) -> list[dict[str, Any]]:
-    """The detector's forward without torchvision's post-processing (eval mode, no gradients by the caller):
-    ``images`` list of float ``[3, h, w]`` in ``[0, 1]`` already at their test size -> per image ``boxes`` ``[D, 4]``
-    px of that image, ``scores``, ``labels`` and, for Mask R-CNN, ``masks`` float ``[D, 1, 28, 28]`` probabilities
-    (not pasted: :func:`paste_masks_mmdet` pastes them the official way).
-
-    Raises:
-        RuntimeError: the detector's own transform changed an image size (the test size must be final).
-    """
-    from collections import OrderedDict
-
-    import torch
-
-    image_list, _ = model.transform(list(images))
-    if [tuple(int(v) for v in x.shape[-2:]) for x in images] != [tuple(s) for s in image_list.image_sizes]:
-        raise RuntimeError(f"the detector resized its test images {[tuple(x.shape[-2:]) for x in images]} to "
-                           f"{image_list.image_sizes}; resize_for_test must give the final size")
-    features = model.backbone(image_list.tensors)
-    if isinstance(features, torch.Tensor):
-        features = OrderedDict([("0", features)])
-    proposals, _ = model.rpn(image_list, features)
-    detections, _ = model.roi_heads(features, proposals, image_list.image_sizes)
-    return detections
-
-
-def to_original(det: Mapping[str, Any], scale: float, size: tuple[int, int], resized: tuple[int, int],
-                convention: str, mask_thresh: float) -> dict[str, Any]:
-    """One image's raw detections (:func:`raw_detections`, px of the resized image ``resized`` = ``(w, h)``) ->
-    ``{"boxes" float32 [D, 4] xyxy original px, "scores" [D], "labels" [D], "masks" uint8 [D, H, W]}`` for the
-    original image ``size`` = ``(W, H)``. ``mmdet_v1`` (official ``BBoxHead.get_det_bboxes`` with ``rescale``):
-    boxes clipped to ``[0, w - 1] x [0, h - 1]`` then divided by the scale factor, masks pasted by
-    :func:`paste_masks_mmdet`; ``continuous``: boxes clipped to ``[0, w] x [0, h]`` and divided the same way,
-    masks pasted the same way."""
-    boxes = det["boxes"].float().cpu().numpy().astype(np.float64)
-    cap = 1.0 if convention == "mmdet_v1" else 0.0
-    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, resized[0] - cap)
-    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, resized[1] - cap)
-    boxes /= scale
-    out = {"boxes": boxes.astype(np.float32), "scores": det["scores"].float().cpu().numpy(),
-           "labels": det["labels"].cpu().numpy()}
-    if "masks" in det:
-        probs = det["masks"][:, 0].float().cpu().numpy()
-        out["masks"] = paste_masks_mmdet(probs, boxes, size[1], size[0], mask_thresh)
-    return out
-
-
 def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
     """The official single-scale test per batch of ``test.batch_size`` images (HRNet-Object-Detection
     ``tools/test.py`` on mmdetection v1): per image ``{"image_id", "boxes" float32 [D, 4] xyxy original px, "scores"
     [D], "category_ids" [D], "masks" [D] compressed RLEs (Mask R-CNN)}`` in item order.
 
-    Each image resized by :func:`resize_for_test`, the detector (normalisation, padding to 32, RPN, R-CNN with score
-    > 0.05, NMS 0.5, 100 per image), boxes back to the original image by the scale factor and masks pasted there
-    (:func:`to_original`).
+    Each image resized by :func:`~hrnet_core.data.det_transforms.resize_for_test`, the detector
+    (:func:`~hrnet_core.models.detectors.raw_detections`: normalisation, padding to 32, RPN, R-CNN with score > 0.05,
+    NMS 0.5, 100 per image), boxes back to the original image by the scale factor and masks pasted there
+    (:func:`~hrnet_core.evaluation.coco_detection.to_original`).
     """
     from hrnet_core.data.coco_instances import category_labels
 
@@ -524,8 +329,10 @@ def _predict_images(model, recipe, cat_of: Mapping[int, int], device, chunk: Seq
     """Detections of one batch of images."""
     import torch
 
+    from hrnet_core.data.det_transforms import resize_for_test
     from hrnet_core.data.io import read_image
-    from hrnet_core.evaluation.coco_detection import encode_masks
+    from hrnet_core.evaluation.coco_detection import encode_masks, to_original
+    from hrnet_core.models.detectors import raw_detections
 
     t, d = recipe.test, recipe.data
     short, long_cap = int(d.input_size[1]), int(d.input_size[0])
@@ -549,24 +356,12 @@ def concat(parts: Sequence[Predictions]) -> Predictions:
     return Predictions([p for part in parts for p in part.values])
 
 
-def results_json(predictions: Predictions, box_convention: str = "mmdet_v1") -> list[dict[str, Any]]:
-    """The predictions in the COCO results format (:func:`~hrnet_core.evaluation.coco_detection.detection_results`;
-    ``mmdet_v1``: ``w = x2 - x1 + 1`` as the official ``xyxy2xywh``)."""
-    from hrnet_core.evaluation.coco_detection import detection_results
-
-    res: list[dict[str, Any]] = []
-    for p in predictions.values:
-        res += detection_results(p["image_id"], p["boxes"], p["scores"], p["category_ids"], p.get("masks"),
-                                 plus_one=box_convention == "mmdet_v1")
-    return res
-
-
 def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split,
           out_dir: str | Path | None = None) -> dict[str, float]:
     """COCO box AP (and mask AP for Mask R-CNN) in percent on the items' images, plus ``eval_items``; with
     ``out_dir`` also ``predictions.json`` (COCO results format). A split without annotations (test-dev image info)
     gets only ``eval_items``: its results file goes to the COCO evaluation server."""
-    from hrnet_core.evaluation.coco_detection import coco_detection_metrics
+    from hrnet_core.evaluation.coco_detection import coco_detection_metrics, results_json
 
     res = results_json(predictions, recipe.data.box_convention)
     types = ("bbox", "segm") if recipe.model.detector == "mask_rcnn" else ("bbox",)
@@ -584,42 +379,12 @@ def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, spl
 
 def draw(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split, out_dir: str | Path,
          num_images: int) -> list[Path]:
-    """Ground-truth boxes (white) and predictions above ``test.vis_score_thresh`` (box, mask tint, class name and
-    score, one colour per class) of the first ``num_images`` images as ``<out_dir>/<image_id>.jpg``."""
-    import cv2
-    from pycocotools import mask as mask_utils
+    """Ground-truth boxes (white) and predictions above ``test.vis_score_thresh`` of the first ``num_images`` images
+    as ``<out_dir>/<image_id>.jpg`` (:func:`~hrnet_core.evaluation.det_drawing.save_detection_drawings`)."""
+    from hrnet_core.evaluation.det_drawing import save_detection_drawings
 
-    from hrnet_core.data.coco_instances import read_instances
-    from hrnet_core.data.io import read_image
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    records, cats = read_instances(split.file("annotations"))
-    gt = {r.image_id: r for r in records}
-    names = {c["id"]: c["name"] for c in cats}
-    palette = np.random.default_rng(0).integers(60, 255, size=(max(names) + 2, 3))
-    files = []
-    for r, p in list(zip(items, predictions.values))[:num_images]:
-        img = read_image(r["image_file"]).copy()
-        keep = np.nonzero(p["scores"] >= recipe.test.vis_score_thresh)[0]
-        for k in keep:
-            if "masks" in p:
-                m = mask_utils.decode(p["masks"][k]).astype(bool)
-                img[m] = (0.5 * img[m] + 0.5 * palette[max(p["category_ids"][k], 0)]).astype(np.uint8)
-        g = gt.get(int(r["image_id"]))
-        if g is not None:
-            for x, y, w, h in g.boxes:
-                cv2.rectangle(img, (int(x), int(y)), (int(x + w), int(y + h)), (255, 255, 255), 1)
-        for k in keep:
-            c = tuple(int(v) for v in palette[max(p["category_ids"][k], 0)])
-            x0, y0, x1, y1 = (int(v) for v in p["boxes"][k])
-            cv2.rectangle(img, (x0, y0), (x1, y1), c, 2)
-            cv2.putText(img, f"{names.get(int(p['category_ids'][k]), '?')} {p['scores'][k]:.2f}", (x0, max(y0 - 3, 8)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, c, 1, cv2.LINE_AA)
-        f = out / f"{int(r['image_id'])}.jpg"
-        cv2.imwrite(str(f), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        files.append(f)
-    return files
+    return save_detection_drawings(items, predictions.values, split.file("annotations"), out_dir, num_images,
+                                   recipe.test.vis_score_thresh)
 
 
 # ------------------------------------------------------------------------------------------------ synthetic data
