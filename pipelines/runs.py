@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from hrnet_core.data.prepared import dataset_fingerprint, open_split
+from hrnet_core.data.prepared import PreparedSplit, dataset_fingerprint, open_split
 from hrnet_core.recipes import ConfigError, recipe_from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     from hrnet_core.recipes import Recipe
 
-__all__ = ["TrainResult", "RUN_IDENTITY", "PATH_KEYS", "config_hash", "default_run_name", "run_identity",
+__all__ = ["TrainResult", "RUN_IDENTITY", "PATH_KEYS", "config_hash", "default_run_name", "open_training_splits",
+           "run_identity",
            "latest_checkpoint", "has_checkpoints", "absolutize", "pinned_path_overrides", "check_same_run",
            "write_identity", "finished_run", "already_complete", "write_history_csv", "copy_weights", "ResolvedWeights", "resolve_weights"]
 
@@ -83,17 +84,28 @@ def default_run_name(recipe: "Recipe", dataset_fingerprint: str | None = None,
     return "-".join(parts + [config_hash(recipe, dataset_fingerprint, pretrained_sha256)])
 
 
-def run_identity(recipe: "Recipe") -> dict[str, Any]:
+def open_training_splits(recipe: "Recipe") -> tuple[PreparedSplit, PreparedSplit]:
+    """The prepared ``(train, val)`` splits of ``recipe`` (``data.root`` / ``data.train_split``, ``data.val_split``),
+    opened once per run by the driver and handed to :func:`run_identity`, the sample table and the workers.
+
+    Raises:
+        DataError: a split is missing, unreadable or lost its image folder
+            (:func:`hrnet_core.data.prepared.open_split`).
+    """
+    return (open_split(recipe.data.root, recipe.data.train_split),
+            open_split(recipe.data.root, recipe.data.val_split))
+
+
+def run_identity(recipe: "Recipe", splits: tuple[PreparedSplit, PreparedSplit] | None = None) -> dict[str, Any]:
     """What identifies a run of ``recipe`` (absolute paths): ``{"dataset_fingerprint", "pretrained_sha256",
-    "run_name"}``, read from the prepared splits and the backbone file.
+    "run_name"}``, read from the prepared ``(train, val)`` splits (opened here when not given) and the backbone file.
 
     Raises:
         DataError: prepared splits missing. FileNotFoundError: ``model.pretrained`` missing.
     """
     from hrnet_core.data.io import sha256_file
 
-    train_split = open_split(recipe.data.root, recipe.data.train_split)
-    val_split = open_split(recipe.data.root, recipe.data.val_split)
+    train_split, val_split = splits if splits is not None else open_training_splits(recipe)
     if recipe.model.pretrained and not Path(recipe.model.pretrained).is_file():
         raise FileNotFoundError(f"pretrained backbone weights {recipe.model.pretrained!r} not found (model.pretrained);"
                                 f" download the ImageNet checkpoint or set model.pretrained=null")
