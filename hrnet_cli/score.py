@@ -473,14 +473,13 @@ def score_faces(results: Path, truth: Truth) -> dict[str, float]:
 
     Follows HRNet-Facial-Landmark-Detection ``lib/core/evaluation.py`` ``compute_nme`` (per face the mean point
     error over the dataset's normaliser: inter-ocular for 300W / WFLW / COFW, the box size for AFLW) through
-    ``hrnet_core.tasks.face_alignment.item_errors`` and :func:`hrnet_core.evaluation.nme.face_metrics`.
+    :func:`hrnet_core.evaluation.nme.item_errors` and :func:`hrnet_core.evaluation.nme.face_metrics`.
 
     Raises:
         DataError: a face without a prediction, landmarks of another count.
     """
     from hrnet_core.data.faces import face_layout
-    from hrnet_core.evaluation.nme import face_metrics
-    from hrnet_core.tasks.face_alignment import item_errors
+    from hrnet_core.evaluation.nme import face_metrics, item_errors
 
     items = _face_truth(truth)
     k = face_layout(truth.dataset).num_landmarks
