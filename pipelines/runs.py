@@ -1,5 +1,5 @@
 """Run identity, resume and path pinning, shared by ``hrnet train`` (:mod:`pipelines.train`) and the sweeps
-(:mod:`sweeps.runner`).
+(:mod:`sweeps.runner`, :mod:`sweeps.resolve`, :mod:`sweeps.resume`, :mod:`sweeps.report`).
 
 A training run lives in ``<storage_path>/<run_name>`` (Ray Train's checkpoints ``checkpoint_*/`` with ``model.pt``,
 ``train_state.pt``, ``history.json``) beside ``hrnet_run.json``, the identity it was trained with: the dataset
@@ -7,7 +7,8 @@ fingerprint and the backbone's sha256. The default run name hashes the resolved 
 (:func:`config_hash`), so the same command finds its run again (resume, or "already complete") from any checkout,
 and other data or another backbone never resumes a run of the old ones (:func:`check_same_run`). Relative recipe
 paths are pinned to the driver's working directory before anything runs elsewhere (:func:`absolutize`,
-:func:`pinned_path_overrides`): Ray workers and Tune trials run in other directories.
+:func:`pinned_path_overrides`, and a sweep's storage root :func:`pinned_storage_path`): Ray workers and Tune trials
+run in other directories.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hrnet_core.recipes import Recipe
 
 __all__ = ["TrainResult", "RUN_IDENTITY", "PATH_KEYS", "config_hash", "default_run_name", "open_training_splits",
-           "run_identity",
-           "latest_checkpoint", "has_checkpoints", "absolutize", "pinned_path_overrides", "check_same_run",
+           "run_identity", "latest_checkpoint", "has_checkpoints", "absolutize", "pinned_path_overrides",
+           "pinned_storage_path", "check_same_run",
            "write_identity", "finished_run", "already_complete", "write_history_csv", "copy_weights", "ResolvedWeights", "resolve_weights"]
 
 RUN_IDENTITY = "hrnet_run.json"
@@ -165,6 +166,12 @@ def pinned_path_overrides(flat: Mapping[str, Any], base: str | Path | None = Non
         if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
             out[key] = _pin(value, base_dir)
     return out
+
+
+def pinned_storage_path(path: str) -> str:
+    """A Tune / Train storage root as every process must see it: a local path made absolute against the working
+    directory, a URI (``s3://``, ``gs://``, anything with ``://``) as given."""
+    return path if "://" in path else str(Path(path).resolve())
 
 
 def check_same_run(run_dir: Path, identity: Mapping[str, Any]) -> None:

@@ -204,7 +204,7 @@ def test_readme_command_list_runs_as_written(ray_session, tmp_path, monkeypatch,
 def test_sweep_overrides_with_relative_paths_are_pinned_and_checked(tmp_path, monkeypatch):
     """`hrnet sweep run ... -o data.root=<relative>`: trials run in other directories, so the driver pins the path;
     missing data fails before anything is scheduled."""
-    from sweeps.runner import resolve_plan
+    from sweeps.resolve import resolve_plan
     from sweeps.spec import SweepConfigError
 
     monkeypatch.chdir(tmp_path)
