@@ -641,11 +641,12 @@ def _write_pose(ctx: _Outputs) -> dict[str, Any]:
     from hrnet_core.evaluation.coco_keypoints import write_coco_results
 
     if kind == "pose_topdown":
-        from hrnet_core.tasks.pose_topdown import _coco_results, keypoint_spec
+        from hrnet_core.data.keypoints import keypoint_spec
+        from hrnet_core.evaluation.topdown import coco_results
 
         k = int(predictor.vocab["num_joints"])
-        results = _coco_results(items, np.asarray(values), r, k, None if k == 17 else
-                                keypoint_spec("coco", k).sigmas) if items else []
+        results = coco_results(items, np.asarray(values), k, None if k == 17 else keypoint_spec("coco", k).sigmas,
+                               in_vis_thr=r.test.joint_score_thr, oks_thr=r.test.oks_nms_thr) if items else []
     else:
         from hrnet_core.tasks.pose_bottomup import coco_results
 
