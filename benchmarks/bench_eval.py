@@ -45,6 +45,7 @@ from hrnet_core.data.coco import CocoKeypoints  # noqa: E402
 from hrnet_core.data.io import read_image  # noqa: E402
 from hrnet_core.data.keypoints import COCO_KEYPOINTS  # noqa: E402
 from hrnet_core.data.transforms import TopDownTransform  # noqa: E402
+from hrnet_core.evaluation.topdown import CropLoader  # noqa: E402
 from hrnet_core.engine.evaluation import predict_items  # noqa: E402
 from hrnet_core.models.fold import fold_batchnorm  # noqa: E402
 from hrnet_core.models.microbatch import CPU_MICRO_BATCH, MicroBatched  # noqa: E402
@@ -102,7 +103,8 @@ def ablation(model, records, transform, batch: int, device, fold: bool, one_forw
         net = MicroBatched(net, micro)
     out = []
     with torch.inference_mode():
-        for b in pose_topdown._batches(records, transform, batch):
+        load = CropLoader(transform)
+        for b in (load(records[i:i + batch]) for i in range(0, len(records), batch)):
             x = torch.from_numpy(b["image"]).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

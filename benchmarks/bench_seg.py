@@ -99,7 +99,7 @@ class _Images:
     def __getitem__(self, i: int):
         from hrnet_core.data.io import read_image
         from hrnet_core.data.segmentation import apply_lut, read_label
-        from hrnet_core.tasks.segmentation import normalise
+        from hrnet_core.data.seg_transforms import normalise
 
         r = self.items[i]
         d = self.recipe.data
@@ -135,7 +135,7 @@ def part_eval(recipe, rounds: int) -> None:
     from hrnet_core.data.segmentation import layout_from_meta
     from hrnet_core.engine.evaluation import predict_items
     from hrnet_core.tasks import get_task
-    from hrnet_core.tasks.segmentation import _dense
+    from hrnet_core.evaluation.miou import dense_confusion
 
     task = get_task("segmentation")
     split = open_split(recipe.data.root, "val")
@@ -150,7 +150,7 @@ def part_eval(recipe, rounds: int) -> None:
         ours = max(ours, len(items) / (time.perf_counter() - t0))
         cm_plain, s = plain_eval(model, items, recipe, layout)
         plain = max(plain, len(items) / s)
-    cm_ours = np.sum([_dense(v["confusion"], layout.num_classes) for v in preds.values], axis=0)
+    cm_ours = np.sum([dense_confusion(v["confusion"], layout.num_classes) for v in preds.values], axis=0)
     same = bool(np.array_equal(cm_ours, cm_plain))
     load = os.getloadavg()
     w, h = recipe.data.input_size

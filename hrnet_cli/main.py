@@ -114,24 +114,59 @@ def _load(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hrnet`` argument parser: one sub-command per command group (``_add_<command>_parser``); ``report``,
+    ``sweep``, ``predict``, ``score``, ``export-backbone`` and ``export`` come from their own modules."""
     parser = argparse.ArgumentParser(
         prog="hrnet", description="HRNet reference pipeline: data, recipes, models, Ray training and evaluation.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_tasks_parser(sub)
+    _add_data_parser(sub)
+    _add_recipes_parser(sub)
+    _add_models_parser(sub)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    # the commands defined in their own modules
+    from pipelines.report import add_report_parser
+    from sweeps.cli import add_sweep_parser
 
-    # ---------------------------------------------------------------- tasks
+    from .export import add_export_onnx_parser
+    from .export_backbone import add_export_parser
+    from .predict import add_predict_parser
+    from .score import add_score_parser
+
+    add_predict_parser(sub)
+    add_score_parser(sub)
+    add_export_parser(sub)
+    add_export_onnx_parser(sub)
+    add_report_parser(sub)
+    add_sweep_parser(sub)
+    return parser
+
+
+def _add_tasks_parser(sub: argparse._SubParsersAction) -> None:
+    """``hrnet tasks list``."""
     tk = sub.add_parser("tasks", help="list the tasks of the pipeline",
                         description="Tasks (hrnet_core/tasks): their datasets, recipes, metrics and smoke profile.")
     tsub = tk.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
     tsub.add_parser("list", help="tasks with their datasets, recipes and metrics")
 
-    # ---------------------------------------------------------------- data
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    """``hrnet data generate|prepare|prepare-task``."""
     data = sub.add_parser("data", help="generate or prepare datasets",
                           description="Make the datasets the pipeline reads: `generate` writes a task's synthetic "
                                       "default, `prepare` converts a dataset in its official layout into a prepared "
                                       "split (Parquet manifests with checksums) under --out/<split>.")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    _add_generate_parser(dsub)
+    _add_prepare_parser(dsub)
+    _add_prepare_task_parser(dsub)
+
+
+def _add_generate_parser(dsub: argparse._SubParsersAction) -> None:
+    """``hrnet data generate``."""
     gen = dsub.add_parser("generate", help="write a task's synthetic default dataset",
                           description="Write the generated default data of TASK (deterministic for a seed) in the "
                                       "official layout of one of the task's datasets.")
@@ -144,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validation images (default: params.yaml tasks.TASK.generate.num_val)")
     gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default %(default)s)")
 
+
+def _add_prepare_parser(dsub: argparse._SubParsersAction) -> None:
+    """``hrnet data prepare`` (one ``--<input>`` option per reader input of every landed task)."""
     prep = dsub.add_parser("prepare", help="prepare a split of a dataset in its official layout",
                            description="Read a dataset split with its task's reader, decode and hash every image, and "
                                        "write manifest.json, images.parquet, samples.parquet and copies of the "
@@ -169,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--image-dir", dest="input_images", default=None, help=argparse.SUPPRESS)
     prep.add_argument("--cache-dir", default="data/raw/downloads", help="download cache (default %(default)s)")
 
+
+def _add_prepare_task_parser(dsub: argparse._SubParsersAction) -> None:
+    """``hrnet data prepare-task``."""
     pt = dsub.add_parser("prepare-task", help="prepare every split of a task",
                          description="Prepare the train and val splits of TASK into OUT: from a params file section "
                                      "({train: {dataset, source, split, <inputs>}, val: {...}}, DVC's params.yaml) or, "
@@ -180,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--params-key", default=None, help="dotted key of the splits section (default tasks.TASK.data)")
     pt.add_argument("--cache-dir", default="data/raw/downloads", help="download cache (default %(default)s)")
 
-    # ---------------------------------------------------------------- recipes / models
+
+def _add_recipes_parser(sub: argparse._SubParsersAction) -> None:
+    """``hrnet recipes list|show``."""
     rec = sub.add_parser("recipes", help="list or show training recipes",
                          description="Recipes are one YAML per paper-table row (hrnet_core/recipes/).")
     rsub = rec.add_subparsers(dest="recipes_command", metavar="ACTION", required=True)
@@ -188,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = rsub.add_parser("show", help="print a resolved recipe as YAML")
     _add_recipe_args(show)
 
+
+def _add_models_parser(sub: argparse._SubParsersAction) -> None:
+    """``hrnet models list|info``."""
     mod = sub.add_parser("models", help="list zoo models or show their size",
                          description="The model zoo of hrnet_core.models.")
     msub = mod.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -197,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--input", default=None, metavar="HxW", help="input size for MACs, e.g. 256x192")
     info.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model override, e.g. width=18")
 
-    # ---------------------------------------------------------------- train
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``hrnet train``."""
     tr = sub.add_parser("train", help="train a recipe with Ray Train",
                         description="Train a recipe on its prepared data with a Ray Train TorchTrainer (Ray Data "
                                     "ingest). One MLflow run per job; a checkpoint every epoch under "
@@ -231,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--metrics-out", default=None, help="also write final metrics json here (DVC metrics)")
     tr.add_argument("--history-out", default=None, help="also write per-epoch history CSV here (DVC plots)")
 
-    # ---------------------------------------------------------------- evaluate
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """``hrnet evaluate``."""
     ev = sub.add_parser("evaluate", help="evaluate weights on the val split",
                         description="Batch inference on the recipe's val split with the task's test procedure and its\n"
                                     "metrics (percent, as the papers print them); in --out-dir predictions.json (the\n"
@@ -273,22 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ev.add_argument("--metrics-out", default=None, help="also write the metrics json here (DVC metrics)")
     ev.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
-    # ---------------------------------------------------------------- report / sweep (their own modules)
-    from pipelines.report import add_report_parser
-    from sweeps.cli import add_sweep_parser
-
-    from .export import add_export_onnx_parser
-    from .export_backbone import add_export_parser
-    from .predict import add_predict_parser
-    from .score import add_score_parser
-
-    add_predict_parser(sub)
-    add_score_parser(sub)
-    add_export_parser(sub)
-    add_export_onnx_parser(sub)
-    add_report_parser(sub)
-    add_sweep_parser(sub)
-    return parser
 
 
 def _bool(value: str | bool) -> bool:

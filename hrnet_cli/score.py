@@ -157,7 +157,7 @@ def score_keypoints(results: Path, truth: Truth) -> dict[str, float]:
     k = sizes.pop() // 3 if sizes else 17
     sigmas = None
     if k != 17:
-        from hrnet_core.tasks.pose_topdown import keypoint_spec
+        from hrnet_core.data.keypoints import keypoint_spec
 
         sigmas = keypoint_spec("coco", k).sigmas
     return _percent(evaluate_coco_keypoints(ann, results, sigmas=sigmas))
@@ -208,7 +208,7 @@ def score_mpii(results: Path, truth: Truth) -> dict[str, float]:
         DataError: people without head boxes (names ``--headboxes``), mismatched predictions.
     """
     from hrnet_core.data.mpii import MpiiKeypoints
-    from hrnet_core.evaluation.pckh import evaluate_mpii
+    from hrnet_core.evaluation.pckh import pckh_metrics
 
     ann = truth.annotation_file("the MPII json, e.g. valid.json")
     headboxes = truth.inputs.get("headboxes") or (truth.split.headboxes if truth.split is not None else None)
@@ -216,12 +216,7 @@ def score_mpii(results: Path, truth: Truth) -> dict[str, float]:
     if any(r.get("headbox") is None for r in records):
         raise DataError(f"MPII annotations {str(ann)!r} have people without a head box: PCKh needs --headboxes "
                         f"(official annot/gt_valid.mat)")
-    res = evaluate_mpii(_mpii_predictions(results, records), records)
-    out = {"PCKh": float(res["PCKh"]), "PCKh_0.1": float(res["PCKh@0.1"])}
-    for group, value in res["table"].items():
-        if isinstance(value, (int, float)) and group not in ("Mean", "threshold"):
-            out[f"PCKh/{group}"] = float(value)
-    return out
+    return pckh_metrics(_mpii_predictions(results, records), records)
 
 
 # -------------------------------------------------------------------------------------------- PoseTrack
@@ -473,14 +468,13 @@ def score_faces(results: Path, truth: Truth) -> dict[str, float]:
 
     Follows HRNet-Facial-Landmark-Detection ``lib/core/evaluation.py`` ``compute_nme`` (per face the mean point
     error over the dataset's normaliser: inter-ocular for 300W / WFLW / COFW, the box size for AFLW) through
-    ``hrnet_core.tasks.face_alignment.item_errors`` and :func:`hrnet_core.evaluation.nme.face_metrics`.
+    :func:`hrnet_core.evaluation.nme.item_errors` and :func:`hrnet_core.evaluation.nme.face_metrics`.
 
     Raises:
         DataError: a face without a prediction, landmarks of another count.
     """
     from hrnet_core.data.faces import face_layout
-    from hrnet_core.evaluation.nme import face_metrics
-    from hrnet_core.tasks.face_alignment import item_errors
+    from hrnet_core.evaluation.nme import face_metrics, item_errors
 
     items = _face_truth(truth)
     k = face_layout(truth.dataset).num_landmarks

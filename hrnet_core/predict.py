@@ -8,7 +8,7 @@ The predictor runs the task's own test procedure, the one ``hrnet evaluate`` run
 builds the task's eval items from the input files instead of a prepared split and calls the task's ``predict``
 (``hrnet_core/tasks/<task>.py``), so preprocessing, flip test, decoding and post-processing are the evaluation's.
 Segmentation, whose ``predict`` also builds confusion matrices against labels, runs the same per-image function
-:func:`hrnet_core.tasks.segmentation.image_scores` without labels. Outputs in ``--out DIR``:
+:func:`hrnet_core.evaluation.seg_inference.image_scores` without labels. Outputs in ``--out DIR``:
 
 =================  ==================================================================================================
 task               files
@@ -496,17 +496,18 @@ def _image_items(files, ids) -> list[dict[str, Any]]:
 
 def _predict_segmentation(predictor: Predictor, items, device, progress: bool) -> list[np.ndarray]:
     """Training-id maps ``uint8 [H, W]`` per image by the recipe's test procedure
-    (:func:`hrnet_core.tasks.segmentation.image_scores`, what the task's ``predict`` runs per image)."""
+    (:func:`hrnet_core.evaluation.seg_inference.image_scores`, what the task's ``predict`` runs per image)."""
     from tqdm import tqdm
 
     from hrnet_core.data.io import read_image
     from hrnet_core.data.segmentation import layout_from_meta
-    from hrnet_core.tasks.segmentation import image_scores, model_align_corners
+    from hrnet_core.evaluation.seg_inference import image_scores
+    from hrnet_core.tasks.segmentation import inference_settings, model_align_corners
 
     recipe, model = predictor.recipe, predictor.model
     layout = layout_from_meta(predictor.vocab)
     perm = layout.flip_permutation() if layout.flip_pairs else None
-    align = model_align_corners(recipe.model.name)
+    cfg = inference_settings(recipe, layout.num_classes, perm, model_align_corners(recipe.model.name))
     threads = torch.get_num_threads()
     if recipe.test.cpu_threads > 0 and str(device).startswith("cpu"):
         torch.set_num_threads(recipe.test.cpu_threads)
@@ -514,8 +515,7 @@ def _predict_segmentation(predictor: Predictor, items, device, progress: bool) -
     try:
         with torch.no_grad():
             for r in tqdm(items, desc="predict", unit="img", disable=not progress):
-                scores = image_scores(model, read_image(r["image_file"]), recipe, layout.num_classes, perm, align,
-                                      device)
+                scores = image_scores(model, read_image(r["image_file"]), cfg, device)
                 out.append(scores.argmax(0).to(torch.uint8).cpu().numpy())
     finally:
         torch.set_num_threads(threads)
@@ -641,11 +641,12 @@ def _write_pose(ctx: _Outputs) -> dict[str, Any]:
     from hrnet_core.evaluation.coco_keypoints import write_coco_results
 
     if kind == "pose_topdown":
-        from hrnet_core.tasks.pose_topdown import _coco_results, keypoint_spec
+        from hrnet_core.data.keypoints import keypoint_spec
+        from hrnet_core.evaluation.topdown import coco_results
 
         k = int(predictor.vocab["num_joints"])
-        results = _coco_results(items, np.asarray(values), r, k, None if k == 17 else
-                                keypoint_spec("coco", k).sigmas) if items else []
+        results = coco_results(items, np.asarray(values), k, None if k == 17 else keypoint_spec("coco", k).sigmas,
+                               in_vis_thr=r.test.joint_score_thr, oks_thr=r.test.oks_nms_thr) if items else []
     else:
         from hrnet_core.tasks.pose_bottomup import coco_results
 
@@ -674,7 +675,7 @@ def _write_segmentation(ctx: _Outputs) -> dict[str, Any]:
     n_vis, vis = ctx.num_vis, ctx.out / "vis"
     summary: dict[str, Any] = {}
     from hrnet_core.data.segmentation import layout_from_meta
-    from hrnet_core.tasks.segmentation import colourise
+    from hrnet_core.evaluation.seg_drawing import colourise
 
     layout = layout_from_meta(predictor.vocab)
     lut = layout.output_lut()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -31,6 +32,7 @@ from typing import Any, Iterable, Mapping
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "hrnet"
 PARAM_VALUE_MAX = 6000
+TAG_VALUE_MAX = 4000  # well under MLflow's tag value limit (8000)
 
 
 def resolve_tracking_uri(uri: str | None = None, base: str | Path | None = None) -> str:
@@ -150,20 +152,38 @@ def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any], on_cha
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
-    """Log finite numeric metrics (others are skipped) at ``step``."""
+    """Log the numeric ``metrics`` at ``step`` (values that are not numbers, e.g. a dataset name, are skipped).
+
+    A non-finite value is logged too, never dropped: MLflow keeps NaN and stores +-inf as +-1.797e308, so the
+    run also gets the tag ``nonfinite_metrics`` (``key@step=value``, comma-separated, accumulated over calls) and
+    one warning line on stderr names them. (A non-finite training loss never gets here: the engine stops the run
+    FAILED first, :func:`hrnet_core.engine.check_finite_loss`.)
+    """
     from mlflow.entities import Metric
 
     ts = int(time.time() * 1000)
-    items = []
+    items, bad = [], []
     for k, v in metrics.items():
         try:
             f = float(v)
         except (TypeError, ValueError):
             continue
-        if math.isfinite(f):
-            items.append(Metric(k, f, ts, int(step or 0)))
+        items.append(Metric(k, f, ts, int(step or 0)))
+        if not math.isfinite(f):
+            bad.append(f"{k}@{int(step or 0)}={f}")
+    c = client(tracking_uri)
     for i in range(0, len(items), 500):
-        client(tracking_uri).log_batch(run_id, metrics=items[i:i + 500])
+        c.log_batch(run_id, metrics=items[i:i + 500])
+    if bad:
+        _flag_nonfinite(c, run_id, bad)
+
+
+def _flag_nonfinite(c, run_id: str, bad: list[str]) -> None:
+    """Tag ``nonfinite_metrics`` of ``run_id`` (joined with what an earlier call flagged) and warn on stderr."""
+    old = c.get_run(run_id).data.tags.get("nonfinite_metrics")
+    value = ", ".join(([old] if old else []) + bad)
+    c.set_tag(run_id, "nonfinite_metrics", value[:TAG_VALUE_MAX])
+    print(f"warning: non-finite metric(s) logged to MLflow run {run_id}: {', '.join(bad)}", file=sys.stderr)
 
 
 def logged_steps(tracking_uri: str, run_id: str, key: str) -> set[int]:

@@ -1,5 +1,5 @@
 """Run identity, resume and path pinning, shared by ``hrnet train`` (:mod:`pipelines.train`) and the sweeps
-(:mod:`sweeps.runner`).
+(:mod:`sweeps.runner`, :mod:`sweeps.resolve`, :mod:`sweeps.resume`, :mod:`sweeps.report`).
 
 A training run lives in ``<storage_path>/<run_name>`` (Ray Train's checkpoints ``checkpoint_*/`` with ``model.pt``,
 ``train_state.pt``, ``history.json``) beside ``hrnet_run.json``, the identity it was trained with: the dataset
@@ -7,7 +7,8 @@ fingerprint and the backbone's sha256. The default run name hashes the resolved 
 (:func:`config_hash`), so the same command finds its run again (resume, or "already complete") from any checkout,
 and other data or another backbone never resumes a run of the old ones (:func:`check_same_run`). Relative recipe
 paths are pinned to the driver's working directory before anything runs elsewhere (:func:`absolutize`,
-:func:`pinned_path_overrides`): Ray workers and Tune trials run in other directories.
+:func:`pinned_path_overrides`, and a sweep's storage root :func:`pinned_storage_path`): Ray workers and Tune trials
+run in other directories.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from hrnet_core.data.prepared import dataset_fingerprint, open_split
+from hrnet_core.data.prepared import PreparedSplit, dataset_fingerprint, open_split
 from hrnet_core.recipes import ConfigError, recipe_from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     from hrnet_core.recipes import Recipe
 
-__all__ = ["TrainResult", "RUN_IDENTITY", "PATH_KEYS", "config_hash", "default_run_name", "run_identity",
-           "latest_checkpoint", "has_checkpoints", "absolutize", "pinned_path_overrides", "check_same_run",
+__all__ = ["TrainResult", "RUN_IDENTITY", "PATH_KEYS", "config_hash", "default_run_name", "open_training_splits",
+           "run_identity", "latest_checkpoint", "has_checkpoints", "absolutize", "pinned_path_overrides",
+           "pinned_storage_path", "check_same_run",
            "write_identity", "finished_run", "already_complete", "write_history_csv", "copy_weights", "ResolvedWeights", "resolve_weights"]
 
 RUN_IDENTITY = "hrnet_run.json"
@@ -83,17 +85,28 @@ def default_run_name(recipe: "Recipe", dataset_fingerprint: str | None = None,
     return "-".join(parts + [config_hash(recipe, dataset_fingerprint, pretrained_sha256)])
 
 
-def run_identity(recipe: "Recipe") -> dict[str, Any]:
+def open_training_splits(recipe: "Recipe") -> tuple[PreparedSplit, PreparedSplit]:
+    """The prepared ``(train, val)`` splits of ``recipe`` (``data.root`` / ``data.train_split``, ``data.val_split``),
+    opened once per run by the driver and handed to :func:`run_identity`, the sample table and the workers.
+
+    Raises:
+        DataError: a split is missing, unreadable or lost its image folder
+            (:func:`hrnet_core.data.prepared.open_split`).
+    """
+    return (open_split(recipe.data.root, recipe.data.train_split),
+            open_split(recipe.data.root, recipe.data.val_split))
+
+
+def run_identity(recipe: "Recipe", splits: tuple[PreparedSplit, PreparedSplit] | None = None) -> dict[str, Any]:
     """What identifies a run of ``recipe`` (absolute paths): ``{"dataset_fingerprint", "pretrained_sha256",
-    "run_name"}``, read from the prepared splits and the backbone file.
+    "run_name"}``, read from the prepared ``(train, val)`` splits (opened here when not given) and the backbone file.
 
     Raises:
         DataError: prepared splits missing. FileNotFoundError: ``model.pretrained`` missing.
     """
     from hrnet_core.data.io import sha256_file
 
-    train_split = open_split(recipe.data.root, recipe.data.train_split)
-    val_split = open_split(recipe.data.root, recipe.data.val_split)
+    train_split, val_split = splits if splits is not None else open_training_splits(recipe)
     if recipe.model.pretrained and not Path(recipe.model.pretrained).is_file():
         raise FileNotFoundError(f"pretrained backbone weights {recipe.model.pretrained!r} not found (model.pretrained);"
                                 f" download the ImageNet checkpoint or set model.pretrained=null")
@@ -153,6 +166,12 @@ def pinned_path_overrides(flat: Mapping[str, Any], base: str | Path | None = Non
         if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
             out[key] = _pin(value, base_dir)
     return out
+
+
+def pinned_storage_path(path: str) -> str:
+    """A Tune / Train storage root as every process must see it: a local path made absolute against the working
+    directory, a URI (``s3://``, ``gs://``, anything with ``://``) as given."""
+    return path if "://" in path else str(Path(path).resolve())
 
 
 def check_same_run(run_dir: Path, identity: Mapping[str, Any]) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
-from hrnet_core.data.prepared import DataError, PreparedSplit, open_split  # noqa: E402
+from hrnet_core.data.prepared import DataError, PreparedSplit  # noqa: E402
 from hrnet_core.engine import (  # noqa: E402
     NonFiniteLossError, amp_dtype, batches_per_epoch, build_optimizer, check_finite_loss, lr_at, steps_per_epoch,
 )
@@ -50,7 +50,7 @@ from .mlflow_runs import close_training_run, log_epoch  # noqa: E402
 from .ray_adapter import CONTROLLER_POLL_INTERVAL_S, controller_poll_interval, trainer_class  # noqa: E402
 from .runs import (  # noqa: E402
     RUN_IDENTITY, TrainResult, absolutize, already_complete, check_same_run, config_hash, copy_weights,
-    default_run_name, has_checkpoints, run_identity, write_history_csv, write_identity,
+    default_run_name, has_checkpoints, open_training_splits, run_identity, write_history_csv, write_identity,
 )
 from .train_worker import train_loop_per_worker, validate_sharded  # noqa: E402
 
@@ -121,12 +121,13 @@ def train(recipe: Recipe, *, num_workers: int, use_gpu: bool, run_name: str | No
     """
     t0 = time.time()
     shown, recipe = recipe, absolutize(recipe)
-    identity, storage, uri = _checked_run(recipe, run_name, storage_path, mlflow_uri)
+    splits = open_training_splits(recipe)  # the only time a run reads the manifests
+    identity, storage, uri = _checked_run(recipe, splits, run_name, storage_path, mlflow_uri)
     run_name = run_name or identity["run_name"]
     done = already_complete(storage / run_name, recipe, uri, experiment, run_name, export_weights, history_out)
     if done is not None:
         return done
-    table, splits = _training_table(recipe, num_workers)
+    table = _training_table(recipe, splits[0], num_workers)
     cluster = _fit_cluster(num_workers, use_gpu, cpus_per_worker, address, placement, data_task_cpus)
     write_identity(storage / run_name, identity)
     run_id = _open_run(uri, experiment, run_name, storage, shown, identity, cluster, recipe.accumulation_steps(
@@ -138,13 +139,13 @@ def train(recipe: Recipe, *, num_workers: int, use_gpu: bool, run_name: str | No
     return _collect(result, shown, uri, run_id, run_name, t0, t_fit, export_weights, history_out)
 
 
-def _checked_run(recipe: Recipe, run_name: str | None, storage_path: str,
-                 mlflow_uri: str) -> tuple[dict[str, Any], Path, str]:
+def _checked_run(recipe: Recipe, splits: tuple[PreparedSplit, PreparedSplit], run_name: str | None,
+                 storage_path: str, mlflow_uri: str) -> tuple[dict[str, Any], Path, str]:
     """The checks before anything starts: identity (data, backbone), the backbone loaded once, a named run folder
     of the same data. Returns ``(identity, absolute storage, absolute tracking URI)``."""
     from hrnet_core.tasks import get_task
 
-    identity = run_identity(recipe)  # checks data and backbone before anything starts
+    identity = run_identity(recipe, splits)  # checks data and backbone before anything starts
     if recipe.model.pretrained:  # the backbone must fit the network: one line here, not a failure in every worker
         check_pretrained(get_task(recipe.task), recipe)
     storage = Path(storage_path).expanduser().resolve()
@@ -152,23 +153,21 @@ def _checked_run(recipe: Recipe, run_name: str | None, storage_path: str,
     return identity, storage, mlflow_runs.resolve_tracking_uri(mlflow_uri)
 
 
-def _training_table(recipe: Recipe, num_workers: int):
-    """The training split's sample table (:func:`pipelines.ingest.samples_table`) and the ``(train, val)`` splits.
+def _training_table(recipe: Recipe, train_split: PreparedSplit, num_workers: int):
+    """The training split's sample table (:func:`pipelines.ingest.samples_table`).
 
     Raises:
         ConfigError: fewer samples per worker than one batch.
     """
     from .ingest import samples_table
 
-    train_split = open_split(recipe.data.root, recipe.data.train_split)
-    val_split = open_split(recipe.data.root, recipe.data.val_split)
     table = samples_table(train_split)
     bs = recipe.train.batch_size_per_device
     if table.num_rows // num_workers < bs:
         raise ConfigError(f"train.batch_size_per_device={bs}: the training split {str(train_split.dir)!r} has "
                           f"{table.num_rows} samples, {table.num_rows // num_workers} per worker with {num_workers} "
                           f"workers: not one full batch; use fewer workers, a smaller batch or more data")
-    return table, (train_split, val_split)
+    return table
 
 
 def _fit_cluster(num_workers: int, use_gpu: bool, cpus_per_worker: float | None, address: str | None,
@@ -183,10 +182,10 @@ def _fit_cluster(num_workers: int, use_gpu: bool, cpus_per_worker: float | None,
 
     from .cluster import DEFAULT_DATA_TASK_CPUS, PLACEMENTS, check_fit, node_resources
 
+    if placement not in PLACEMENTS:  # before Ray starts
+        raise ConfigError(f"placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
     if not ray.is_initialized():
         init_ray(address)
-    if placement not in PLACEMENTS:
-        raise ConfigError(f"placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
     resources = ray.cluster_resources()
     if use_gpu and float(resources.get("GPU", 0.0)) < num_workers:
         raise ConfigError(f"--use-gpu with {num_workers} workers but the Ray cluster has "
@@ -235,15 +234,13 @@ def _loop_config(recipe: Recipe, shown: Recipe, table, splits: tuple[PreparedSpl
     """``train_loop_config`` of the workers (plain data; the sample table put in the object store once)."""
     import ray
 
-    train_split, val_split = splits
     return {
         "samples": ray.put(table),  # read once here; every worker cuts its shard of each epoch from it
         "recipe": recipe.to_dict(), "recipe_shown": shown.to_dict(), "mlflow_uri": uri, "run_id": run_id,
         "accumulation_steps": recipe.accumulation_steps(num_workers), "use_gpu": bool(use_gpu),
         "threads": max(1, int(round(cluster["cpus"]))), "data_task_cpus": cluster["data_cpus"],
         "progress_bars": sys.stdout.isatty(),
-        "train_root": str(train_split.dir.parent), "train_split": train_split.name,
-        "val_root": str(val_split.dir.parent), "val_split": val_split.name,
+        "splits": tuple(splits),  # (train, val) as the driver opened them: the workers do not re-read manifests
     }
 
 

@@ -3,8 +3,8 @@ stream, DDP, MLflow logging by rank 0) around the pure-torch epoch of :func:`hrn
 
 ``config`` (built by :func:`pipelines.train.train`, plain data): ``samples`` (object ref of the sample table),
 ``recipe`` / ``recipe_shown`` (dicts), ``mlflow_uri``, ``run_id``, ``accumulation_steps``, ``use_gpu``, ``threads``,
-``data_task_cpus``, ``progress_bars``, ``train_root`` / ``train_split``, ``val_root`` / ``val_split``,
-``fit_started_at``.
+``data_task_cpus``, ``progress_bars``, ``splits`` (the ``(train, val)`` :class:`PreparedSplit` pair the driver
+opened: workers do not re-read the manifests), ``fit_started_at``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hrnet_core.data.prepared import PreparedSplit, open_split
+from hrnet_core.data.prepared import PreparedSplit
 from hrnet_core.engine import amp_dtype, batches_per_epoch, build_optimizer, lr_at, make_scaler, steps_per_epoch
 from hrnet_core.engine import train_one_epoch
 from hrnet_core.errors import WorkerInputFailure, final_error
@@ -142,8 +142,7 @@ def _start_stream(w: _Worker, data_cpus: float) -> None:
     from .ray_adapter import quiet_train_reports
 
     recipe, config = w.recipe, w.config
-    train_split = open_split(config["train_root"], config["train_split"])
-    w.val_split = open_split(config["val_root"], config["val_split"])
+    train_split, w.val_split = config["splits"]
     table = ray.get(config["samples"])
     bs = recipe.train.batch_size_per_device
     w.total_steps = recipe.train.epochs * steps_per_epoch(table.num_rows, w.world, bs,

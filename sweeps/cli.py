@@ -62,10 +62,21 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     sweep = subparsers.add_parser("sweep", help="Ray Tune studies: widths, paper ablations (sweeps/*.yaml)",
                                   description="Ray Tune studies defined in sweeps/*.yaml")
     sub = sweep.add_subparsers(dest="sweep_command", metavar="COMMAND", required=True)
+    _add_list_parser(sub)
+    _add_validate_parser(sub)
+    _add_run_parser(sub)
+    _add_submit_parser(sub)
+    _add_job_parsers(sub)
+    _add_report_parser(sub)
+    return sweep
 
+
+def _add_list_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the sweep definitions")
     p.set_defaults(func=cmd_list)
 
+
+def _add_validate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a sweep file (and, with --address, that it fits the cluster)")
     p.add_argument("name")
     p.add_argument("--smoke", action="store_true")
@@ -74,6 +85,8 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     _cluster_args(p)
     p.set_defaults(func=cmd_validate)
 
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run (or resume) a sweep with Ray Tune")
     p.add_argument("name", help="sweep name (sweeps/<name>.yaml) or path")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
@@ -87,6 +100,8 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3])
     p.set_defaults(func=cmd_run)
 
+
+def _add_submit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="submit a sweep to a Ray cluster through the Jobs API")
     p.add_argument("name")
     p.add_argument("--address", required=True, help="Ray dashboard address, http://<head>:8265")
@@ -108,6 +123,9 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--timeout", type=float, default=24 * 3600, help="--wait limit in seconds")
     p.set_defaults(func=cmd_submit)
 
+
+def _add_job_parsers(sub: argparse._SubParsersAction) -> None:
+    """``status``, ``logs`` and ``stop`` of a submitted sweep job."""
     for name, help_text in (("status", "status of a submitted sweep job"), ("logs", "logs of a submitted sweep job"),
                             ("stop", "stop a submitted sweep job")):
         p = sub.add_parser(name, help=help_text)
@@ -120,13 +138,14 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
             p.add_argument("--wait", action="store_true", help="wait until the job has stopped")
         p.set_defaults(func={"status": cmd_status, "logs": cmd_logs, "stop": cmd_stop}[name])
 
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="results table and plot with the paper's values beside ours")
     p.add_argument("name")
     _add_common(p)
     _overrides_arg(p)
     p.add_argument("--out-dir", default="reports/sweeps")
     p.set_defaults(func=cmd_report)
-    return sweep
 
 
 def _overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -158,13 +177,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .runner import _connect, cluster_concurrency, resolve_plan
+    from .connect import cluster_concurrency, connect_ray
+    from .resolve import resolve_plan
 
     plan = resolve_plan(args.name, smoke=args.smoke, overrides=_overrides(args.override), resources=_resources(args))
     print(f"{plan.spec.source}: OK, {len(plan.trials)} trials: {', '.join(t.key for t in plan.trials)}")
     print(f"per trial: {plan.resources.num_workers} workers x {plan.resources.per_worker()}")
     if args.address:
-        _connect(args.address)
+        connect_ray(args.address)
         print(f"fits the cluster; max_concurrent_trials = {cluster_concurrency(plan)}")
     return 0
 
@@ -242,7 +262,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import markdown_table, report_sweep
-    from .runner import default_mlflow_uri, resolve_plan
+    from .resolve import resolve_plan
+    from .runner import default_mlflow_uri
 
     plan = resolve_plan(args.name, smoke=args.smoke, overrides=_overrides(args.override))
     rows, paths = report_sweep(plan, mlflow_uri=default_mlflow_uri(args.mlflow_uri), experiment=args.experiment,

@@ -241,8 +241,10 @@ def report_sweep(plan: SweepPlan, *, mlflow_uri: str, experiment: str, out_dir: 
     """
     import os
 
-    if storage_path and "://" not in storage_path:
-        storage_path = str(Path(storage_path).resolve())
+    from pipelines.runs import pinned_storage_path
+
+    if storage_path:
+        storage_path = pinned_storage_path(storage_path)
     sweep_path = os.path.join(storage_path, plan.experiment_name) if storage_path else None
     parent = mlflow_sweeps.find_parent_run(mlflow_uri, experiment, plan.experiment_name, sweep_path)
     if parent is None:

@@ -199,7 +199,7 @@ def build_runtime_env(opts: SubmitOptions, source: str | None = None) -> dict[st
     instead of the job's temporary copy)."""
     working_dir = Path(opts.working_dir or default_working_dir()).resolve()
     # RAY_JOB_STOP_WAIT_TIME_S: time between the SIGTERM of `hrnet sweep stop` and Ray's SIGKILL, in which the
-    # sweep driver saves Tune's experiment state (see sweeps.runner.sigterm_interrupts_tune).
+    # sweep driver saves Tune's experiment state (see sweeps.connect.sigterm_interrupts_tune).
     env_vars = {"RAY_TRAIN_V2_ENABLED": "1", "RAY_JOB_STOP_WAIT_TIME_S": "30"}
     if opts.mlflow_uri:
         env_vars["MLFLOW_TRACKING_URI"] = opts.mlflow_uri

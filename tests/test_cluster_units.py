@@ -128,10 +128,10 @@ def test_decode_warm_up_counts_whole_tasks_per_node():
 def test_sweep_sigterm_handler_is_installed_after_ray_init(monkeypatch):
     """Point 2. ``ray.init`` installs a SIGTERM handler that exits at once. Old order (handler in ``sweeps.cli``, then
     ``ray.init`` in the runner): the handler left after connecting was Ray's, and ``hrnet sweep stop`` killed the
-    driver. New: :func:`sweeps.runner.connect_driver` installs ours after connecting."""
+    driver. New: :func:`sweeps.connect.connect_driver` installs ours after connecting."""
     import ray
 
-    from sweeps import runner
+    from sweeps import connect
 
     def ray_like_handler(signum, frame):  # what ray.init leaves behind
         raise SystemExit(signum)
@@ -142,11 +142,11 @@ def test_sweep_sigterm_handler_is_installed_after_ray_init(monkeypatch):
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:1")
     before = signal.getsignal(signal.SIGTERM)
     try:
-        runner.sigterm_interrupts_tune()  # the old order: ours first ...
-        runner._connect(None)              # ... then ray.init
+        connect.sigterm_interrupts_tune()  # the old order: ours first ...
+        connect.connect_ray(None)          # ... then ray.init
         assert signal.getsignal(signal.SIGTERM) is ray_like_handler
-        runner.connect_driver(None, sigterm_interrupts=True)
-        assert signal.getsignal(signal.SIGTERM) is runner._sigterm_to_sigusr1
+        connect.connect_driver(None, sigterm_interrupts=True)
+        assert signal.getsignal(signal.SIGTERM) is connect._sigterm_to_sigusr1
         got = []
         monkeypatch.setattr(os, "kill", lambda pid, sig: got.append((pid, sig)))
         signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
@@ -182,7 +182,7 @@ def test_train_sigint_handler_is_chained_after_ray_trains():
 def test_iterations_are_counted_across_a_resume():
     """Point 7. A trial resumed from its epoch-2 checkpoint trains epoch 3; Tune's ``training_iteration`` of the rerun
     restarts at 1. Old ``sweep.iterations``: 1; new: 3 (the loop's absolute ``epoch``)."""
-    from sweeps.runner import trial_iterations
+    from sweeps.trial_outcomes import trial_iterations
 
     last = {"training_iteration": 1, "epoch": 3.0, "AP": 1.0}
     assert last["training_iteration"] == 1  # the old value
@@ -304,7 +304,7 @@ def test_placement_flags_and_node_report():
 def test_sweep_placement_and_data_task_cpus_are_validated(tmp_path):
     """Point 8 / 1. ``resources.placement`` and ``resources.data_task_cpus`` are sweep-file keys (unknown values are
     errors naming the key); defaults leave the plan's fingerprint as before (interrupted sweeps still resume)."""
-    from sweeps.runner import with_resources
+    from sweeps.resolve import with_resources
 
     plan = build_plan(load_sweep("pose_width_coco"), smoke=True)
     assert plan.fingerprint() == with_resources(plan, {"placement": "pack"}).fingerprint()
@@ -358,16 +358,16 @@ def test_train_dataset_is_made_without_one_cpu_metadata_tasks(monkeypatch):
 
 def test_interrupted_trial_left_pending_by_tune_ends_killed(tmp_path):
     """Point 2. After `hrnet sweep stop` mid-trial, Tune's saved state calls the interrupted trial PENDING (measured on
-    the two-node cluster). Old ``_close_interrupted`` (RUNNING / PAUSED only): its child run stayed RUNNING; new:
+    the two-node cluster). Old ``close_interrupted`` (RUNNING / PAUSED only): its child run stayed RUNNING; new:
     KILLED. A trial that never started (no child) is left alone; a finished one too."""
-    from sweeps import mlflow_sweeps as tracking, runner
+    from sweeps import mlflow_sweeps as tracking, trial_outcomes
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     plan = build_plan(load_sweep("pose_width_coco"), smoke=True)
     pid = tracking.ensure_parent_run(plan, mlflow_uri=uri, experiment="t", sweep_path="/x/pose_width_coco-smoke")
     running = tracking.create_child(uri, pid, "t00-W18", {"sweep.variant": "W18"})
     info = {k: {"variant": k[4:], "paper": {}, "paper_tags": {}, "complexity": {}} for k in ("t00-W18", "t01-W32")}
-    runner._close_interrupted(uri, pid, info, {"t00-W18": "PENDING", "t01-W32": "PENDING"})
+    trial_outcomes.close_interrupted(uri, pid, info, {"t00-W18": "PENDING", "t01-W32": "PENDING"})
     run = tracking.find_child(uri, pid, "t00-W18")
     assert run.info.run_id == running and run.info.status == "KILLED" and run.data.tags["sweep.status"] == "PENDING"
     assert tracking.find_child(uri, pid, "t01-W32") is None
@@ -376,7 +376,8 @@ def test_interrupted_trial_left_pending_by_tune_ends_killed(tmp_path):
 def test_spread_sweeps_spread_the_trial_actors_too():
     """Point 8. Old: every trial actor's placement group was Tune's default PACK whatever the sweep asked; with
     ``--placement spread`` it is SPREAD (the workers' ``ScalingConfig`` gets the same strategy in ``train``)."""
-    from sweeps.runner import trial_placement, with_resources
+    from sweeps.resolve import with_resources
+    from sweeps.tuner import trial_placement
 
     plan = build_plan(load_sweep("pose_width_coco"), smoke=True)
     assert trial_placement(plan).strategy == "PACK"

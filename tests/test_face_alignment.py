@@ -302,7 +302,8 @@ def test_heatmap_round_trip_and_flip_augmentation(prepared_samples):
     from hrnet_core.codecs.heatmap import HeatmapCodec
     from hrnet_core.data.io import read_image
     from hrnet_core.data.prepared import open_split
-    from hrnet_core.tasks.face_alignment import FaceTransform, face_record, item_errors
+    from hrnet_core.data.face_transforms import FaceTransform, face_record
+    from hrnet_core.evaluation.nme import item_errors
 
     recipe = load_recipe("face_hrnetv2_w18_256x256_300w_test", {"data.root": str(prepared_samples / "300w"),
                                                         "data.val_split": "test", "model.pretrained": None})
@@ -697,7 +698,7 @@ def test_official_test_crop_matches_the_scipy_crop():
     import torch
 
     from hrnet_core.data.faces import official_face_crop
-    from hrnet_core.tasks.face_alignment import build_face_transform, face_record
+    from hrnet_core.data.face_transforms import build_face_transform, face_record
 
     faces = _sample_faces()
     gaps, sfs = [], []
@@ -747,7 +748,7 @@ def test_official_training_samples_match_the_official_dataset():
     of each of the 10 sample faces (rotated, flipped and pre-shrunk crops among them). Old (continuous: cv2 warp,
     W - 1 - x flip, rounded target): 0.082 mean absolute difference of the normalised images (issue, 48 faces:
     0.28) and 1.41 mean sum of squared differences per target map (a Gaussian's own is 3.1 at sigma 1); new 0."""
-    from hrnet_core.tasks.face_alignment import build_face_transform, draw_augmentation, face_record
+    from hrnet_core.data.face_transforms import build_face_transform, draw_augmentation, face_record
 
     img_gap, tgt_gap, kinds = [], [], set()
     for n, (ds, r, img) in enumerate(_sample_faces()):
@@ -873,7 +874,7 @@ def test_official_test_procedure_end_to_end(prepared_samples):
         assert np.array_equal(new[..., :2], np.stack(ref)), ds
         recipe.data.geometry = "continuous"
         old = predict_items(model, t, recipe, split, items).values
-        from hrnet_core.tasks.face_alignment import item_errors
+        from hrnet_core.evaluation.nme import item_errors
 
         new_nme += list(item_errors(items, new, ds))
         old_nme += list(item_errors(items, old, ds))
@@ -896,8 +897,9 @@ def test_geometry_key_and_official_round_trip(prepared_samples):
     from hrnet_core.data.io import read_image
     from hrnet_core.data.prepared import open_split
     from hrnet_core.recipes import ConfigError
-    from hrnet_core.tasks.face_alignment import (FaceTransform, OfficialFaceTransform, face_record, item_errors,
-                                                 sample_transform)
+    from hrnet_core.data.face_transforms import FaceTransform, OfficialFaceTransform, face_record
+    from hrnet_core.evaluation.nme import item_errors
+    from hrnet_core.tasks.face_alignment import sample_transform
 
     recipe = load_recipe("face_hrnetv2_w18_256x256_300w_test", {"data.root": str(prepared_samples / "300w"),
                                                                 "data.val_split": "test", "model.pretrained": None})

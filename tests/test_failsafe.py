@@ -509,3 +509,22 @@ def test_prepared_split_folder_follows_the_umask(tmp_path):
     for f in (tmp_path / "prepared" / "train2017").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, (f, oct(stat.S_IMODE(f.stat().st_mode)))
 
+
+
+def test_non_finite_metrics_are_logged_and_flagged_never_dropped(tmp_path, capsys):
+    """Issue 25: ``log_metrics`` used to skip NaN / inf values without a word (a NaN NME vanished from the run).
+    Now the value reaches MLflow (NaN kept as NaN), the run carries ``nonfinite_metrics`` and stderr says so."""
+    from pipelines import mlflow_runs
+
+    uri = _uri(tmp_path)
+    c = mlflow_runs.client(uri)
+    run_id = c.create_run(c.create_experiment("nonfinite")).info.run_id
+    mlflow_runs.log_metrics(uri, run_id, {"NME": float("nan"), "AP": 12.5, "dataset": "300w"}, step=3)
+    mlflow_runs.log_metrics(uri, run_id, {"loss": float("inf")}, step=4)
+    run = c.get_run(run_id)
+    assert math.isnan(run.data.metrics["NME"]) and run.data.metrics["AP"] == 12.5
+    assert "dataset" not in run.data.metrics  # not a number: not a metric
+    assert run.data.metrics["loss"] > 1e300  # MLflow's sqlite store keeps +inf as the largest float
+    assert run.data.tags["nonfinite_metrics"] == "NME@3=nan, loss@4=inf"
+    err = capsys.readouterr().err
+    assert "NME@3=nan" in err and "loss@4=inf" in err

@@ -204,7 +204,7 @@ def test_readme_command_list_runs_as_written(ray_session, tmp_path, monkeypatch,
 def test_sweep_overrides_with_relative_paths_are_pinned_and_checked(tmp_path, monkeypatch):
     """`hrnet sweep run ... -o data.root=<relative>`: trials run in other directories, so the driver pins the path;
     missing data fails before anything is scheduled."""
-    from sweeps.runner import resolve_plan
+    from sweeps.resolve import resolve_plan
     from sweeps.spec import SweepConfigError
 
     monkeypatch.chdir(tmp_path)
@@ -226,3 +226,30 @@ def test_local_ray_is_opt_in_for_clusters(monkeypatch):
     T.init_ray(None)
     T.init_ray("ray://head:10001")
     assert calls == [{"include_dashboard": False}, {"address": "ray://head:10001"}]
+
+
+def test_a_training_run_reads_each_manifest_once_and_workers_not_at_all(two_datasets, tmp_path, monkeypatch):
+    """Issue 25: the splits were opened six times on the way (identity, sample table, each worker). Now the driver
+    opens train and val once and hands the ``PreparedSplit`` pair to the workers in the loop config."""
+    import ast
+
+    import ray
+
+    import hrnet_core.data.prepared as prepared
+    from pipelines import train as T
+
+    opened = []
+    real = prepared.open_split_dir
+    monkeypatch.setattr(prepared, "open_split_dir",
+                        lambda path, **kw: opened.append(Path(path).name) or real(path, **kw))
+    was_up = ray.is_initialized()
+    with pytest.raises(ConfigError, match="placement 'nowhere'"):  # refused after the splits, before Ray starts
+        T.train(_recipe(two_datasets[0]), num_workers=1, use_gpu=False, run_name=None,
+                storage_path=str(tmp_path / "runs"), mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                placement="nowhere")
+    assert sorted(opened) == ["train2017", "val2017"]
+    assert ray.is_initialized() == was_up
+    worker = ast.parse(Path(T.__file__).with_name("train_worker.py").read_text())
+    calls = {n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "")
+             for n in ast.walk(worker) if isinstance(n, ast.Call)}
+    assert not calls & {"open_split", "open_split_dir", "open_training_splits"}

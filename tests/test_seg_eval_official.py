@@ -2,7 +2,7 @@
 evaluation fidelity; docs/fidelity/seg_eval.md).
 
 Every test drives our code (:mod:`hrnet_core.evaluation.seg_inference`, :mod:`hrnet_core.evaluation.miou`,
-``hrnet_core.tasks.segmentation.image_scores``) on a fixed input and compares it with ``rule_*`` below: an
+``hrnet_core.evaluation.seg_inference.image_scores``) on a fixed input and compares it with ``rule_*`` below: an
 independent, plain computation of the official rule written for these tests. Inputs: the first CamVid val frame
 (``../shared/data/camvid``) shrunk to 120x90 (cv2 INTER_AREA), HRNetV2-W18 (11 classes) with the reference
 deterministic weights (``tests/official.py``) and its logits scaled by 0.05 (the raw ones reach 172, where float32
@@ -301,7 +301,8 @@ def test_lip_resize_test_through_the_task(w18, frame):
     """LIP testval through ``image_scores`` and a LIP recipe (window 64x64, base 64): the uint8 image resized to the
     window, flip with swapped left/right channels (here 1 <-> 2), exp of the mean logits resized to the image. Old
     (float image resized, softmax averaged, probabilities resized): 581 pixels differ (mIoU 0.394 vs 0.381); new: 0."""
-    from hrnet_core.tasks.segmentation import image_scores
+    from hrnet_core.evaluation.seg_inference import image_scores
+    from hrnet_core.tasks.segmentation import inference_settings
 
     rgb, _, _ = frame
     swap = [0, 2, 1, 3, 4, 5, 6, 7, 8, 9, 10]
@@ -312,21 +313,22 @@ def test_lip_resize_test_through_the_task(w18, frame):
                      scales=[1.0], flip=True, mean=MEAN, std=STD, swap=swap)
     rule = F.interpolate(rule, size=(90, 120), mode="bilinear", align_corners=False)
     with torch.no_grad():
-        _agree(image_scores(w18, rgb, r, 11, swap, False), rule)
+        _agree(image_scores(w18, rgb, inference_settings(r, 11, swap, False)), rule)
 
 
 @requires_camvid
 def test_camvid_recipe_runs_the_official_slide_rule(w18, frame):
     """The CamVid recipe's test procedure through ``image_scores`` (window shrunk to 80x60, base 120, flip on):
     equal to the rule's BaseDataset procedure (old: the recipe did not exist)."""
-    from hrnet_core.tasks.segmentation import image_scores
+    from hrnet_core.evaluation.seg_inference import image_scores
+    from hrnet_core.tasks.segmentation import inference_settings
 
     rgb, norm, label = frame
     r = load_recipe(CAMVID_RECIPE, {"test.crop_size": [80, 60], "data.base_size": 120, "test.flip": True})
     rule = rule_base(w18, norm, num_classes=11, crop_hw=(60, 80), base=120, scales=[1.0], flip=True, mean=MEAN,
                      std=STD)
     with torch.no_grad():
-        ours = image_scores(w18, rgb, r, 11, None, False)
+        ours = image_scores(w18, rgb, inference_settings(r, 11, None, False))
     _agree(ours, rule)
     cm = confusion_matrix(ours.argmax(0), torch.from_numpy(label), 11).numpy()
     assert segmentation_metrics(cm)["mIoU"] == pytest.approx(rule_metrics(rule[0].argmax(0).numpy(), label, 11)["mIoU"])

@@ -292,7 +292,7 @@ def test_normalisation_is_bit_identical_to_input_transform(city_2048):
     """base_dataset.py ``input_transform``: ``/ 255`` in float32, then ``-= mean`` and ``/= std`` computed in
     float64 and stored in float32. Old (all float32, ``* (1 / 255)``): 80.1 % of the values of the 2048x1024 frame
     differed in the last bits, at most 7.2e-7. Now bit-identical."""
-    from hrnet_core.tasks.segmentation import normalise
+    from hrnet_core.data.seg_transforms import normalise
 
     bgr = cv2.imread(str(city_2048 / "i.png"), cv2.IMREAD_COLOR)
     ours = normalise(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), MEAN, STD)

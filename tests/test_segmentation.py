@@ -146,7 +146,7 @@ def test_lip_reader_and_flip_swaps_left_and_right(tmp_path):
 
 
 def _norm(img: np.ndarray, recipe) -> np.ndarray:
-    from hrnet_core.tasks.segmentation import normalise
+    from hrnet_core.data.seg_transforms import normalise
 
     return normalise(img, recipe.data.mean, recipe.data.std)
 
@@ -202,7 +202,7 @@ def test_bad_label_files_fail_naming_the_file(tmp_path):
 
 
 def test_training_samples_rescale_pad_with_ignore_and_crop_to_a_fixed_size(tmp_path):
-    from hrnet_core.tasks.segmentation import SegSample
+    from hrnet_core.data.seg_transforms import SegSample
 
     root = tmp_path
     cv2.imwrite(str(root / "i.png"), np.full((40, 80, 3), 200, np.uint8))

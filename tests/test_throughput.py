@@ -243,7 +243,7 @@ def test_hrformer_channels_last_input_gives_the_same_output():
     ("bench_hrformer", ["--smoke", "--pairs", "T/W18"], "T/W18  cpu time per MAC, HRFormer eager"),
     pytest.param("bench_hrformer", ["--device", "cuda"], "no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: not a smoke")),
-    pytest.param("bench_eval", ["--smoke", "--workers", "0"], "ours (pose_topdown.predict)",
+    pytest.param("bench_eval", ["--smoke", "--workers", "0", "--ablation"], "+ BN folded",
                  marks=pytest.mark.skipif(not MINI_ANN.is_file(), reason="../shared/data/coco_mini is absent")),
 ])
 def test_benchmark_smoke(script, args, expected, monkeypatch, capsys):

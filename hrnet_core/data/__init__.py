@@ -2,7 +2,8 @@
 
 Submodules: ``io`` (read_image, ImageReadError, AnnotationError), ``keypoints`` (KeypointSpec per dataset),
 ``records`` (KeypointRecords, the readers' base), ``coco`` (CocoKeypoints), ``mpii`` (MpiiKeypoints),
-``transforms`` (TopDownTransform and geometry), ``topdown`` (TopDownDataset, per-sample seeding). Imports point one way: ``hrnet_core.data`` uses ``hrnet_core.codecs``, never the reverse.
+``transforms`` (TopDownTransform and geometry), ``topdown`` (TopDownDataset, TopDownSample, per-sample seeding),
+``topdown_rows`` (the prepared tables of top-down keypoint splits). Imports point one way: ``hrnet_core.data`` uses ``hrnet_core.codecs``, never the reverse.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ _EXPORTS = {
     "MPII_KEYPOINTS": "keypoints",
     "CROWDPOSE_KEYPOINTS": "keypoints",
     "get_keypoint_spec": "keypoints",
+    "keypoint_spec": "keypoints",
     "KeypointRecords": "records",
     "CocoKeypoints": "coco",
     "MpiiKeypoints": "mpii",
@@ -25,6 +27,7 @@ _EXPORTS = {
     "box_to_center_scale": "transforms",
     "get_affine_transform": "transforms",
     "TopDownDataset": "topdown",
+    "TopDownSample": "topdown",
     "sample_rng": "topdown",
     "epoch_permutation": "topdown",
 }

@@ -31,6 +31,7 @@ __all__ = [
     "CROWDPOSE_KEYPOINTS",
     "POSETRACK_KEYPOINTS",
     "get_keypoint_spec",
+    "keypoint_spec",
     "flip_permutation",
 ]
 
@@ -129,3 +130,20 @@ def get_keypoint_spec(name: str) -> KeypointSpec:
         return specs[name.lower()]
     except KeyError:
         raise KeyError(f"unknown keypoint layout {name!r}; known: {sorted(specs)}") from None
+
+
+def keypoint_spec(dataset: str, num_joints: int) -> KeypointSpec:
+    """The :class:`KeypointSpec` of a top-down dataset (COCO / CrowdPose by joint count, MPII, PoseTrack for
+    ``posetrack*`` datasets of the ``pose_tracking`` task).
+
+    Raises:
+        ValueError: no known layout has ``num_joints`` joints.
+    """
+    if dataset == "mpii":
+        return MPII_KEYPOINTS
+    if dataset.startswith("posetrack"):
+        return POSETRACK_KEYPOINTS
+    for spec in (COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS):
+        if spec.num_joints == num_joints:
+            return spec
+    raise ValueError(f"no keypoint layout with {num_joints} joints for dataset {dataset!r}")

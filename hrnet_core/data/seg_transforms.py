@@ -2,7 +2,7 @@
 the ignore label, random crop, flip) and the official input normalisation. :class:`SegSample` is the picklable
 per-sample function of :func:`hrnet_core.tasks.segmentation.sample_transform` (Ray pickles it by this path).
 
-Moved from ``hrnet_core/tasks/segmentation.py`` unchanged (issue 25); the task module still exports the names.
+Moved from ``hrnet_core/tasks/segmentation.py`` unchanged (issue 25).
 """
 
 from __future__ import annotations

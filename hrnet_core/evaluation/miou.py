@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["confusion_matrix", "segmentation_metrics", "per_class_iou"]
+__all__ = ["confusion_matrix", "segmentation_metrics", "per_class_iou", "sparse_confusion", "dense_confusion"]
 
 
 def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int, ignore_index: int = 255
@@ -37,6 +37,21 @@ def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int, 
     keep = (label != ignore_index) & (label >= 0) & (label < num_classes)
     index = label[keep] * num_classes + pred[keep].clamp(0, num_classes - 1)
     return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def sparse_confusion(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat indices int32, counts int64)`` of the non-zero cells of a confusion matrix ``[C, C]`` (what one
+    image's prediction carries; :func:`dense_confusion` inverts it)."""
+    flat = cm.reshape(-1)
+    idx = np.flatnonzero(flat)
+    return idx.astype(np.int32), flat[idx].astype(np.int64)
+
+
+def dense_confusion(sparse: tuple[np.ndarray, np.ndarray], num_classes: int) -> np.ndarray:
+    """The int64 confusion matrix ``[C, C]`` of :func:`sparse_confusion`'s ``(flat indices, counts)``."""
+    cm = np.zeros(num_classes * num_classes, np.int64)
+    cm[np.asarray(sparse[0], np.int64)] = np.asarray(sparse[1])
+    return cm.reshape(num_classes, num_classes)
 
 
 def per_class_iou(cm: np.ndarray) -> np.ndarray:

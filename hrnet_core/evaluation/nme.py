@@ -15,11 +15,13 @@ Functions return fractions; :func:`face_metrics` reports them in percent, as the
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["per_image_nme", "failure_rate", "auc", "ced_curve", "face_metrics", "THRESHOLDS"]
+from ..data.faces import face_layout, normalising_distance
+
+__all__ = ["per_image_nme", "item_errors", "failure_rate", "auc", "ced_curve", "face_metrics", "THRESHOLDS"]
 
 #: failure / AUC thresholds of the papers (fractions of the normaliser)
 THRESHOLDS: tuple[float, ...] = (0.08, 0.1)
@@ -47,6 +49,15 @@ def per_image_nme(pred, gt, norm) -> np.ndarray:
     if np.any(~(d > 0)):
         raise ValueError("every normalising distance must be > 0")
     return np.linalg.norm(p - g, axis=2).sum(axis=1) / (d * p.shape[1])
+
+
+def item_errors(items: Sequence[Mapping[str, Any]], preds: np.ndarray, dataset: str) -> np.ndarray:
+    """Per-face NME fractions of ``preds`` ``[N, K, >=2]`` against the items' ground truth (dataset normaliser)."""
+    k = face_layout(dataset).num_landmarks
+    gt = np.stack([np.asarray(r["landmarks"], dtype=np.float64).reshape(k, 2) for r in items]) if items else \
+        np.zeros((0, k, 2))
+    norm = np.array([normalising_distance(dataset, g, float(r.get("box_size") or 0.0)) for g, r in zip(gt, items)])
+    return per_image_nme(np.asarray(preds)[..., :2], gt, norm)
 
 
 def failure_rate(errors: Sequence[float], threshold: float) -> float:

@@ -13,13 +13,15 @@ HRNet pose paper Sec. 4.2 "Evaluation metric": a joint is correct when it lies w
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..data.keypoints import MPII_KEYPOINTS
 
-__all__ = ["MPII_PCKH_GROUPS", "HEAD_SIZE_FACTOR", "pckh", "evaluate_mpii"]
+__all__ = ["MPII_PCKH_GROUPS", "HEAD_SIZE_FACTOR", "pckh", "evaluate_mpii", "pckh_metrics", "write_mpii_predictions"]
 
 HEAD_SIZE_FACTOR = 0.6
 MPII_PCKH_GROUPS: dict[str, tuple[int, ...]] = {
@@ -121,3 +123,26 @@ def evaluate_mpii(pred: np.ndarray, records: Sequence[dict]) -> dict:
     t01 = pckh(pred, gt, vis, hb, 0.1)
     t011 = pckh(pred, gt, vis, hb, 0.11)
     return {"PCKh": t05["Mean"], "PCKh@0.1": t01["Mean"], "PCKh@0.1_official": t011["Mean"], "table": t05, "table@0.1": t01}
+
+
+def pckh_metrics(pred: np.ndarray, records: Sequence[dict]) -> dict[str, float]:
+    """The metric names of :func:`evaluate_mpii`'s results: ``PCKh`` (Mean@0.5), ``PCKh_0.1`` (Mean@0.1; MLflow
+    names allow no "@") and per-joint-group ``PCKh/<group>`` (percent).
+
+    Raises:
+        ValueError: as :func:`evaluate_mpii`.
+    """
+    res = evaluate_mpii(pred, records)
+    metrics = {"PCKh": float(res["PCKh"]), "PCKh_0.1": float(res["PCKh@0.1"])}
+    for group, value in res["table"].items():
+        if isinstance(value, (int, float)) and group not in ("Mean", "threshold"):
+            metrics[f"PCKh/{group}"] = float(value)
+    return metrics
+
+
+def write_mpii_predictions(records: Sequence[dict[str, Any]], pred: np.ndarray, path: str | Path) -> None:
+    """Write the predictions as a json list in record order: ``image`` (the MPII image name, else the file),
+    ``image_id`` and ``keypoints`` (the flattened ``[K, 3]`` row, rounded to 3 decimals)."""
+    Path(path).write_text(json.dumps(
+        [{"image": r.get("image_name", r["image_file"]), "image_id": int(r["image_id"]),
+          "keypoints": p.reshape(-1).round(3).tolist()} for r, p in zip(records, pred)]))

@@ -1,6 +1,8 @@
 """Drawn skeletons for a few evaluation images (OpenCV): predictions in colour, optional ground truth in white.
 
-Used by the top-down pose task (:mod:`hrnet_core.tasks.pose_topdown`) for the MLflow drawings of an evaluation.
+Used by the pose tasks (:mod:`hrnet_core.tasks.pose_topdown`, :mod:`hrnet_core.tasks.pose_bottomup`) for the MLflow
+drawings of an evaluation; the ground truth comes from a COCO annotation file (:func:`coco_ground_truth`) or from the
+reader records (:func:`record_ground_truth`, MPII).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from hrnet_core.data.io import read_image
+from hrnet_core.data.io import load_json, read_image
 
 # 1-based COCO person skeleton; MPII pairs are 0-based in the official joint order
 COCO_SKELETON = [
@@ -91,3 +93,27 @@ def save_visualisations(results: Sequence[dict[str, Any]], image_files: dict[int
         cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         written.append(path)
     return written
+
+
+def coco_ground_truth(ann_file: str | Path) -> dict[int, list[np.ndarray]]:
+    """Image id -> ground-truth joints ``[K, 3]`` (x, y px, visibility 0/1/2) of the non-crowd people with labelled
+    joints of a COCO keypoint annotation file (the ``ground_truth`` of :func:`save_visualisations`).
+
+    Raises:
+        hrnet_core.data.io.AnnotationError: the file is missing or not valid json.
+    """
+    gt_by_image: dict[int, list[np.ndarray]] = {}
+    for a in load_json(ann_file)["annotations"]:
+        if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0:
+            gt_by_image.setdefault(int(a["image_id"]), []).append(np.asarray(a["keypoints"], float).reshape(-1, 3))
+    return gt_by_image
+
+
+def record_ground_truth(records: Sequence[dict[str, Any]]) -> dict[int, list[np.ndarray]]:
+    """Image id -> ground-truth joints ``[K, 3]`` of reader records (``joints`` ``[K, 3]`` with 0/1 weights, drawn
+    as COCO visibility 0/2)."""
+    gt_by_image: dict[int, list[np.ndarray]] = {}
+    for r in records:
+        gt_by_image.setdefault(int(r["image_id"]), []).append(
+            np.concatenate([r["joints"][:, :2], r["joints"][:, 2:] * 2], axis=1))
+    return gt_by_image

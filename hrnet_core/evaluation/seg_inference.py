@@ -29,21 +29,32 @@ Per scale ``s`` the image is resized with OpenCV (linear, on the normalised imag
 
 Each scale's scores are resized (bilinear) to the image and SUMMED over the scales (the official ``final_pred``);
 the predicted class is the argmax of the sum (first index on ties, as ``np.argmax``).
+
+:func:`image_scores` runs the procedure of one recipe (:class:`InferenceSettings`, built by
+:func:`hrnet_core.tasks.segmentation.inference_settings`) on a uint8 image, :func:`predict_images` on the images of a
+split (per image its confusion matrix and the predicted training-id map as PNG bytes; :func:`decode_prediction`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hrnet_core.data.io import read_image
+from hrnet_core.data.seg_transforms import normalise
+from hrnet_core.data.segmentation import IGNORE, apply_lut, read_label
+from hrnet_core.evaluation.miou import confusion_matrix, sparse_confusion
+
 __all__ = ["MODES", "network_logits", "flip_scores", "scaled_size", "resize_image", "pad_image", "window_stride",
-           "window_spans", "slide_scores", "predict_scores", "predict_probs"]
+           "window_spans", "slide_scores", "predict_scores", "predict_probs", "InferenceSettings", "image_scores",
+           "predict_images", "decode_prediction"]
 
 #: test.mode values (module docstring).
 MODES = ("slide", "cityscapes", "whole", "resize")
@@ -230,3 +241,60 @@ def predict_probs(model: torch.nn.Module, image: torch.Tensor, **kwargs) -> torc
     :func:`predict_scores`."""
     scores = predict_scores(model, image, **kwargs)
     return scores / scores.sum(0, keepdim=True)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """The test procedure of one recipe as plain values (the keywords of :func:`predict_scores`; ``SegTest`` and
+    ``SegData`` of :mod:`hrnet_core.tasks.segmentation`): ``crop`` the window ``(w, h)`` (``test.crop_size`` or the
+    training crop), ``mean`` / ``std`` the normalisation, ``align_corners`` the network's."""
+
+    num_classes: int
+    mode: str
+    crop: tuple[int, int]
+    stride: float
+    flip: bool
+    flip_permutation: Sequence[int] | None
+    scales: Sequence[float]
+    base_size: int
+    align_corners: bool
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
+def image_scores(model, img: np.ndarray, cfg: InferenceSettings, device="cpu"):
+    """Summed class scores ``[C, H, W]`` (torch float32 on ``device``) of one uint8 RGB image ``[H, W, 3]`` by the
+    recipe's test procedure (:func:`hrnet_core.evaluation.seg_inference.predict_scores`); ``resize`` mode resizes
+    the uint8 image to ``test.crop_size`` before normalising, as the official LIP ``testval`` dataset does."""
+    crop = cfg.crop
+    h, w = img.shape[:2]
+    if cfg.mode == "resize" and (w, h) != crop:
+        img = cv2.resize(img, crop, interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(normalise(img, cfg.mean, cfg.std)).to(device)
+    return predict_scores(model, x, num_classes=cfg.num_classes, mode=cfg.mode, crop=crop, stride=cfg.stride,
+                          flip=cfg.flip, flip_permutation=cfg.flip_permutation, scales=cfg.scales,
+                          base_size=cfg.base_size, align_corners=cfg.align_corners, mean=cfg.mean, std=cfg.std,
+                          out_size=(h, w))
+
+
+def predict_images(model, cfg: InferenceSettings, lut: np.ndarray, device,
+                   items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Confusion matrix and PNG of each image of ``items`` (``image_file``, ``label_path``; labels mapped to training
+    ids by ``lut``): per image ``{"confusion": (flat indices, counts) of its [C, C] confusion matrix
+    (:func:`~hrnet_core.evaluation.miou.sparse_confusion`), "png": the predicted training-id map as PNG bytes}``;
+    the confusion matrix is built on ``device`` (HRNet-Semantic-Segmentation ``lib/core/function.py`` ``testval``)."""
+    n = cfg.num_classes
+    out = []
+    for r in items:
+        scores = image_scores(model, read_image(r["image_file"]), cfg, device)
+        pred = scores.argmax(0)
+        label = torch.from_numpy(apply_lut(read_label(r["label_path"]), lut)).to(device)
+        cm = confusion_matrix(pred, label, n, IGNORE).cpu().numpy()
+        png = cv2.imencode(".png", pred.to(torch.uint8).cpu().numpy())[1]
+        out.append({"confusion": sparse_confusion(cm), "png": png.tobytes()})
+    return out
+
+
+def decode_prediction(value: Mapping[str, Any]) -> np.ndarray:
+    """The predicted training-id map ``uint8 [H, W]`` of one :func:`predict_images` entry."""
+    return cv2.imdecode(np.frombuffer(value["png"], np.uint8), cv2.IMREAD_UNCHANGED)

@@ -3,15 +3,18 @@
 HRNet pose paper (Sun et al., CVPR 2019), Sec. 3 "Loss function": mean squared error between predicted and
 ground-truth heatmaps; official form (leoxiaobin/deep-high-resolution-net.pytorch, ``FACTS.md`` section 1): the mean
 over joints of ``0.5 * MSE(pred * w, gt * w)``. OHKM (Chen et al., CPN, CVPR 2018) keeps, per sample, the ``topk``
-joints with the largest loss (official ``JointsOHKMMSELoss``, k = 8).
+joints with the largest loss (official ``JointsOHKMMSELoss``, k = 8). :class:`JointsLoss` puts it in the
+loss-dict contract of the ``pose_topdown`` task (moved from ``hrnet_core/tasks/pose_topdown.py``, issue 25).
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
-__all__ = ["JointsMSELoss"]
+__all__ = ["JointsLoss", "JointsMSELoss"]
 
 
 class JointsMSELoss(nn.Module):
@@ -57,3 +60,19 @@ class JointsMSELoss(nn.Module):
         if self.topk > loss.shape[1]:
             raise ValueError(f"topk={self.topk} exceeds the number of joints {loss.shape[1]}")
         return loss.topk(self.topk, dim=1).values.mean(dim=1).mean()
+
+
+class JointsLoss:
+    """Joints MSE of :class:`JointsMSELoss` in the loss-dict contract: ``(heatmaps, batch) -> {"loss": total}`` with
+    heatmaps float ``[B, K, h, w]`` (the batch's ``target``, ``target_weight``).
+
+    Args:
+        use_target_weight, ohkm_topk: the recipe's ``train.loss`` keys (:class:`JointsMSELoss`'s ``use_target_weight``
+            and ``topk``).
+    """
+
+    def __init__(self, use_target_weight: bool = True, ohkm_topk: int | None = None) -> None:
+        self.mse = JointsMSELoss(use_target_weight, ohkm_topk)
+
+    def __call__(self, outputs, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return {"loss": self.mse(outputs.float(), batch["target"], batch["target_weight"])}

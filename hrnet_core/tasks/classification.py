@@ -426,8 +426,8 @@ TASK = Task(
     synthetic=SYNTHETIC,
     validate=validate,
     sample_transform=sample_transform,
-    # the per-sample function's lazy imports (PIL decoding, torchvision resize/crop on tensors): ~2.7 s in the first
-    # epoch of bench_ingest --task classification before they were warmed
+    # the per-sample function's lazy imports (PIL decoding, torchvision resize/crop on tensors), warmed before the
+    # first epoch (``benchmarks/bench_ingest.py --task classification`` shows the first-epoch cost without it)
     decode_modules=("torch", "torchvision.transforms.functional", "PIL.Image"),
     train_step=train_step,
     eval_items=eval_items,

@@ -344,9 +344,8 @@ def inference_settings(recipe):
 
 
 def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
-    """The test procedure one image at a time (one intra-op thread on a CPU: intra-op threads cost more than they
-    gain on small maps, measured on the shared 2-core CI machine: 4 ms with one thread vs 295 ms with two per forward
-    of the smoke network): per image ``(people float32 [P, K, 3] (x, y image px, heatmap value), scores float32
+    """The test procedure one image at a time (one intra-op thread on a CPU: on the smoke network's small maps
+    intra-op threads cost more than they gain): per image ``(people float32 [P, K, 3] (x, y image px, heatmap value), scores float32
     [P])``, in item order (HigherHRNet-Human-Pose-Estimation ``tools/valid.py``: multi-scale, flip, aggregate,
     group, refine, project to the image)."""
     run = functools.partial(_predict_images, model, recipe, grouping_params(recipe), inference_settings(recipe),

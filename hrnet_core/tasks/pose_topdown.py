@@ -23,16 +23,16 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 from __future__ import annotations
 
 import functools
-import json
-import os
 import tempfile
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hrnet_core.data.keypoints import keypoint_spec
+from hrnet_core.data.topdown import TopDownSample
+from hrnet_core.losses.joints_mse import JointsLoss
 from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
 
 from .base import (BatchPredictor, DatasetReader, LossStep, MetricSpec, PreparedRows, Predictions, RecipeSections,
@@ -152,69 +152,28 @@ def _mpii_layout(split: str) -> dict[str, str]:
 
 def _read_coco(src: SourceFiles) -> PreparedRows:
     """COCO keypoints split -> rows (one per person with labelled joints; crowd regions dropped)."""
-    from hrnet_core.data.coco import CocoKeypoints
+    from hrnet_core.data.topdown_rows import coco_keypoint_tables
 
     img_root = src.files["images"]
-    reader = CocoKeypoints(src.files["annotations"], img_root, use_gt_boxes=True, check_files=True)
-    imgs = reader.coco.dataset["images"]
-    import pandas as pd
-
-    images = pd.DataFrame([{"image_id": int(i["id"]), "file_name": str(i["file_name"]),
-                            "width": int(i.get("width", 0)), "height": int(i.get("height", 0))} for i in imgs],
-                          columns=["image_id", "file_name", "width", "height"])
+    tables = coco_keypoint_tables(src.files["annotations"], img_root)
     files = {"annotations": src.files["annotations"]}
     if "detections" in src.files:
         files["detections"] = src.files["detections"]
-    return PreparedRows(images=images, samples=_samples_table(reader, img_root), image_root=img_root, files=files,
-                        meta={"num_joints": int(reader.num_joints)})
+    return PreparedRows(images=tables.images, samples=tables.samples, image_root=img_root, files=files,
+                        meta={"num_joints": tables.num_joints})
 
 
 def _read_mpii(src: SourceFiles) -> PreparedRows:
     """MPII (HRNet json) split -> rows (one per person with labelled joints, provided center/scale)."""
-    from hrnet_core.data.mpii import MpiiKeypoints
-
-    import pandas as pd
+    from hrnet_core.data.topdown_rows import mpii_keypoint_tables
 
     img_root = src.files["images"]
-    reader = MpiiKeypoints(src.files["annotations"], img_root, headbox_file=src.files.get("headboxes"))
-    # the MPII json has no image table: one row per referenced file (sizes unknown without decoding: 0)
-    names = {os.path.relpath(r["image_file"], img_root): int(r["image_id"]) for r in reader.records}
-    images = pd.DataFrame([{"image_id": i, "file_name": f, "width": 0, "height": 0} for f, i in sorted(names.items())],
-                          columns=["image_id", "file_name", "width", "height"])
+    tables = mpii_keypoint_tables(src.files["annotations"], img_root, headboxes=src.files.get("headboxes"))
     files = {"annotations": src.files["annotations"]}
     if "headboxes" in src.files:
         files["headboxes"] = src.files["headboxes"]
-    return PreparedRows(images=images, samples=_samples_table(reader, img_root), image_root=img_root, files=files,
-                        meta={"num_joints": int(reader.num_joints)})
-
-
-def _samples_table(reader, img_root: Path):
-    import pandas as pd
-
-    rows = []
-    for r in reader.records:
-        if float(r["joints"][:, 2].max(initial=0.0)) <= 0:
-            continue
-        bbox = r.get("bbox")
-        fixed_crop = bbox is None
-        if fixed_crop:  # MPII: the provided person center/scale define the crop; bbox for reference only
-            c, s = r["center"], r["scale"]
-            w, h = float(s[0]) * 200.0, float(s[1]) * 200.0
-            bbox = [float(c[0]) - w / 2, float(c[1]) - h / 2, w, h]
-        row = {
-            "image_id": int(r["image_id"]),
-            "ann_id": int(r.get("ann_id", -1)),
-            "file_name": os.path.relpath(r["image_file"], img_root),
-            "bbox": [float(v) for v in bbox],
-            "joints": [float(v) for v in r["joints"].reshape(-1)],
-        }
-        if fixed_crop:
-            row["center"] = [float(v) for v in r["center"]]
-            row["scale"] = [float(v) for v in r["scale"]]
-        if r.get("headbox") is not None:
-            row["headbox"] = [float(v) for v in r["headbox"].reshape(-1)]
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return PreparedRows(images=tables.images, samples=tables.samples, image_root=img_root, files=files,
+                        meta={"num_joints": tables.num_joints})
 
 
 _KEYPOINT_INPUTS = {"annotations": "annotation file", "images": "image folder"}
@@ -239,91 +198,7 @@ DATASETS: dict[str, DatasetReader] = {
 }
 
 
-def keypoint_spec(dataset: str, num_joints: int):
-    """The :class:`~hrnet_core.data.keypoints.KeypointSpec` of a dataset (COCO / CrowdPose by joint count, MPII,
-    PoseTrack for ``posetrack*`` datasets of the ``pose_tracking`` task).
-
-    Raises:
-        ValueError: no known layout has ``num_joints`` joints.
-    """
-    from hrnet_core.data.keypoints import COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS, MPII_KEYPOINTS, POSETRACK_KEYPOINTS
-
-    if dataset == "mpii":
-        return MPII_KEYPOINTS
-    if dataset.startswith("posetrack"):
-        return POSETRACK_KEYPOINTS
-    for spec in (COCO_KEYPOINTS, CROWDPOSE_KEYPOINTS):
-        if spec.num_joints == num_joints:
-            return spec
-    raise ValueError(f"no keypoint layout with {num_joints} joints for dataset {dataset!r}")
-
-
 # ------------------------------------------------------------------------------------------------ samples
-
-
-@dataclass(frozen=True)
-class TopDownSample:
-    """The per-sample function of a recipe and split (picklable; builds its ``TopDownTransform`` on first use).
-
-    ``__call__(row, rng)``: a ``samples.parquet`` row -> ``image`` float32 ``[3, H, W]``, ``target`` float32
-    ``[K, h, w]``, ``target_weight`` float32 ``[K, 1]``. ``rng`` draws the augmentation (training).
-
-    Raises (on call):
-        hrnet_core.data.io.ImageReadError: the image is missing or corrupt (names the file).
-    """
-
-    image_root: str
-    dataset: str
-    num_joints: int
-    input_size: tuple[int, int]
-    heatmap_size: tuple[int, int]
-    sigma: float
-    flip: bool
-    scale_factor: float
-    rotation_factor: float
-    rotation_prob: float
-    half_body_prob: float
-    half_body_min_joints: int
-    train: bool = True
-
-    @functools.cached_property
-    def transform(self):
-        """The :class:`~hrnet_core.data.transforms.TopDownTransform` of these settings (built on first use)."""
-        from hrnet_core.data.transforms import TopDownTransform
-
-        spec = keypoint_spec(self.dataset, self.num_joints)
-        return TopDownTransform(
-            input_size=self.input_size, heatmap_size=self.heatmap_size, sigma=self.sigma, flip_pairs=spec.flip_pairs,
-            train=self.train, scale_factor=self.scale_factor, rotation_factor=self.rotation_factor,
-            rotation_prob=self.rotation_prob, flip=self.flip, half_body_prob=self.half_body_prob,
-            num_joints_half_body=self.half_body_min_joints, upper_body_ids=spec.upper_body_ids)
-
-    def record(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """A row -> a reader-style record (absolute ``image_file``, center/scale for the crop).
-
-        COCO rows carry the person box: center/scale are computed for the recipe's input aspect ratio (pixel_std
-        200, padding 1.25, FACTS.md section 1). MPII rows carry the provided center/scale, used as they are.
-        """
-        from hrnet_core.data.transforms import box_to_center_scale
-
-        joints = np.asarray(row["joints"], dtype=np.float64).reshape(self.num_joints, 3)
-        center = row.get("center")
-        if center is not None and not (isinstance(center, float) and center != center):
-            center = np.asarray(center, dtype=np.float64)
-            scale = np.asarray(row["scale"], dtype=np.float64)
-        else:
-            center, scale = box_to_center_scale(np.asarray(row["bbox"], dtype=np.float64),
-                                                self.input_size[0] / self.input_size[1])
-        return {"image_file": str(Path(self.image_root) / str(row["file_name"])), "image_id": int(row["image_id"]),
-                "center": center, "scale": scale, "joints": joints, "score": 1.0}
-
-    def __call__(self, row: Mapping[str, Any], rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        from hrnet_core.data.io import read_image
-
-        record = self.record(row)
-        s = self.transform(record, read_image(record["image_file"]), rng)
-        return {"image": s["image"].astype(np.float32, copy=False), "target": s["target"].astype(np.float32, copy=False),
-                "target_weight": s["target_weight"].astype(np.float32, copy=False)}
 
 
 def sample_transform(recipe, split, train: bool = True) -> TopDownSample:
@@ -340,25 +215,11 @@ def sample_transform(recipe, split, train: bool = True) -> TopDownSample:
 # ------------------------------------------------------------------------------------------------ model + loss
 
 
-
-
-class JointsLoss:
-    """Joints MSE of :mod:`hrnet_core.losses.joints_mse` in the loss-dict contract: ``(heatmaps, batch) ->
-    {"loss": total}`` with heatmaps float ``[B, K, h, w]`` (the batch's ``target``, ``target_weight``)."""
-
-    def __init__(self, cfg: JointsMSELossConfig) -> None:
-        from hrnet_core.losses.joints_mse import JointsMSELoss
-
-        self.mse = JointsMSELoss(cfg.use_target_weight, cfg.ohkm_topk)
-
-    def __call__(self, outputs, batch: Mapping[str, Any]) -> dict[str, Any]:
-        return {"loss": self.mse(outputs.float(), batch["target"], batch["target_weight"])}
-
-
 def train_step(recipe) -> LossStep:
     """``step(model, batch) -> {"loss": joints MSE}`` of the recipe's ``train.loss`` (deep-high-resolution-net.pytorch
     ``lib/core/function.py`` ``train``: ``criterion(model(input), target, target_weight)``)."""
-    return LossStep(JointsLoss(recipe.train.loss))
+    loss = recipe.train.loss
+    return LossStep(JointsLoss(loss.use_target_weight, loss.ohkm_topk))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -425,32 +286,6 @@ def prepared_gt_items(recipe, split) -> list[dict[str, Any]]:
     return items
 
 
-class _CropLoader:
-    """``records -> {"image" [b, 3, H, W], "center" [b, 2], "scale" [b, 2]}``: decode (the last 16 images cached:
-    consecutive people share an image) and warp one batch of people; runs in the loop's background thread."""
-
-    def __init__(self, transform) -> None:
-        self.transform = transform
-        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def image(self, path: str) -> np.ndarray:
-        from hrnet_core.data.io import read_image
-
-        if path in self.cache:
-            self.cache.move_to_end(path)
-            return self.cache[path]
-        img = read_image(path)
-        self.cache[path] = img
-        if len(self.cache) > 16:
-            self.cache.popitem(last=False)
-        return img
-
-    def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-        samples = [self.transform(r, self.image(r["image_file"])) for r in records]
-        return {"image": np.stack([s["image"] for s in samples]), "center": np.stack([s["center"] for s in samples]),
-                "scale": np.stack([s["scale"] for s in samples])}
-
-
 def inference_network(model, device="cpu"):
     """The network :func:`predict` runs: an eval-mode copy of ``model`` with BatchNorm folded into the convolutions
     (:func:`hrnet_core.models.fold.fold_batchnorm`) on ``device`` in channels-last memory format (oneDNN / cuDNN NHWC
@@ -484,31 +319,24 @@ def predictor(model, recipe, split, device="cpu", *, folded=None) -> BatchPredic
     two-forward loop's to float rounding (test).
     """
     from hrnet_core.data.transforms import TopDownTransform
+    from hrnet_core.evaluation.topdown import CropLoader
 
     d = recipe.data
     flip_pairs = keypoint_spec(d.dataset, int(split.manifest["num_joints"])).flip_pairs
     transform = TopDownTransform(d.input_size, d.heatmap_size, d.sigma, flip_pairs, train=False)
     net = folded if folded is not None else inference_network(model, device)
     run = functools.partial(_predict_crops, net, recipe, flip_pairs, device)
-    return BatchPredictor(run=run, batch_size=int(recipe.test.batch_size), load=_CropLoader(transform),
+    return BatchPredictor(run=run, batch_size=int(recipe.test.batch_size), load=CropLoader(transform),
                           unit="person")
 
 
 def _predict_crops(net, recipe, flip_pairs, device, batch: Mapping[str, np.ndarray]) -> Predictions:
-    """Keypoints ``[b, K, 3]`` of one loaded batch (:class:`_CropLoader`)."""
-    import torch
+    """Keypoints ``[b, K, 3]`` of one loaded batch (:func:`hrnet_core.evaluation.topdown.predict_crops`)."""
+    from hrnet_core.evaluation.topdown import predict_crops
 
-    from hrnet_core.codecs.heatmap import decode_on_device, flip_test_one_forward, heatmaps_to_image_coords
-
-    with torch.inference_mode():
-        x = torch.from_numpy(batch["image"]).to(device).contiguous(memory_format=torch.channels_last)
-        if recipe.test.flip:
-            hm = flip_test_one_forward(net, x, flip_pairs, shift=recipe.test.shift_heatmap)
-        else:
-            hm = net(x)
-        coords, maxvals = (t.cpu().numpy() for t in decode_on_device(hm))
-    coords = heatmaps_to_image_coords(coords, batch["center"], batch["scale"], recipe.data.heatmap_size)
-    return Predictions(np.concatenate([coords, maxvals], axis=2))
+    t = recipe.test
+    return Predictions(predict_crops(net, flip_pairs, device, batch, flip=t.flip, shift_heatmap=t.shift_heatmap,
+                                     heatmap_size=recipe.data.heatmap_size))
 
 
 def concat(parts: Sequence[Predictions]) -> Predictions:
@@ -518,14 +346,11 @@ def concat(parts: Sequence[Predictions]) -> Predictions:
 
 
 def _coco_results(items, preds: np.ndarray, recipe, num_joints: int, sigmas):
-    from hrnet_core.evaluation.coco_keypoints import coco_keypoint_results
+    """COCO results of the recipe's test thresholds (:func:`hrnet_core.evaluation.topdown.coco_results`)."""
+    from hrnet_core.evaluation.topdown import coco_results
 
-    return coco_keypoint_results(
-        preds, [r["image_id"] for r in items], [r["score"] for r in items], [r["area"] for r in items],
-        centers=np.stack([r["center"] for r in items]) if len(items) else None,
-        scales=np.stack([r["scale"] for r in items]) if len(items) else None,
-        in_vis_thr=recipe.test.joint_score_thr, oks_thr=recipe.test.oks_nms_thr,
-        sigmas=None if num_joints == 17 else sigmas)
+    return coco_results(items, preds, num_joints, sigmas, in_vis_thr=recipe.test.joint_score_thr,
+                        oks_thr=recipe.test.oks_nms_thr)
 
 
 def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split,
@@ -558,17 +383,10 @@ def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, spl
             stats = evaluate_coco_keypoints(gt, pred_file, sigmas=sigmas)
             metrics.update({key: 100.0 * v for key, v in stats.items() if v >= 0})
         else:
-            from hrnet_core.evaluation.pckh import evaluate_mpii
+            from hrnet_core.evaluation.pckh import pckh_metrics, write_mpii_predictions
 
-            res = evaluate_mpii(preds, items)
-            metrics["PCKh"] = float(res["PCKh"])
-            metrics["PCKh_0.1"] = float(res["PCKh@0.1"])
-            for group, value in res["table"].items():
-                if isinstance(value, (int, float)) and group not in ("Mean", "threshold"):
-                    metrics[f"PCKh/{group}"] = float(value)
-            (pred_dir / "predictions.json").write_text(json.dumps(
-                [{"image": r.get("image_name", r["image_file"]), "image_id": int(r["image_id"]),
-                  "keypoints": p.reshape(-1).round(3).tolist()} for r, p in zip(items, preds)]))
+            metrics.update(pckh_metrics(preds, items))
+            write_mpii_predictions(items, preds, pred_dir / "predictions.json")
     metrics["eval_items"] = float(len(items))
     return metrics
 
@@ -577,24 +395,17 @@ def draw(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, spli
          num_images: int) -> list[Path]:
     """Predicted skeletons (colour, after rescoring and OKS-NMS for COCO) over ground truth (white) for the first
     ``num_images`` images, as ``<out_dir>/<image_id>.jpg``."""
-    from hrnet_core.evaluation.pose_drawing import save_visualisations
+    from hrnet_core.evaluation.pose_drawing import coco_ground_truth, record_ground_truth, save_visualisations
 
     preds = predictions.values
     image_files = {int(r["image_id"]): r["image_file"] for r in items}
-    gt_by_image: dict[int, list[np.ndarray]] = {}
     if recipe.data.dataset == "coco":
-        from hrnet_core.data.io import load_json
-
         k = int(split.manifest["num_joints"])
         results = _coco_results(items, preds, recipe, k, None if k == 17 else keypoint_spec("coco", k).sigmas)
-        for a in load_json(split.ann_file)["annotations"]:
-            if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0:
-                gt_by_image.setdefault(int(a["image_id"]), []).append(np.asarray(a["keypoints"], float).reshape(-1, 3))
+        gt_by_image = coco_ground_truth(split.ann_file)
     else:
         results = [{"image_id": int(r["image_id"]), "keypoints": p, "score": 1.0} for r, p in zip(items, preds)]
-        for r in items:
-            gt_by_image.setdefault(int(r["image_id"]), []).append(
-                np.concatenate([r["joints"][:, :2], r["joints"][:, 2:] * 2], axis=1))
+        gt_by_image = record_ground_truth(items)
     return save_visualisations(results, image_files, out_dir, num_images=num_images, ground_truth=gt_by_image,
                                joint_thr=recipe.test.joint_score_thr)
 

@@ -4,18 +4,19 @@
 One training sample is one image (official ``lib/datasets/base_dataset.py`` ``BaseDataset.gen_sample``): the label
 PNG is mapped to training ids (the dataset's lookup table, 255 = ignore), the image and label are rescaled together
 so that the long side is ``int(data.base_size * s + 0.5)`` and the other side ``int(other * long / long_before +
-0.5)`` (:func:`rescaled_size`), with ``s`` drawn from ``augment.scale_range`` in steps of ``augment.scale_step``
-(official ``0.5 + randint(0, scale_factor) / 10``: 0.5 .. 2.1 for Cityscapes / PASCAL-Context (scale factor 16),
-0.5 .. 1.6 for LIP (11); step 0 draws uniformly), padded at the bottom / right to the crop with black pixels /
-ignore labels, randomly cropped to ``data.input_size`` and flipped with probability 0.5 (the dataset's left/right
-classes swapped, LIP). With ``augment.resize_to_crop`` (the LIP recipe; official ``lib/datasets/lip.py``) the flip
-comes first and the whole image is resized to the crop size (aspect ratio not kept) before the rescale. Batches
-have the fixed crop size.
+0.5)`` (:func:`hrnet_core.data.seg_transforms.rescaled_size`), with ``s`` drawn from ``augment.scale_range`` in
+steps of ``augment.scale_step`` (official ``0.5 + randint(0, scale_factor) / 10``: 0.5 .. 2.1 for Cityscapes /
+PASCAL-Context (scale factor 16), 0.5 .. 1.6 for LIP (11); step 0 draws uniformly), padded at the bottom / right to
+the crop with black pixels / ignore labels, randomly cropped to ``data.input_size`` and flipped with probability 0.5
+(the dataset's left/right classes swapped, LIP). With ``augment.resize_to_crop`` (the LIP recipe; official
+``lib/datasets/lip.py``) the flip comes first and the whole image is resized to the crop size (aspect ratio not
+kept) before the rescale. Batches have the fixed crop size.
 
 Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
 
 - readers ``cityscapes``, ``lip``, ``pascal_context_59`` / ``pascal_context_60`` (``pascal_context`` = 59, the
-  HRFormer tables' name), ``camvid`` and the generic ``seg_list`` (:mod:`hrnet_core.data.segmentation`);
+  HRFormer tables' name), ``camvid`` and the generic ``seg_list`` (:mod:`hrnet_core.data.seg_readers`,
+  :mod:`hrnet_core.data.segmentation`);
   ``samples.parquet`` columns ``image_id``, ``file_name``, ``label_file``, ``label_sha256``, ``width``, ``height``;
   the manifest carries the class names, the label lookup table, the output ids, flip pairs and palette;
 - batch: ``image`` float32 ``[B, 3, H, W]`` (ImageNet mean/std), ``label`` int64 ``[B, H, W]`` (255 = ignore),
@@ -33,28 +34,27 @@ Pieces (see :mod:`hrnet_core.tasks.base` for the contract):
   classes present, mmsegmentation's);
 - outputs: ``predictions.json`` (per image: file, prediction PNG, pixel accuracy), ``labels/<image stem>.png``
   (predictions in the dataset's own ids: Cityscapes labelIds for the benchmark server, PASCAL-Context-59 ids + 1),
-  ``confusion_matrix.csv``; drawings: image | ground truth | prediction, colour-coded with the dataset palette;
+  ``confusion_matrix.csv`` (:mod:`hrnet_core.evaluation.seg_outputs`); drawings: image | ground truth | prediction,
+  colour-coded with the dataset palette (:mod:`hrnet_core.evaluation.seg_drawing`);
 - synthetic default: generated scenes (:mod:`hrnet_core.data.synthetic_scenes`) in the ``seg_list`` layout.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hrnet_core.data.seg_transforms import SegSample, normalise, rescaled_size
+from hrnet_core.data import seg_readers
+from hrnet_core.data.seg_transforms import SegSample
 from hrnet_core.losses.segmentation import SegLossConfig
 from hrnet_core.recipes.config import ConfigError, DataConfig, check_zoo_model
 
 from .base import (BatchPredictor, DatasetReader, LossStep, MetricSpec, PreparedRows, Predictions, RecipeSections,
                    SourceFiles, SplitPrep, SyntheticData, Task)
-
-IGNORE = 255
 
 # ------------------------------------------------------------------------------------------------ recipe sections
 
@@ -175,12 +175,6 @@ def validate(recipe) -> None:
 # ------------------------------------------------------------------------------------------------ readers
 
 
-def _relative(root: Path, p: Path) -> str:
-    import os
-
-    return os.path.relpath(p, root)
-
-
 def _rows(image_root: Path, pairs: Sequence[tuple[str, str]], layout) -> PreparedRows:
     from hrnet_core.data.segmentation import label_rows
 
@@ -188,80 +182,18 @@ def _rows(image_root: Path, pairs: Sequence[tuple[str, str]], layout) -> Prepare
     return PreparedRows(images=images, samples=samples, image_root=image_root, meta=layout.to_meta())
 
 
-def _common_root(*paths: Path) -> Path:
-    import os
+def _prepare(read: Callable[[Mapping[str, Path]], tuple], src: SourceFiles) -> PreparedRows:
+    """A split reader of :mod:`hrnet_core.data.seg_readers` (``files -> (image_root, pairs, layout)``) as
+    ``SourceFiles -> PreparedRows``, every label checked and hashed (:func:`hrnet_core.data.segmentation.label_rows`).
 
-    return Path(os.path.commonpath([str(p) for p in paths]))
-
-
-def _read_cityscapes(src: SourceFiles) -> PreparedRows:
-    from hrnet_core.data.segmentation import read_pairs, seg_layout
-
-    images, labels = Path(src.files["images"]), Path(src.files["labels"])
-    pairs = read_pairs(images, labels, "*/*_leftImg8bit.png", "_leftImg8bit.png", "_gtFine_labelIds.png")
-    root = _common_root(images, labels)
-    return _rows(root, [(_relative(root, i), _relative(root, lab)) for i, lab in pairs], seg_layout("cityscapes"))
+    Raises:
+        hrnet_core.data.io.AnnotationError / ImageReadError: from the reader or the label checks (naming the file).
+    """
+    return _rows(*read(src.files))
 
 
-def _read_lip(src: SourceFiles) -> PreparedRows:
-    from hrnet_core.data.segmentation import read_pairs, seg_layout
-
-    images, labels = Path(src.files["images"]), Path(src.files["labels"])
-    pairs = read_pairs(images, labels, "*.jpg", ".jpg", ".png")
-    root = _common_root(images, labels)
-    return _rows(root, [(_relative(root, i), _relative(root, lab)) for i, lab in pairs], seg_layout("lip"))
-
-
-def _read_pascal(dataset: str, src: SourceFiles) -> PreparedRows:
-    from hrnet_core.data.io import AnnotationError
-    from hrnet_core.data.segmentation import seg_layout
-
-    images, labels = Path(src.files["images"]), Path(src.files["labels"])
-    ids = [s.strip() for s in Path(src.files["list"]).read_text().splitlines() if s.strip()]
-    if not ids:
-        raise AnnotationError(f"{src.files['list']}: no image ids")
-    root = _common_root(images, labels)
-    pairs = [(_relative(root, images / f"{i}.jpg"), _relative(root, labels / f"{i}.png")) for i in ids]
-    for img, _ in pairs:
-        if not (root / img).is_file():
-            raise AnnotationError(f"{src.files['list']}: image {str(root / img)!r} not found")
-    return _rows(root, pairs, seg_layout("pascal_context_59" if dataset == "pascal_context" else dataset))
-
-
-def _read_pascal_59(src: SourceFiles) -> PreparedRows:
-    return _read_pascal("pascal_context_59", src)
-
-
-def _read_pascal_60(src: SourceFiles) -> PreparedRows:
-    return _read_pascal("pascal_context_60", src)
-
-
-def _read_list(src: SourceFiles, layout) -> PreparedRows:
-    from hrnet_core.data.io import AnnotationError
-    from hrnet_core.data.segmentation import read_list
-
-    root = Path(src.files["images"])
-    pairs = read_list(Path(src.files["list"]))
-    for img, _ in pairs:
-        if not (root / img).is_file():
-            raise AnnotationError(f"{src.files['list']}: image {str(root / img)!r} not found")
-    return _rows(root, pairs, layout)
-
-
-def _read_camvid(src: SourceFiles) -> PreparedRows:
-    from hrnet_core.data.segmentation import seg_layout
-
-    return _read_list(src, seg_layout("camvid"))
-
-
-def _read_seg_list(src: SourceFiles) -> PreparedRows:
-    from hrnet_core.data.io import AnnotationError
-    from hrnet_core.data.segmentation import seg_layout
-
-    names = [s.strip() for s in Path(src.files["classes"]).read_text().splitlines() if s.strip()]
-    if not names or len(names) > 255:
-        raise AnnotationError(f"{src.files['classes']}: expected 1..255 class names, one per line, got {len(names)}")
-    return _read_list(src, seg_layout("seg_list", names))
+def _reader(read: Callable, *args: Any) -> Callable[[SourceFiles], PreparedRows]:
+    return functools.partial(_prepare, functools.partial(read, *args))
 
 
 def _pascal_layout(split: str) -> dict[str, str]:
@@ -281,36 +213,36 @@ DATASETS: dict[str, DatasetReader] = {
         inputs={"images": "leftImg8bit/<split> folder", "labels": "gtFine/<split> folder (*_gtFine_labelIds.png)"},
         required=("images", "labels"),
         default_layout=lambda split: {"images": f"leftImg8bit/{split}", "labels": f"gtFine/{split}"},
-        read=_read_cityscapes),
+        read=_reader(seg_readers.read_cityscapes)),
     "lip": DatasetReader(
         name="lip", description="LIP human parsing, 20 classes (<split>_images + <split>_segmentations)",
         inputs={"images": "image folder (*.jpg)", "labels": "label PNG folder"}, required=("images", "labels"),
         default_layout=lambda split: {"images": f"{split}_images", "labels": f"{split}_segmentations"},
-        read=_read_lip),
+        read=_reader(seg_readers.read_lip)),
     "pascal_context_59": DatasetReader(
         name="pascal_context_59", description="PASCAL-Context, 59 classes (prepared label PNGs, zero label reduced)",
         inputs=_PASCAL_INPUTS, required=("list", "images", "labels"), default_layout=_pascal_layout,
-        read=_read_pascal_59),
+        read=_reader(seg_readers.read_pascal_context, "pascal_context_59")),
     "pascal_context": DatasetReader(
         name="pascal_context", description="PASCAL-Context, 59 classes (= pascal_context_59; the HRFormer name)",
         inputs=_PASCAL_INPUTS, required=("list", "images", "labels"), default_layout=_pascal_layout,
-        read=_read_pascal_59),
+        read=_reader(seg_readers.read_pascal_context, "pascal_context_59")),
     "pascal_context_60": DatasetReader(
         name="pascal_context_60", description="PASCAL-Context, 60 classes (prepared label PNGs, background = 0)",
         inputs=_PASCAL_INPUTS, required=("list", "images", "labels"), default_layout=_pascal_layout,
-        read=_read_pascal_60),
+        read=_reader(seg_readers.read_pascal_context, "pascal_context_60")),
     "camvid": DatasetReader(
         name="camvid", description="CamVid, 11 classes (<split>.txt of 'image label' lines; 11 = void)",
         inputs=_LIST_INPUTS, required=("list", "images"),
-        default_layout=lambda split: {"list": f"{split}.txt", "images": "."}, read=_read_camvid),
+        default_layout=lambda split: {"list": f"{split}.txt", "images": "."},
+        read=_reader(seg_readers.read_camvid)),
     "seg_list": DatasetReader(
         name="seg_list", description="generic: <split>.txt of 'image label' lines + classes.txt (one name a line)",
         inputs={**_LIST_INPUTS, "classes": "class names, one per line (line k = label value k)"},
         required=("list", "images", "classes"),
         default_layout=lambda split: {"list": f"{split}.txt", "images": ".", "classes": "classes.txt"},
-        read=_read_seg_list),
+        read=_reader(seg_readers.read_seg_list)),
 }
-
 
 
 def sample_transform(recipe, split, train: bool = True) -> SegSample:
@@ -402,157 +334,76 @@ def eval_items(recipe, split) -> list[dict[str, Any]]:
     return rows
 
 
-def _sparse(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    flat = cm.reshape(-1)
-    idx = np.flatnonzero(flat)
-    return idx.astype(np.int32), flat[idx].astype(np.int64)
-
-
-def _dense(sparse: tuple[np.ndarray, np.ndarray], num_classes: int) -> np.ndarray:
-    cm = np.zeros(num_classes * num_classes, np.int64)
-    cm[np.asarray(sparse[0], np.int64)] = np.asarray(sparse[1])
-    return cm.reshape(num_classes, num_classes)
-
-
 def predictor(model, recipe, split, device="cpu") -> BatchPredictor:
     """The test procedure one image at a time (``test.cpu_threads`` on a CPU): per image ``{"confusion": (flat
     indices, counts) of its [C, C] confusion matrix, "png": the predicted training-id map as PNG bytes}``.
 
-    The test procedure is ``recipe.test`` (module docstring; :func:`image_scores`, HRNet-Semantic-Segmentation
-    ``lib/core/function.py`` ``testval``); the confusion matrix is built on ``device``. fp32.
+    The test procedure is ``recipe.test`` (module docstring; :func:`hrnet_core.evaluation.seg_inference.image_scores`,
+    HRNet-Semantic-Segmentation ``lib/core/function.py`` ``testval``); the confusion matrix is built on ``device``.
+    fp32.
     """
     from hrnet_core.data.segmentation import layout_from_meta
 
     layout = layout_from_meta(split.manifest)
     perm = layout.flip_permutation() if layout.flip_pairs else None
-    run = functools.partial(_predict_images, model, recipe, layout.num_classes, layout.lut_array(), perm,
-                            model_align_corners(recipe.model.name), device)
+    cfg = inference_settings(recipe, layout.num_classes, perm, model_align_corners(recipe.model.name))
+    run = functools.partial(_predict_images, model, cfg, layout.lut_array(), device)
     return BatchPredictor(run=run, batch_size=1, cpu_threads=int(recipe.test.cpu_threads), unit="img")
 
 
-def _predict_images(model, recipe, n: int, lut: np.ndarray, perm, align: bool, device,
-                    items: Sequence[dict[str, Any]]) -> Predictions:
-    """Confusion matrix and PNG of each image of ``items``."""
-    import cv2
-    import torch
-
-    from hrnet_core.data.io import read_image
-    from hrnet_core.data.segmentation import apply_lut, read_label
-    from hrnet_core.evaluation.miou import confusion_matrix
-
-    out = []
-    for r in items:
-        scores = image_scores(model, read_image(r["image_file"]), recipe, n, perm, align, device)
-        pred = scores.argmax(0)
-        label = torch.from_numpy(apply_lut(read_label(r["label_path"]), lut)).to(device)
-        cm = confusion_matrix(pred, label, n, IGNORE).cpu().numpy()
-        png = cv2.imencode(".png", pred.to(torch.uint8).cpu().numpy())[1]
-        out.append({"confusion": _sparse(cm), "png": png.tobytes()})
-    return Predictions(out)
-
-
-def image_scores(model, img: np.ndarray, recipe, num_classes: int, flip_permutation: Sequence[int] | None,
-                align_corners: bool, device="cpu"):
-    """Summed class scores ``[C, H, W]`` (torch float32 on ``device``) of one uint8 RGB image ``[H, W, 3]`` by the
-    recipe's test procedure (:func:`hrnet_core.evaluation.seg_inference.predict_scores`); ``resize`` mode resizes
-    the uint8 image to ``test.crop_size`` before normalising, as the official LIP ``testval`` dataset does."""
-    import cv2
-    import torch
-
-    from hrnet_core.evaluation.seg_inference import predict_scores
+def inference_settings(recipe, num_classes: int, flip_permutation: Sequence[int] | None, align_corners: bool):
+    """:class:`hrnet_core.evaluation.seg_inference.InferenceSettings` of the recipe's ``test`` / ``data`` sections:
+    the window is ``test.crop_size`` or the training crop ``data.input_size``."""
+    from hrnet_core.evaluation.seg_inference import InferenceSettings
 
     d, t = recipe.data, recipe.test
     crop = tuple(int(v) for v in (t.crop_size or d.input_size))
-    h, w = img.shape[:2]
-    if t.mode == "resize" and (w, h) != crop:
-        img = cv2.resize(img, crop, interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(normalise(img, d.mean, d.std)).to(device)
-    return predict_scores(model, x, num_classes=num_classes, mode=t.mode, crop=crop, stride=t.stride, flip=t.flip,
-                          flip_permutation=flip_permutation, scales=t.scales, base_size=d.base_size,
-                          align_corners=align_corners, mean=d.mean, std=d.std, out_size=(h, w))
+    return InferenceSettings(num_classes=num_classes, mode=t.mode, crop=crop, stride=t.stride, flip=t.flip,
+                             flip_permutation=flip_permutation, scales=t.scales, base_size=d.base_size,
+                             align_corners=align_corners, mean=d.mean, std=d.std)
+
+
+def _predict_images(model, cfg, lut: np.ndarray, device, items: Sequence[dict[str, Any]]) -> Predictions:
+    """Confusion matrix and PNG of each image of ``items``."""
+    from hrnet_core.evaluation.seg_inference import predict_images
+
+    return Predictions(predict_images(model, cfg, lut, device, items))
 
 
 def concat(parts: Sequence[Predictions]) -> Predictions:
     return Predictions([v for p in parts for v in p.values])
 
 
-def decode_prediction(value: Mapping[str, Any]) -> np.ndarray:
-    """The predicted training-id map ``uint8 [H, W]`` of one :func:`predict` entry."""
-    import cv2
-
-    return cv2.imdecode(np.frombuffer(value["png"], np.uint8), cv2.IMREAD_UNCHANGED)
-
-
 def score(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split,
           out_dir: str | Path | None = None) -> dict[str, float]:
     """mIoU / pixel_acc / mean_acc / IoU per class (percent) of the summed confusion matrices, plus
     ``eval_items``; with ``out_dir`` also ``predictions.json``, ``confusion_matrix.csv`` and (``test.save_label_pngs``)
-    ``labels/<image stem>.png`` in the dataset's own ids."""
-    import cv2
-
+    ``labels/<image stem>.png`` in the dataset's own ids (:func:`hrnet_core.evaluation.seg_outputs.write_outputs`)."""
     from hrnet_core.data.segmentation import layout_from_meta
-    from hrnet_core.evaluation.miou import segmentation_metrics
+    from hrnet_core.evaluation.miou import dense_confusion, segmentation_metrics
+    from hrnet_core.evaluation.seg_outputs import write_outputs
 
     layout = layout_from_meta(split.manifest)
     n = layout.num_classes
-    cms = [_dense(v["confusion"], n) for v in predictions.values]
+    cms = [dense_confusion(v["confusion"], n) for v in predictions.values]
     total = np.sum(cms, axis=0) if cms else np.zeros((n, n), np.int64)
     metrics = segmentation_metrics(total, layout.classes)
     metrics["eval_items"] = float(len(items))
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        records = []
-        save = bool(getattr(recipe.test, "save_label_pngs", True))
-        if save:
-            (out / "labels").mkdir(exist_ok=True)
-        lut = layout.output_lut()
-        for r, v, cm in zip(items, predictions.values, cms):
-            rec = {"file_name": r["file_name"], "image_id": int(r["image_id"]),
-                   "pixel_acc": round(100.0 * float(np.trace(cm) / max(cm.sum(), 1)), 4)}
-            if save:
-                name = f"{Path(r['file_name']).stem}.png"
-                cv2.imwrite(str(out / "labels" / name), lut[decode_prediction(v)])
-                rec["prediction"] = f"labels/{name}"
-            records.append(rec)
-        (out / "predictions.json").write_text(json.dumps(
-            {"dataset": split.dataset, "ids": "dataset label ids (output_ids)", "classes": list(layout.classes),
-             "images": records}))
-        header = "true\\pred," + ",".join(layout.classes)
-        rows = [f"{c}," + ",".join(str(int(x)) for x in total[k]) for k, c in enumerate(layout.classes)]
-        (out / "confusion_matrix.csv").write_text("\n".join([header, *rows]) + "\n")
+        write_outputs(out_dir, items, predictions.values, cms, total, layout, split.dataset,
+                      bool(getattr(recipe.test, "save_label_pngs", True)))
     return metrics
-
-
-def colourise(ids: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Training-id map ``[H, W]`` -> RGB ``[H, W, 3]`` (ignore and unknown ids black)."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:len(palette)] = np.asarray(palette, np.uint8).reshape(-1, 3)
-    return lut[ids]
 
 
 def draw(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, split, out_dir: str | Path,
          num_images: int) -> list[Path]:
     """``<out_dir>/<image stem>.jpg``: image | ground truth | prediction side by side, colour-coded with the dataset
-    palette (ignore black), for the first ``num_images`` images."""
-    import cv2
+    palette (ignore black), for the first ``num_images`` images
+    (:func:`hrnet_core.evaluation.seg_drawing.save_drawings`)."""
+    from hrnet_core.data.segmentation import layout_from_meta
+    from hrnet_core.evaluation.seg_drawing import save_drawings
 
-    from hrnet_core.data.io import read_image
-    from hrnet_core.data.segmentation import apply_lut, layout_from_meta, read_label
-
-    layout = layout_from_meta(split.manifest)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for r, v in list(zip(items, predictions.values))[:num_images]:
-        img = read_image(r["image_file"])
-        gt = apply_lut(read_label(r["label_path"]), layout.lut_array())
-        panel = np.concatenate([img, colourise(gt, layout.palette), colourise(decode_prediction(v), layout.palette)],
-                               axis=1)
-        f = out / f"{Path(r['file_name']).stem}.jpg"
-        cv2.imwrite(str(f), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-        files.append(f)
-    return files
+    return save_drawings(items, predictions.values, layout_from_meta(split.manifest), out_dir, num_images)
 
 
 # ------------------------------------------------------------------------------------------------ synthetic data

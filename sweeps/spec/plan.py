@@ -13,7 +13,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .parse import Problems, merged_section
-from .schema import Axis, SweepConfigError, SweepPlan, SweepSpec, TrialSpec, Variant
+from .schema import (
+    Axis, Resources, SchedulerSpec, SearchSpec, SweepConfigError, SweepPlan, SweepSpec, TrialSpec, Variant,
+)
 
 
 def _fmt_value(v: Any) -> str:
@@ -67,6 +69,35 @@ def build_plan(spec: SweepSpec, *, smoke: bool = False, overrides: Mapping[str, 
     """
     loader = recipe_loader or _default_recipe_loader()
     problems = Problems(spec.source or spec.name)
+    profile, shared, variants, resources, scheduler, search = _sections(spec, smoke, problems)
+    shared.update(overrides or {})
+
+    # The base recipe must exist on its own: report that once instead of once per trial.
+    try:
+        base = loader(spec.recipe, overrides=shared, profile=profile)
+    except Exception as e:  # noqa: BLE001 - recipe errors come in several types; all mean "bad sweep file"
+        raise SweepConfigError(
+            f"{spec.source or spec.name}: recipe {spec.recipe!r}"
+            f"{f' (profile {profile!r})' if profile else ''}: {type(e).__name__}: {e}") from None
+
+    scheduler = _asha_max_t(scheduler, base, problems)
+    trials = _expand_trials(spec, variants, shared, search)
+    _check_trials(spec, trials, loader, profile, problems)
+    problems.raise_if_any()
+    return SweepPlan(spec=spec, smoke=smoke, profile=profile, trials=tuple(trials), resources=resources,
+                     scheduler=scheduler, algorithm=search.algorithm, num_samples=search.num_samples,
+                     seed=search.seed)
+
+
+def _sections(spec: SweepSpec, smoke: bool, problems: Problems
+              ) -> tuple[str | None, dict[str, Any], list[Variant], Resources, SchedulerSpec, SearchSpec]:
+    """``(profile, shared overrides, variants, resources, scheduler, search)`` of the plan: the sweep's own, or with
+    ``smoke`` its ``smoke:`` section applied (profile, overrides, kept variants with their smoke overrides, and the
+    sections' replaced keys, checked like the full sweep's).
+
+    Raises:
+        SweepConfigError: ``smoke`` on a sweep without a ``smoke:`` section, or a bad smoke section.
+    """
     profile: str | None = None
     shared = dict(spec.overrides)
     variants = list(spec.variants)
@@ -83,16 +114,12 @@ def build_plan(spec: SweepSpec, *, smoke: bool = False, overrides: Mapping[str, 
         scheduler = merged_section(problems, scheduler, spec.smoke.scheduler, "smoke.scheduler.")
         search = merged_section(problems, search, spec.smoke.search, "smoke.search.")
         problems.raise_if_any()
-    shared.update(overrides or {})
+    return profile, shared, variants, resources, scheduler, search
 
-    # The base recipe must exist on its own: report that once instead of once per trial.
-    try:
-        base = loader(spec.recipe, overrides=shared, profile=profile)
-    except Exception as e:  # noqa: BLE001 - recipe errors come in several types; all mean "bad sweep file"
-        raise SweepConfigError(
-            f"{spec.source or spec.name}: recipe {spec.recipe!r}"
-            f"{f' (profile {profile!r})' if profile else ''}: {type(e).__name__}: {e}") from None
 
+def _asha_max_t(scheduler: SchedulerSpec, base: Any, problems: Problems) -> SchedulerSpec:
+    """``scheduler`` with an ASHA ``max_t`` left out set to the base recipe's ``train.epochs`` (recorded as a problem
+    when the recipe has no integer ``train.epochs``, or when ``grace_period`` exceeds it)."""
     if scheduler.type == "asha" and scheduler.max_t is None:
         epochs = _get_dotted(_recipe_dict(base), "train.epochs")
         if not isinstance(epochs, int):
@@ -101,7 +128,14 @@ def build_plan(spec: SweepSpec, *, smoke: bool = False, overrides: Mapping[str, 
             scheduler = dataclasses.replace(scheduler, max_t=epochs)
         if scheduler.max_t is not None and scheduler.grace_period > scheduler.max_t:
             problems.add("scheduler.grace_period", f"grace_period {scheduler.grace_period} exceeds max_t {scheduler.max_t}")
+    return scheduler
 
+
+def _expand_trials(spec: SweepSpec, variants: Sequence[Variant], shared: Mapping[str, Any],
+                   search: SearchSpec) -> list[TrialSpec]:
+    """The trials: variants x ``grid`` axes, ``search.num_samples`` times, the sampled axes drawn from a generator
+    seeded by ``search.seed``; keys ``t<index>-<variant>-<axis>=<value>...`` (``-rep<n>`` for repeats of a pure
+    grid). Each trial's overrides: ``shared``, then the variant's, then its axis values."""
     grid_axes = [a for a in spec.axes if a.kind == "grid"]
     sampled_axes = [a for a in spec.axes if a.kind != "grid"]
     rng = np.random.default_rng(search.seed)
@@ -123,7 +157,14 @@ def build_plan(spec: SweepSpec, *, smoke: bool = False, overrides: Mapping[str, 
             key = _slug("-".join(parts))
             trials.append(TrialSpec(key=key, index=idx, variant=variant.name, overrides=overrides, params=params,
                                     paper=dict(variant.paper), paper_row=variant.paper_row))
+    return trials
 
+
+def _check_trials(spec: SweepSpec, trials: Sequence[TrialSpec], loader: Callable[..., Any], profile: str | None,
+                  problems: Problems) -> None:
+    """Record the problems of the expanded trials: variants' quoted paper values against their paper-table rows
+    (:func:`check_paper_row`), overrides a trial's recipe rejects (one line per distinct error, naming every trial it
+    hits), and an empty plan."""
     for v in spec.variants:
         problems.items.extend(f"variants.{v.name}.paper_row: {m}" for m in check_paper_row(spec.paper.id, spec.metric, v))
     rejected: dict[str, list[str]] = {}  # one line per distinct recipe error, naming every trial it hits
@@ -137,10 +178,6 @@ def build_plan(spec: SweepSpec, *, smoke: bool = False, overrides: Mapping[str, 
                      f"recipe {spec.recipe!r}{f' (profile {profile!r})' if profile else ''} rejects the overrides: {err}")
     if not trials:
         problems.add("variants", "no trial left (smoke.variants selects none?)")
-    problems.raise_if_any()
-    return SweepPlan(spec=spec, smoke=smoke, profile=profile, trials=tuple(trials), resources=resources,
-                     scheduler=scheduler, algorithm=search.algorithm, num_samples=search.num_samples,
-                     seed=search.seed)
 
 
 def check_paper_row(paper_id: str, metric: str, variant: Variant) -> list[str]:
