@@ -151,3 +151,17 @@ def test_no_import_cycles():
     (162c979); the report <-> MLflow and CLI <-> pipelines circles with 9dae762."""
     found = cycles(import_graph())
     assert not found, "import circles:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+LOWER_LAYERS = ("hrnet_core.data", "hrnet_core.losses", "hrnet_core.evaluation", "hrnet_core.codecs")
+UPPER = ("hrnet_core.tasks", "hrnet_core.recipes", "hrnet_core.task_registry", "pipelines", "sweeps", "hrnet_cli")
+
+
+def test_lower_layers_know_no_task_or_recipe():
+    """The layering of docs/TASKS.md (issue 25): readers, transforms, losses, codecs and metrics take plain values
+    (a reader returns tables, the task wraps them in ``PreparedRows``; a loss takes its weights, not the recipe), so
+    they never import a task, the recipe schema or the Ray / MLflow layers, lazily or not."""
+    graph = import_graph()
+    wrong = {m: sorted(t for t in targets if t.startswith(UPPER))
+             for m, targets in graph.items() if m.startswith(LOWER_LAYERS)}
+    assert {m: t for m, t in wrong.items() if t} == {}
