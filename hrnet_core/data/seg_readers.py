@@ -30,16 +30,22 @@ def _common_root(*paths: Path) -> Path:
     return Path(os.path.commonpath([str(p) for p in paths]))
 
 
+def _paired(files: Mapping[str, Path], pattern: str, image_suffix: str, label_suffix: str, dataset: str) -> SegPairs:
+    """Images under ``files["images"]`` matching ``pattern``, each paired with the label file of the same stem under
+    ``files["labels"]`` (:func:`read_pairs`), as paths relative to the two folders' common root."""
+    images, labels = Path(files["images"]), Path(files["labels"])
+    pairs = read_pairs(images, labels, pattern, image_suffix, label_suffix)
+    root = _common_root(images, labels)
+    return root, [(_relative(root, i), _relative(root, lab)) for i, lab in pairs], seg_layout(dataset)
+
+
 def read_cityscapes(files: Mapping[str, Path]) -> SegPairs:
     """``files["images"]`` (``leftImg8bit/<split>``) + ``files["labels"]`` (``gtFine/<split>``, labelIds).
 
     Raises:
         AnnotationError: no images, or an image without its label file.
     """
-    images, labels = Path(files["images"]), Path(files["labels"])
-    pairs = read_pairs(images, labels, "*/*_leftImg8bit.png", "_leftImg8bit.png", "_gtFine_labelIds.png")
-    root = _common_root(images, labels)
-    return root, [(_relative(root, i), _relative(root, lab)) for i, lab in pairs], seg_layout("cityscapes")
+    return _paired(files, "*/*_leftImg8bit.png", "_leftImg8bit.png", "_gtFine_labelIds.png", "cityscapes")
 
 
 def read_lip(files: Mapping[str, Path]) -> SegPairs:
@@ -48,10 +54,7 @@ def read_lip(files: Mapping[str, Path]) -> SegPairs:
     Raises:
         AnnotationError: no images, or an image without its label file.
     """
-    images, labels = Path(files["images"]), Path(files["labels"])
-    pairs = read_pairs(images, labels, "*.jpg", ".jpg", ".png")
-    root = _common_root(images, labels)
-    return root, [(_relative(root, i), _relative(root, lab)) for i, lab in pairs], seg_layout("lip")
+    return _paired(files, "*.jpg", ".jpg", ".png", "lip")
 
 
 def read_pascal_context(dataset: str, files: Mapping[str, Path]) -> SegPairs:
