@@ -422,15 +422,11 @@ def draw(items: Sequence[dict[str, Any]], predictions: Predictions, recipe, spli
          num_images: int) -> list[Path]:
     """Predicted skeletons (colour) over ground truth (white) for the first ``num_images`` images, as
     ``<out_dir>/<image_id>.jpg``."""
-    from hrnet_core.data.io import load_json
-    from hrnet_core.evaluation.pose_drawing import save_visualisations
+    from hrnet_core.evaluation.pose_drawing import coco_ground_truth, save_visualisations
 
     results = coco_results(items, predictions)
     image_files = {int(r["image_id"]): r["image_file"] for r in items}
-    gt: dict[int, list[np.ndarray]] = {}
-    for a in load_json(split.ann_file)["annotations"]:
-        if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0:
-            gt.setdefault(int(a["image_id"]), []).append(np.asarray(a["keypoints"], float).reshape(-1, 3))
+    gt = coco_ground_truth(split.ann_file)
     return save_visualisations(results, image_files, out_dir, num_images=num_images, ground_truth=gt,
                                joint_thr=recipe.test.detection_threshold)
 
