@@ -92,17 +92,21 @@ def _check_trial_data(plan: SweepPlan) -> None:
     from hrnet_core.data.prepared import DataError, open_split
     from hrnet_core.recipes import load_recipe
 
-    missing = {}
+    missing, checked = {}, set()
     for trial in plan.trials:
         r = load_recipe(plan.spec.recipe, overrides=trial.overrides, profile=plan.profile)
         for split in (r.data.train_split, r.data.val_split):
+            where = str(Path(r.data.root) / split)
+            if where in checked:  # trials of a width sweep share their data: each split is opened once
+                continue
+            checked.add(where)
             try:
                 open_split(r.data.root, split)
             except DataError as exc:
-                missing.setdefault(str(Path(r.data.root) / split), str(exc))
+                missing[where] = str(exc)
     if missing:
         first = next(iter(missing.values()))
         raise SweepConfigError(f"{plan.spec.name}: {len(missing)} prepared split(s) missing before any trial runs: "
-                               f"{first}" + ("" if plan.smoke else "") +
+                               f"{first}" +
                                ("; `hrnet sweep run --smoke` without data.root prepares the generated data itself"
                                 if plan.smoke else ""))
